@@ -1,0 +1,239 @@
+//! Inbox streams: claiming deliveries for a stream, and giving back what
+//! a closed stream was delivered but never acknowledged.
+
+use super::*;
+
+impl Messaging {
+    /// Claims the next deliverable messages for `agent`, up to a batch, in
+    /// delivery order; empty when nothing is deliverable.
+    async fn claim(&self, agent: &AgentId, guard: &StreamGuard) -> Result<Vec<MessageRecord>> {
+        let mut batch = CLAIM_BATCH;
+        for _ in 0..MAX_ATTEMPTS {
+            let now = self.tick();
+            let candidates = self.store.inbox(agent, now, batch).await?;
+            if candidates.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut writes = Vec::with_capacity(candidates.len());
+            for record in candidates {
+                if record.expires_at <= now {
+                    // Past its routing timeout: never deliver it.
+                    self.dead_letter(record, DeadLetter::Timeout).await?;
+                    continue;
+                }
+                let mut claimed = record.clone();
+                claimed.state = MessageState::Delivered;
+                claimed.attempts += 1;
+                claimed.total_attempts += 1;
+                claimed.last_delivered_at = Some(now);
+                claimed.available_at = now.saturating_add(self.config.ack_timeout);
+                writes.push(swap(&record, claimed));
+            }
+            if writes.is_empty() {
+                continue;
+            }
+            let claimed: Vec<MessageRecord> = writes.iter().map(|w| w.record.clone()).collect();
+            // Noted before the write: if the stream goes away while it
+            // commits, the guard still releases the deliveries.
+            claimed.iter().for_each(|record| guard.claimed(record));
+            match self
+                .store
+                .write(WriteSet {
+                    session: None,
+                    messages: writes,
+                })
+                .await
+            {
+                Ok(_) => {
+                    claimed
+                        .iter()
+                        .for_each(|record| self.metrics.delivered(record.attempts));
+                    return Ok(claimed);
+                }
+                Err(e) => {
+                    claimed.iter().for_each(|record| guard.forget(record.id()));
+                    match e {
+                        // Another stream of the agent took one: claim one at
+                        // a time from now on.
+                        StoreError::Conflict { .. } => batch = 1,
+                        e => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// An agent's inbox: queued messages first, then live ones, with
+    /// heartbeats while idle. Ends with UNAVAILABLE at shutdown.
+    pub async fn receive(self: &Arc<Self>, agent: AgentId, shutdown: CancellationToken) -> Result<InboxStream> {
+        if !self.is_registered(&agent).await? {
+            return Err(Error::not_found(format!(
+                "agent {agent} is not registered; register it before opening its inbox"
+            )));
+        }
+        let messaging = self.clone();
+        Ok(Box::pin(async_stream::stream! {
+            let guard = StreamGuard::open(messaging.clone(), agent.clone());
+            let heartbeat = messaging.config.heartbeat;
+            let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+            idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let waker = messaging.presence.waker(&agent);
+            // Registration was checked when the stream opened; after each
+            // wake-up (unregistering wakes the agent) it is checked again
+            // before anything more is claimed.
+            let mut check_registration = false;
+            loop {
+                let woken = waker.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if check_registration {
+                    match messaging.is_registered(&agent).await {
+                        Ok(true) => check_registration = false,
+                        Ok(false) => {
+                            yield Err(Error::not_found(format!("agent {agent} was unregistered")));
+                            return;
+                        }
+                        Err(e) => {
+                            yield Err(e);
+                            return;
+                        }
+                    }
+                }
+                match messaging.claim(&agent, &guard).await {
+                    Ok(claimed) if !claimed.is_empty() => {
+                        idle.reset();
+                        for record in claimed {
+                            yield Ok(InboxItem::Delivery {
+                                attempt: record.attempts,
+                                ack_deadline: record.available_at,
+                                message: Box::new(record.message),
+                            });
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                }
+                // Sleep until something is due, arrives, or the heartbeat.
+                let next = match messaging.store.next_available(&agent).await {
+                    Ok(next) => next,
+                    Err(e) => {
+                        yield Err(e.into());
+                        return;
+                    }
+                };
+                let until_next = next
+                    .map(|at| at.unix_micros() - Timestamp::now().unix_micros())
+                    .map(|micros| Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
+                    .unwrap_or(heartbeat)
+                    .clamp(MIN_IDLE_WAIT, heartbeat);
+                let wake = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => Wake::Shutdown,
+                    () = &mut woken => Wake::Work,
+                    () = tokio::time::sleep(until_next) => Wake::Work,
+                    _ = idle.tick() => Wake::Idle,
+                };
+                match wake {
+                    Wake::Shutdown => {
+                        yield Err(Error::unavailable("the server is shutting down; reconnect to continue"));
+                        return;
+                    }
+                    Wake::Work => check_registration = true,
+                    Wake::Idle => {
+                        check_registration = true;
+                        guard.prune();
+                        let inbox_depth = match messaging.store.inbox_depth(&agent).await {
+                            Ok(depth) => depth,
+                            Err(e) => {
+                                yield Err(e.into());
+                                return;
+                            }
+                        };
+                        messaging.presence.touch(&agent);
+                        yield Ok(InboxItem::Heartbeat { timestamp: Timestamp::now(), inbox_depth });
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Puts deliveries that a closed stream never got acknowledged back in
+    /// the inbox at once, so another stream of the agent receives them.
+    async fn release(&self, claims: Vec<(MessageId, u64)>) {
+        for (id, version) in claims {
+            match self.store.get_message(&id).await {
+                Ok(Some(record)) if record.version == version && record.state == MessageState::Delivered => {
+                    if let Err(error) = self.unacked(record, false).await {
+                        tracing::warn!(%error, message_id = %id, "releasing a delivery failed; the sweeper retries it");
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, message_id = %id, "releasing a delivery failed"),
+            }
+        }
+    }
+}
+
+enum Wake {
+    Shutdown,
+    Work,
+    Idle,
+}
+
+/// Marks the agent online while its stream lives and remembers what the
+/// stream delivered, to release it when the stream closes.
+struct StreamGuard {
+    messaging: Arc<Messaging>,
+    agent: AgentId,
+    claims: Mutex<HashMap<MessageId, (u64, Timestamp)>>,
+}
+
+impl StreamGuard {
+    fn open(messaging: Arc<Messaging>, agent: AgentId) -> Self {
+        messaging.presence.connect(&agent);
+        Self {
+            messaging,
+            agent,
+            claims: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, (u64, Timestamp)>> {
+        self.claims.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn claimed(&self, record: &MessageRecord) {
+        self.lock()
+            .insert(record.id().clone(), (record.version, record.available_at));
+    }
+
+    fn forget(&self, id: &MessageId) {
+        self.lock().remove(id);
+    }
+
+    /// Forgets claims whose ack deadline passed: the sweeper owns them now.
+    fn prune(&self) {
+        let now = Timestamp::now();
+        self.lock().retain(|_, (_, deadline)| *deadline > now);
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.messaging.presence.disconnect(&self.agent);
+        let claims: Vec<(MessageId, u64)> = self.lock().drain().map(|(id, (version, _))| (id, version)).collect();
+        if claims.is_empty() {
+            return;
+        }
+        let messaging = self.messaging.clone();
+        // Drop cannot wait; the release runs on its own.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { messaging.release(claims).await });
+        }
+    }
+}

@@ -1,0 +1,448 @@
+//! Server configuration: defaults, then an optional TOML file, then
+//! `AGENT_BUS_*` environment variables, then command-line flags.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+use crate::store::sqlite::Synchronous;
+
+/// Which store backs the bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Durable SQLite file under the data directory.
+    Sqlite,
+    /// Nothing survives the process; for tests and throwaway runs.
+    Memory,
+}
+
+/// The resolved configuration of `agentbus serve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub api_key: Option<String>,
+    pub insecure: bool,
+    pub store: StoreKind,
+    pub data_dir: PathBuf,
+    pub sqlite_synchronous: Synchronous,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    pub max_participants: usize,
+    pub max_message_bytes: usize,
+    pub max_context_bytes: usize,
+    /// Live events buffered per watcher before it falls back to the store.
+    pub watch_buffer: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// A delivery not acknowledged within this is delivered again.
+    #[serde(with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// Routing timeout of messages that set none.
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// Unit of the retry backoff (linear: n x base, exponential: 2^(n-1) x base).
+    #[serde(with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// Open messages per recipient before sends are RESOURCE_EXHAUSTED.
+    pub inbox_limit: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_key: None,
+            insecure: false,
+            store: StoreKind::Sqlite,
+            data_dir: PathBuf::from("./agentbus-data"),
+            sqlite_synchronous: Synchronous::Full,
+            heartbeat_interval: Duration::from_secs(30),
+            session_idle_timeout: Duration::from_secs(3600),
+            max_participants: 10,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_context_bytes: 1024 * 1024,
+            watch_buffer: 1024,
+            shutdown_grace: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(30),
+            message_timeout: Duration::from_secs(300),
+            retry_backoff: Duration::from_secs(1),
+            inbox_limit: 10_000,
+        }
+    }
+}
+
+/// Flags of `agentbus serve`; each also reads its `AGENT_BUS_*` variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (keys in snake_case).
+    #[arg(long, env = "AGENT_BUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080; env AGENT_BUS_HOST / AGENT_BUS_PORT].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Require this key from every client (metadata `x-agent-api-key` or `authorization: Bearer`).
+    #[arg(long, env = "AGENT_BUS_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Allow listening on a non-loopback address without an API key
+    /// (`--insecure`, `--insecure=false`; env accepts true/false/1/0/yes/no).
+    #[arg(long, env = "AGENT_BUS_INSECURE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: Option<bool>,
+    #[arg(long, env = "AGENT_BUS_STORE", value_enum)]
+    pub store: Option<StoreKind>,
+    /// Directory of the SQLite store.
+    #[arg(long, env = "AGENT_BUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `full` (fsync every commit) or `normal` (survives a crash, not power loss).
+    #[arg(long, env = "AGENT_BUS_SQLITE_SYNCHRONOUS", value_parser = parse_synchronous)]
+    pub sqlite_synchronous: Option<Synchronous>,
+    /// e.g. 30s
+    #[arg(long, env = "AGENT_BUS_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// e.g. 1h
+    #[arg(long, env = "AGENT_BUS_SESSION_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub session_idle_timeout: Option<Duration>,
+    #[arg(long, env = "AGENT_BUS_MAX_PARTICIPANTS")]
+    pub max_participants: Option<usize>,
+    #[arg(long, env = "AGENT_BUS_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    #[arg(long, env = "AGENT_BUS_MAX_CONTEXT_BYTES")]
+    pub max_context_bytes: Option<usize>,
+    #[arg(long, env = "AGENT_BUS_WATCH_BUFFER")]
+    pub watch_buffer: Option<usize>,
+    /// e.g. 5s
+    #[arg(long, env = "AGENT_BUS_SHUTDOWN_GRACE", value_parser = parse_duration)]
+    pub shutdown_grace: Option<Duration>,
+    /// e.g. 30s
+    #[arg(long, env = "AGENT_BUS_ACK_TIMEOUT", value_parser = parse_duration)]
+    pub ack_timeout: Option<Duration>,
+    /// e.g. 300s
+    #[arg(long, env = "AGENT_BUS_MESSAGE_TIMEOUT", value_parser = parse_duration)]
+    pub message_timeout: Option<Duration>,
+    /// e.g. 1s
+    #[arg(long, env = "AGENT_BUS_RETRY_BACKOFF", value_parser = parse_duration)]
+    pub retry_backoff: Option<Duration>,
+    #[arg(long, env = "AGENT_BUS_INBOX_LIMIT")]
+    pub inbox_limit: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Resolves the configuration from `args` (flags and their env vars),
+    /// the environment and the optional file.
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        Self::load_with_env(args, |name| std::env::var(name).ok())
+    }
+
+    fn load_with_env(args: &ServeArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(host) = env("AGENT_BUS_HOST").filter(|h| !h.is_empty()) {
+            config.listen.set_ip(parse_host(&host)?);
+        }
+        if let Some(port) = env("AGENT_BUS_PORT").filter(|p| !p.is_empty()) {
+            let port = port.parse().map_err(|_| {
+                ConfigError::Invalid(format!("AGENT_BUS_PORT: {port:?} is not a port number (0-65535)"))
+            })?;
+            config.listen.set_port(port);
+        }
+        config.apply(args);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })
+    }
+
+    fn apply(&mut self, args: &ServeArgs) {
+        fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+            if let Some(value) = value {
+                *target = value.clone();
+            }
+        }
+        set(&mut self.listen, &args.listen);
+        if args.api_key.is_some() {
+            self.api_key = args.api_key.clone();
+        }
+        set(&mut self.insecure, &args.insecure);
+        set(&mut self.store, &args.store);
+        set(&mut self.data_dir, &args.data_dir);
+        set(&mut self.sqlite_synchronous, &args.sqlite_synchronous);
+        set(&mut self.heartbeat_interval, &args.heartbeat_interval);
+        set(&mut self.session_idle_timeout, &args.session_idle_timeout);
+        set(&mut self.max_participants, &args.max_participants);
+        set(&mut self.max_message_bytes, &args.max_message_bytes);
+        set(&mut self.max_context_bytes, &args.max_context_bytes);
+        set(&mut self.watch_buffer, &args.watch_buffer);
+        set(&mut self.shutdown_grace, &args.shutdown_grace);
+        set(&mut self.ack_timeout, &args.ack_timeout);
+        set(&mut self.message_timeout, &args.message_timeout);
+        set(&mut self.retry_backoff, &args.retry_backoff);
+        set(&mut self.inbox_limit, &args.inbox_limit);
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if let Some(key) = &self.api_key
+            && (key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return invalid("api_key must be non-empty printable ASCII without spaces".into());
+        }
+        const MS: Duration = Duration::from_millis(1);
+        const HOUR: Duration = Duration::from_secs(3600);
+        const DAY: Duration = Duration::from_secs(86_400);
+        let durations = [
+            ("heartbeat_interval", self.heartbeat_interval, 10 * MS, HOUR),
+            ("session_idle_timeout", self.session_idle_timeout, 100 * MS, 365 * DAY),
+            ("ack_timeout", self.ack_timeout, 10 * MS, DAY),
+            ("message_timeout", self.message_timeout, 10 * MS, 30 * DAY),
+            ("retry_backoff", self.retry_backoff, 10 * MS, HOUR),
+            ("shutdown_grace", self.shutdown_grace, Duration::ZERO, HOUR),
+        ];
+        for (name, value, min, max) in durations {
+            if !(min..=max).contains(&value) {
+                return invalid(format!(
+                    "{name} must be between {} and {}, got {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max),
+                    humantime::format_duration(value)
+                ));
+            }
+        }
+        let counts = [
+            ("max_participants", self.max_participants as u64, 1, 10_000),
+            (
+                "max_message_bytes",
+                self.max_message_bytes as u64,
+                1024,
+                256 * 1024 * 1024,
+            ),
+            // The context must leave room for the rest of a session snapshot.
+            (
+                "max_context_bytes",
+                self.max_context_bytes as u64,
+                2,
+                self.max_message_bytes as u64 / 2,
+            ),
+            ("inbox_limit", self.inbox_limit, 1, 10_000_000),
+            ("watch_buffer", self.watch_buffer as u64, 1, 1_000_000),
+        ];
+        for (name, value, min, max) in counts {
+            if !(min..=max).contains(&value) {
+                return invalid(format!("{name} must be between {min} and {max}, got {value}"));
+            }
+        }
+        if self.api_key.is_none() && !self.listen.ip().is_loopback() && !self.insecure {
+            return invalid(format!(
+                "refusing to listen on {} without an API key: anyone who can reach it could drive the bus. \
+                 Set --api-key (or AGENT_BUS_API_KEY), listen on a loopback address, or pass --insecure",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// Path of the SQLite database file.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("agentbus.sqlite3")
+    }
+}
+
+fn parse_host(host: &str) -> Result<IpAddr, ConfigError> {
+    match host {
+        "localhost" => Ok(IpAddr::from([127, 0, 0, 1])),
+        _ => host.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "AGENT_BUS_HOST: {host:?} is not an IP address (or `localhost`)"
+            ))
+        }),
+    }
+}
+
+/// A duration with a unit, e.g. `250ms`, `30s`, `1h`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    humantime::parse_duration(value).map_err(|e| format!("{value:?} is not a duration such as 30s or 1h: {e}"))
+}
+
+fn parse_synchronous(value: &str) -> Result<Synchronous, String> {
+    match value {
+        "full" => Ok(Synchronous::Full),
+        "normal" => Ok(Synchronous::Normal),
+        _ => Err(format!("{value:?} must be `full` or `normal`")),
+    }
+}
+
+/// serde support for durations written as `30s`, `1h`.
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(args: &ServeArgs, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load_with_env(args, |name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_mirror_the_prototype() {
+        let config = load(&ServeArgs::default(), &[]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(config.session_idle_timeout, Duration::from_secs(3600));
+        assert_eq!(config.max_participants, 10);
+        assert_eq!(config.store, StoreKind::Sqlite);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bus.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nmax_participants = 3\nheartbeat_interval = \"5s\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let config = load(&args, &[]).unwrap();
+        assert_eq!((config.listen.port(), config.max_participants), (9000, 3));
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
+
+        let config = load(&args, &[("AGENT_BUS_PORT", "9100")]).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9100".parse().unwrap());
+
+        args.listen = Some("127.0.0.1:9200".parse().unwrap());
+        let config = load(&args, &[("AGENT_BUS_PORT", "9100")]).unwrap();
+        assert_eq!(config.listen.port(), 9200);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = load(&ServeArgs::default(), &[("AGENT_BUS_PORT", "http")]).unwrap_err();
+        assert!(err.to_string().contains("AGENT_BUS_PORT"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bus.toml");
+        std::fs::write(&file, "heartbeat_interval = \"30\"\n").unwrap();
+        let err = load(
+            &ServeArgs {
+                config: Some(file.clone()),
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("heartbeat_interval"), "{err}");
+        std::fs::write(&file, "no_such_setting = 1\n").unwrap();
+        assert!(
+            load(
+                &ServeArgs {
+                    config: Some(file),
+                    ..Default::default()
+                },
+                &[]
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn limits_are_bounded_both_ways() {
+        let too_long = ServeArgs {
+            heartbeat_interval: Some(Duration::from_secs(86_400 * 400)),
+            ..Default::default()
+        };
+        assert!(
+            load(&too_long, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("heartbeat_interval must be between")
+        );
+        let context = ServeArgs {
+            max_context_bytes: Some(3 * 1024 * 1024),
+            ..Default::default()
+        };
+        assert!(
+            load(&context, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("max_context_bytes")
+        );
+        let buffer = ServeArgs {
+            watch_buffer: Some(usize::MAX),
+            ..Default::default()
+        };
+        assert!(load(&buffer, &[]).unwrap_err().to_string().contains("watch_buffer"));
+    }
+
+    #[test]
+    fn insecure_from_a_file_can_be_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bus.toml");
+        std::fs::write(&file, "insecure = true\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(load(&args, &[]).unwrap().insecure);
+        let off = ServeArgs {
+            insecure: Some(false),
+            ..args
+        };
+        assert!(!load(&off, &[]).unwrap().insecure);
+    }
+
+    #[test]
+    fn public_listen_needs_a_key_or_insecure() {
+        let err = load(&ServeArgs::default(), &[("AGENT_BUS_HOST", "0.0.0.0")]).unwrap_err();
+        assert!(err.to_string().contains("--insecure"), "{err}");
+        let args = ServeArgs {
+            api_key: Some("k".into()),
+            ..Default::default()
+        };
+        assert!(load(&args, &[("AGENT_BUS_HOST", "0.0.0.0")]).is_ok());
+        let args = ServeArgs {
+            insecure: Some(true),
+            ..Default::default()
+        };
+        assert!(load(&args, &[("AGENT_BUS_HOST", "0.0.0.0")]).is_ok());
+    }
+}

@@ -1,0 +1,346 @@
+//! Messages between agents and their delivery bookkeeping.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{Error, Result};
+use super::ids::{AgentId, SessionId};
+use super::json::JsonObject;
+use super::time::Timestamp;
+use super::validate::check_text;
+
+/// The bus itself, as the sender of dead-letter notices.
+pub const BUS_AGENT: &str = "agentbus://bus";
+const MAX_FALLBACKS: usize = 16;
+const MAX_TASK_ID: usize = 128;
+
+/// A message id: 1-128 characters of `[A-Za-z0-9._:-]`, like session ids.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MessageId(String);
+
+impl MessageId {
+    pub fn parse_field(field: &str, value: &str) -> Result<Self> {
+        SessionId::parse(value)
+            .map(|id| Self(id.as_str().to_owned()))
+            .map_err(|reason| Error::invalid(field, reason))
+    }
+
+    /// A fresh server-chosen id, `msg_<uuid v7>`.
+    pub fn generate() -> Self {
+        Self(format!("msg_{}", uuid::Uuid::now_v7()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MessageId {
+    type Error = String;
+    fn try_from(value: String) -> std::result::Result<Self, String> {
+        SessionId::parse(&value).map(|_| Self(value))
+    }
+}
+
+impl From<MessageId> for String {
+    fn from(id: MessageId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageType {
+    TaskRequest,
+    TaskResponse,
+    StatusUpdate,
+    Error,
+    Heartbeat,
+}
+
+impl MessageType {
+    pub const ALL: [MessageType; 5] = [
+        Self::TaskRequest,
+        Self::TaskResponse,
+        Self::StatusUpdate,
+        Self::Error,
+        Self::Heartbeat,
+    ];
+}
+
+/// Higher is delivered first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low = 1,
+    Medium = 2,
+    High = 3,
+    Critical = 4,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    Linear,
+    Exponential,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    Async,
+    Sync,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub backoff: Backoff,
+}
+
+impl RetryPolicy {
+    /// Wait before redelivering after the `attempt`-th delivery went unacked.
+    pub fn delay(&self, attempt: u32, base: Duration) -> Duration {
+        let factor = match self.backoff {
+            Backoff::Linear => attempt.max(1),
+            Backoff::Exponential => 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX),
+        };
+        base.saturating_mul(factor).min(Duration::from_secs(3600))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Routing {
+    /// `None`: the server's message timeout.
+    pub timeout: Option<Duration>,
+    pub retry_policy: RetryPolicy,
+    pub fallback_agents: Vec<AgentId>,
+    pub delivery_mode: DeliveryMode,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            timeout: None,
+            retry_policy: RetryPolicy {
+                max_retries: 3,
+                backoff: Backoff::Linear,
+            },
+            fallback_agents: Vec::new(),
+            delivery_mode: DeliveryMode::Async,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRef {
+    pub agent_id: AgentId,
+    pub framework: String,
+    pub session_id: Option<SessionId>,
+}
+
+impl AgentRef {
+    /// Validates the framework against the id (defaulting it when empty).
+    pub fn new(agent_id: AgentId, framework: &str, session_id: Option<SessionId>) -> Result<Self> {
+        if !framework.is_empty() && framework != agent_id.framework() {
+            return Err(Error::invalid(
+                "framework",
+                format!(
+                    "{framework:?} does not match the framework {:?} of agent id {agent_id}",
+                    agent_id.framework()
+                ),
+            ));
+        }
+        Ok(Self {
+            framework: agent_id.framework().to_owned(),
+            agent_id,
+            session_id,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub message_id: MessageId,
+    pub timestamp: Timestamp,
+    pub sender: AgentRef,
+    pub recipient: AgentRef,
+    pub message_type: MessageType,
+    pub priority: Priority,
+    pub payload: Value,
+    pub routing: Routing,
+    #[serde(default)]
+    pub metadata: JsonObject,
+    pub in_reply_to: Option<MessageId>,
+    pub task_id: Option<String>,
+}
+
+impl Message {
+    /// Field checks that do not need the registry or sessions.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(task_id) = &self.task_id {
+            check_text("task_id", task_id, MAX_TASK_ID)?;
+            if task_id.is_empty() {
+                return Err(Error::invalid("task_id", "must not be empty when given"));
+            }
+        }
+        if self.routing.fallback_agents.len() > MAX_FALLBACKS {
+            return Err(Error::invalid(
+                "routing.fallback_agents",
+                format!(
+                    "at most {MAX_FALLBACKS} allowed, got {}",
+                    self.routing.fallback_agents.len()
+                ),
+            ));
+        }
+        if let Some(i) = self
+            .routing
+            .fallback_agents
+            .iter()
+            .position(|a| a == &self.recipient.agent_id)
+        {
+            return Err(Error::invalid(
+                format!("routing.fallback_agents[{i}]"),
+                "is the recipient itself",
+            ));
+        }
+        if self.routing.timeout == Some(Duration::ZERO) {
+            return Err(Error::invalid("routing.timeout", "must be positive"));
+        }
+        if self.in_reply_to.as_ref() == Some(&self.message_id) {
+            return Err(Error::invalid("in_reply_to", "a message cannot answer itself"));
+        }
+        Ok(())
+    }
+
+    /// The task this message belongs to, if it is part of one.
+    pub fn task_key(&self) -> Option<String> {
+        self.task_id.clone().or_else(|| match self.message_type {
+            MessageType::TaskRequest => Some(self.message_id.to_string()),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    Queued,
+    Delivered,
+    Acked,
+    Answered,
+    DeadLettered,
+    Expired,
+}
+
+impl MessageState {
+    /// Still waiting to be delivered or acknowledged.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Queued | Self::Delivered)
+    }
+}
+
+/// A message plus where its delivery stands; stored and updated by
+/// compare-and-swap on `version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub message: Message,
+    pub state: MessageState,
+    /// The recipient being tried: the original one or a fallback agent.
+    pub recipient: AgentId,
+    /// Index of the next fallback agent to try.
+    pub next_fallback: usize,
+    /// Deliveries to the current recipient.
+    pub attempts: u32,
+    pub total_attempts: u32,
+    /// Also the FIFO order within a priority.
+    pub accepted_at: Timestamp,
+    /// QUEUED: deliverable from then; DELIVERED: the ack deadline.
+    pub available_at: Timestamp,
+    /// The routing timeout.
+    pub expires_at: Timestamp,
+    pub last_delivered_at: Option<Timestamp>,
+    pub acked_at: Option<Timestamp>,
+    pub reason: String,
+    /// Identifies the sender's request, for idempotent resends.
+    pub fingerprint: u64,
+    pub version: u64,
+}
+
+impl MessageRecord {
+    /// A message just accepted for `recipient` (with the index of the next
+    /// fallback agent to try), deliverable at once, expiring after `timeout`.
+    pub fn queued(
+        message: Message,
+        (recipient, next_fallback): (AgentId, usize),
+        now: Timestamp,
+        timeout: Duration,
+        fingerprint: u64,
+    ) -> Self {
+        Self {
+            message,
+            state: MessageState::Queued,
+            recipient,
+            next_fallback,
+            attempts: 0,
+            total_attempts: 0,
+            accepted_at: now,
+            available_at: now,
+            expires_at: now.saturating_add(timeout),
+            last_delivered_at: None,
+            acked_at: None,
+            reason: String::new(),
+            fingerprint,
+            version: 1,
+        }
+    }
+
+    pub fn id(&self) -> &MessageId {
+        &self.message.message_id
+    }
+}
+
+/// FNV-1a: stable across builds and versions, unlike std's hasher.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_delays() {
+        let base = Duration::from_millis(100);
+        let linear = RetryPolicy {
+            max_retries: 5,
+            backoff: Backoff::Linear,
+        };
+        let exponential = RetryPolicy {
+            max_retries: 5,
+            backoff: Backoff::Exponential,
+        };
+        let delays = |p: &RetryPolicy| (1..=4).map(|a| p.delay(a, base).as_millis()).collect::<Vec<_>>();
+        assert_eq!(delays(&linear), [100, 200, 300, 400]);
+        assert_eq!(delays(&exponential), [100, 200, 400, 800]);
+        assert_eq!(exponential.delay(80, base), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn fingerprints_are_stable() {
+        assert_eq!(fingerprint(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fingerprint(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(fingerprint(b"ab"), fingerprint(b"ba"));
+    }
+}

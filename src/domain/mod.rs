@@ -1,0 +1,16 @@
+//! Domain types and rules: ids, sessions and their state machine, errors.
+//! Knows nothing of protobuf, HTTP or SQL.
+
+pub mod agent;
+pub mod error;
+pub mod ids;
+pub mod json;
+pub mod message;
+pub mod session;
+pub mod time;
+pub mod validate;
+
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{AgentId, SessionId};
+pub use json::JsonObject;
+pub use time::Timestamp;

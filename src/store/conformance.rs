@@ -1,0 +1,643 @@
+//! One behaviour suite, run against every backend.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::memory::MemoryStore;
+use super::sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use super::{EventFilter, MessageWrite, SessionChange, SessionQuery, Store, StoreError, WriteSet};
+use crate::domain::agent::{Agent, AgentDescriptor, Capabilities};
+use crate::domain::message::{
+    AgentRef, Message, MessageId, MessageRecord, MessageState, MessageType, Priority, Routing,
+};
+use crate::domain::session::{NewSession, ParticipantSpec, Session, SessionEventKind, SessionLimits, SessionState};
+use crate::domain::{AgentId, JsonObject, SessionId, Timestamp};
+
+/// A store plus whatever keeps its files alive.
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn memory() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryStore::new(64)),
+        _dir: None,
+    }
+}
+
+fn sqlite_options(dir: &std::path::Path) -> SqliteOptions {
+    SqliteOptions {
+        path: dir.join("bus.sqlite3"),
+        synchronous: Synchronous::Normal,
+        feed_capacity: 64,
+        // Small batches, so concurrent tests span several transactions.
+        max_batch: 8,
+    }
+}
+
+fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&sqlite_options(dir.path())).unwrap();
+    Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+fn agent(id: &str) -> AgentId {
+    AgentId::parse(id).unwrap()
+}
+
+fn new_session(id: &str, participants: &[&str]) -> Session {
+    let new = NewSession {
+        session_id: Some(SessionId::parse(id).unwrap()),
+        orchestrator: agent("claude-code://orchestrator"),
+        participants: participants
+            .iter()
+            .map(|p| ParticipantSpec::new(p, "", "implementer", vec![], JsonObject::new()).unwrap())
+            .collect(),
+        steps: vec![],
+        shared_context: JsonObject::new(),
+    };
+    Session::create(new, &SessionLimits::default(), Timestamp::now()).unwrap()
+}
+
+fn create(session: &Session) -> SessionChange {
+    SessionChange {
+        session: session.clone(),
+        expected_version: None,
+        kind: SessionEventKind::SessionCreated,
+        agent_id: None,
+        task_id: None,
+        timestamp: Timestamp::now(),
+    }
+}
+
+/// The session with its context changed, as the next version.
+fn changed(session: &Session, key: &str) -> SessionChange {
+    let mut next = session.clone();
+    next.shared_context.insert(key.into(), json!(true));
+    next.version += 1;
+    next.updated_at = Timestamp::now();
+    SessionChange {
+        session: next,
+        expected_version: Some(session.version),
+        kind: SessionEventKind::SharedContextUpdated,
+        agent_id: None,
+        task_id: None,
+        timestamp: Timestamp::now(),
+    }
+}
+
+async fn all_events(store: &dyn Store) -> Vec<u64> {
+    let up_to = store.feed().last_sequence();
+    store
+        .events(0, up_to, &EventFilter::default(), 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence)
+        .collect()
+}
+
+async fn create_get_and_version_checks(store: &dyn Store) {
+    let session = new_session("s1", &["opencode://backend"]);
+    let event = store.commit(create(&session)).await.unwrap();
+    assert_eq!((event.sequence, event.kind), (1, SessionEventKind::SessionCreated));
+    assert_eq!(
+        store.get_session(&session.session_id).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(
+        store.get_session(&SessionId::parse("nope").unwrap()).await.unwrap(),
+        None
+    );
+
+    assert_eq!(
+        store.commit(create(&session)).await.unwrap_err(),
+        StoreError::AlreadyExists(format!("session {}", session.session_id))
+    );
+    let updated = store.commit(changed(&session, "a")).await.unwrap();
+    assert_eq!((updated.sequence, updated.session.version), (2, 2));
+    let stale = store.commit(changed(&session, "b")).await.unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            StoreError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            }
+        ),
+        "{stale:?}"
+    );
+    let missing = store
+        .commit(changed(&new_session("ghost", &[]), "c"))
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+    assert_eq!(
+        store.get_session(&session.session_id).await.unwrap().unwrap().version,
+        2
+    );
+    // Failed commits consume no sequence number.
+    assert_eq!(all_events(store).await, vec![1, 2]);
+    assert_eq!(store.feed().last_sequence(), 2);
+}
+
+async fn events_filter_and_bound(store: &dyn Store) {
+    let a = new_session("a", &[]);
+    let b = new_session("b", &[]);
+    store.commit(create(&a)).await.unwrap();
+    store.commit(create(&b)).await.unwrap();
+    store.commit(changed(&a, "x")).await.unwrap();
+    let only_a = EventFilter {
+        session_ids: vec![a.session_id.clone()],
+        kinds: vec![],
+    };
+    let seqs =
+        |events: Vec<Arc<crate::domain::session::SessionEvent>>| events.iter().map(|e| e.sequence).collect::<Vec<_>>();
+    assert_eq!(seqs(store.events(0, 3, &only_a, 10).await.unwrap()), vec![1, 3]);
+    let created = EventFilter {
+        session_ids: vec![],
+        kinds: vec![SessionEventKind::SessionCreated],
+    };
+    assert_eq!(seqs(store.events(0, 3, &created, 10).await.unwrap()), vec![1, 2]);
+    assert_eq!(
+        seqs(store.events(1, 2, &EventFilter::default(), 10).await.unwrap()),
+        vec![2]
+    );
+    assert_eq!(
+        seqs(store.events(0, 3, &EventFilter::default(), 2).await.unwrap()),
+        vec![1, 2]
+    );
+    let event = &store.events(2, 3, &EventFilter::default(), 1).await.unwrap()[0];
+    assert_eq!(event.session.shared_context.get("x"), Some(&json!(true)));
+    assert_eq!(event.kind, SessionEventKind::SharedContextUpdated);
+}
+
+async fn feed_announces_in_order(store: &dyn Store) {
+    let mut feed = store.feed().subscribe();
+    let session = new_session("fed", &[]);
+    store.commit(create(&session)).await.unwrap();
+    store.commit(changed(&session, "k")).await.unwrap();
+    assert_eq!(feed.recv().await.unwrap().sequence, 1);
+    let second = feed.recv().await.unwrap();
+    assert_eq!((second.sequence, second.session.version), (2, 2));
+}
+
+async fn list_pages_and_filters(store: &dyn Store) {
+    for i in 0..5 {
+        let participants: &[&str] = if i % 2 == 0 { &["codex://frontend"] } else { &[] };
+        store
+            .commit(create(&new_session(&format!("l{i}"), participants)))
+            .await
+            .unwrap();
+    }
+    let l1 = store
+        .get_session(&SessionId::parse("l1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut ended = l1.clone();
+    ended.state = SessionState::Completed;
+    ended.version += 1;
+    store
+        .commit(SessionChange {
+            session: ended,
+            expected_version: Some(1),
+            ..create(&l1)
+        })
+        .await
+        .unwrap();
+
+    let mut query = SessionQuery {
+        limit: 2,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_sessions(&query).await.unwrap();
+        assert!(page.sessions.len() <= 2);
+        seen.extend(page.sessions.iter().map(|s| s.session_id.to_string()));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["l0", "l1", "l2", "l3", "l4"]);
+
+    let frontend = SessionQuery {
+        participant: Some(agent("codex://frontend")),
+        limit: 10,
+        ..Default::default()
+    };
+    let ids: Vec<String> = store
+        .list_sessions(&frontend)
+        .await
+        .unwrap()
+        .sessions
+        .iter()
+        .map(|s| s.session_id.to_string())
+        .collect();
+    assert_eq!(ids, ["l0", "l2", "l4"]);
+    let completed = SessionQuery {
+        states: vec![SessionState::Completed],
+        limit: 10,
+        ..Default::default()
+    };
+    let page = store.list_sessions(&completed).await.unwrap();
+    assert_eq!(page.sessions.len(), 1);
+    assert_eq!(page.sessions[0].session_id.as_str(), "l1");
+    assert_eq!(page.next, None);
+    let orchestrator = SessionQuery {
+        participant: Some(agent("claude-code://orchestrator")),
+        states: vec![SessionState::Active],
+        limit: 3,
+        ..Default::default()
+    };
+    let page = store.list_sessions(&orchestrator).await.unwrap();
+    assert_eq!(page.sessions.len(), 3);
+    assert!(page.next.is_some());
+    assert_eq!(store.counts().await.unwrap().active_sessions, 4);
+}
+
+async fn idle_sessions_oldest_first(store: &dyn Store) {
+    let mut old = new_session("old", &[]);
+    old.updated_at = Timestamp::from_unix_micros(1_000);
+    let mut older = new_session("older", &[]);
+    older.updated_at = Timestamp::from_unix_micros(500);
+    let fresh = new_session("fresh", &[]);
+    for s in [&old, &older, &fresh] {
+        store.commit(create(s)).await.unwrap();
+    }
+    let idle = store
+        .idle_sessions(Timestamp::from_unix_micros(2_000), 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = idle.iter().map(|s| s.session_id.as_str()).collect();
+    assert_eq!(ids, ["older", "old"]);
+    assert_eq!(
+        store
+            .idle_sessions(Timestamp::from_unix_micros(2_000), 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn concurrent_writers(store: Arc<dyn Store>) {
+    let base = new_session("contended", &[]);
+    store.commit(create(&base)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            let own = new_session(&format!("c{i}"), &[]);
+            store.commit(create(&own)).await.unwrap();
+            // All race to update the same version; exactly one may win.
+            store.commit(changed(&base, &format!("k{i}"))).await.is_ok()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(all_events(store.as_ref()).await, (1..=52).collect::<Vec<u64>>());
+}
+
+fn agent_record(id: &str, version: u64) -> Agent {
+    let mut descriptor = AgentDescriptor::new(agent(id));
+    descriptor.capabilities = Capabilities {
+        tools: vec!["git".into()],
+        ..Default::default()
+    };
+    Agent {
+        version,
+        ..Agent::registered(descriptor, Timestamp::now())
+    }
+}
+
+async fn agents_register_update_list_delete(store: &dyn Store) {
+    let first = agent_record("opencode://backend", 1);
+    store.put_agent(first.clone(), None).await.unwrap();
+    assert_eq!(store.get_agent(first.id()).await.unwrap(), Some(first.clone()));
+    let taken = store.put_agent(first.clone(), None).await.unwrap_err();
+    assert!(
+        matches!(taken, StoreError::AlreadyExists(ref r) if r.contains("opencode://backend")),
+        "{taken:?}"
+    );
+    let updated = agent_record("opencode://backend", 2);
+    store.put_agent(updated.clone(), Some(1)).await.unwrap();
+    assert!(matches!(
+        store.put_agent(updated.clone(), Some(1)).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.put_agent(agent_record("x://ghost", 2), Some(1)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    for id in ["codex://frontend", "claude-code://qa", "aider://z"] {
+        store.put_agent(agent_record(id, 1), None).await.unwrap();
+    }
+    let ids = |agents: Vec<Agent>| agents.iter().map(|a| a.id().to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_agents(None, 10).await.unwrap()),
+        [
+            "aider://z",
+            "claude-code://qa",
+            "codex://frontend",
+            "opencode://backend"
+        ]
+    );
+    let after = agent("claude-code://qa");
+    assert_eq!(
+        ids(store.list_agents(Some(&after), 1).await.unwrap()),
+        ["codex://frontend"]
+    );
+    assert_eq!(store.counts().await.unwrap().registered_agents, 4);
+    assert!(store.delete_agent(first.id()).await.unwrap());
+    assert_eq!(store.counts().await.unwrap().registered_agents, 3);
+    assert!(!store.delete_agent(first.id()).await.unwrap());
+    assert_eq!(store.get_agent(first.id()).await.unwrap(), None);
+}
+
+fn message(id: &str, to: &str, priority: Priority, accepted: i64) -> MessageRecord {
+    let message = Message {
+        message_id: MessageId::parse_field("message_id", id).unwrap(),
+        timestamp: Timestamp::from_unix_micros(accepted),
+        sender: AgentRef::new(agent("claude-code://orchestrator"), "", None).unwrap(),
+        recipient: AgentRef::new(agent(to), "", None).unwrap(),
+        message_type: MessageType::TaskRequest,
+        priority,
+        payload: json!({"n": accepted}),
+        routing: Routing::default(),
+        metadata: JsonObject::new(),
+        in_reply_to: None,
+        task_id: None,
+    };
+    let accepted = Timestamp::from_unix_micros(accepted);
+    MessageRecord::queued(message, (agent(to), 0), accepted, std::time::Duration::from_secs(1), 7)
+}
+
+fn insert(record: &MessageRecord) -> MessageWrite {
+    MessageWrite {
+        record: record.clone(),
+        expected: None,
+        inbox_limit: None,
+        require_recipient: false,
+    }
+}
+
+fn ids(records: &[MessageRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.id().as_str()).collect()
+}
+
+async fn inbox_orders_by_priority_then_age(store: &dyn Store) {
+    let to = "opencode://backend";
+    let records = [
+        message("low-1", to, Priority::Low, 10),
+        message("high-1", to, Priority::High, 20),
+        message("medium-1", to, Priority::Medium, 30),
+        message("high-2", to, Priority::High, 40),
+        message("later", to, Priority::Critical, 5_000),
+        message("other", "codex://frontend", Priority::Critical, 1),
+    ];
+    for record in &records {
+        store.write(insert(record).into()).await.unwrap();
+    }
+    let agent_id = agent(to);
+    let now = Timestamp::from_unix_micros(100);
+    assert_eq!(
+        ids(&store.inbox(&agent_id, now, 10).await.unwrap()),
+        ["high-1", "high-2", "medium-1", "low-1"]
+    );
+    assert_eq!(
+        ids(&store.inbox(&agent_id, now, 2).await.unwrap()),
+        ["high-1", "high-2"]
+    );
+    assert_eq!(
+        store.next_available(&agent_id).await.unwrap(),
+        Some(Timestamp::from_unix_micros(10))
+    );
+    assert_eq!(store.inbox_depth(&agent_id).await.unwrap(), 5);
+    assert_eq!(store.open_messages(&agent_id, 100).await.unwrap().len(), 5);
+
+    // Claim one by compare-and-swap; a second claim of the same version loses.
+    let mut claimed = records[1].clone();
+    claimed.state = MessageState::Delivered;
+    claimed.available_at = Timestamp::from_unix_micros(200);
+    claimed.version = 2;
+    let claim = MessageWrite {
+        record: claimed.clone(),
+        expected: Some(1),
+        inbox_limit: None,
+        require_recipient: false,
+    };
+    store.write(claim.clone().into()).await.unwrap();
+    assert!(matches!(
+        store.write(claim.into()).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.get_message(claimed.id()).await.unwrap(), Some(claimed));
+    assert_eq!(
+        ids(&store.inbox(&agent_id, now, 10).await.unwrap()),
+        ["high-2", "medium-1", "low-1"]
+    );
+
+    // Due: the delivered one after its ack deadline, and anything expired.
+    assert!(
+        store
+            .due_messages(Timestamp::from_unix_micros(150), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids(&store.due_messages(Timestamp::from_unix_micros(250), 10).await.unwrap()),
+        ["high-1"]
+    );
+    let expired = store
+        .due_messages(Timestamp::from_unix_micros(1_000_045), 10)
+        .await
+        .unwrap();
+    let mut expired_ids = ids(&expired);
+    expired_ids.sort();
+    assert_eq!(expired_ids, ["high-1", "high-2", "low-1", "medium-1", "other"]);
+}
+
+async fn write_sets_are_all_or_nothing(store: &dyn Store) {
+    let session = new_session("atomic", &[]);
+    let first = message("m1", "opencode://backend", Priority::Medium, 1);
+    let mut reply = message("m2", "claude-code://orchestrator", Priority::Medium, 2);
+    reply.message.in_reply_to = Some(first.id().clone());
+    // The duplicate m1 fails the whole set: neither session nor m2 land.
+    let failing = WriteSet {
+        session: Some(create(&session)),
+        messages: vec![insert(&reply), insert(&first), insert(&first)],
+    };
+    assert!(matches!(store.write(failing).await, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(store.get_session(&session.session_id).await.unwrap(), None);
+    assert_eq!(store.get_message(reply.id()).await.unwrap(), None);
+    assert_eq!(store.feed().last_sequence(), 0);
+
+    let event = store
+        .write(WriteSet {
+            session: Some(create(&session)),
+            messages: vec![insert(&first), insert(&reply)],
+        })
+        .await
+        .unwrap()
+        .expect("a session event");
+    assert_eq!(event.sequence, 1);
+    let replies = store.replies(first.id(), 10).await.unwrap();
+    assert_eq!(ids(&replies), ["m2"]);
+    assert!(store.replies(reply.id(), 10).await.unwrap().is_empty());
+    // Without a session change there is no event.
+    let lone = message("m3", "codex://frontend", Priority::Low, 3);
+    assert_eq!(store.write(insert(&lone).into()).await.unwrap(), None);
+}
+
+async fn inbox_limit_counts_open_messages(store: &dyn Store) {
+    let to = "opencode://backend";
+    let limited = |id: &str| MessageWrite {
+        inbox_limit: Some(2),
+        ..insert(&message(id, to, Priority::Medium, 1))
+    };
+    store.write(limited("a").into()).await.unwrap();
+    store.write(limited("b").into()).await.unwrap();
+    let full = store.write(limited("c").into()).await.unwrap_err();
+    assert!(matches!(full, StoreError::InboxFull { limit: 2, .. }), "{full:?}");
+    // Closing one earlier in the same set makes room, as it would when
+    // done on its own.
+    let mut acked = message("a", to, Priority::Medium, 1);
+    acked.state = MessageState::Acked;
+    acked.version = 2;
+    let ack = MessageWrite {
+        record: acked,
+        expected: Some(1),
+        inbox_limit: None,
+        require_recipient: false,
+    };
+    store
+        .write(WriteSet {
+            session: None,
+            messages: vec![ack, limited("c")],
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.inbox_depth(&agent(to)).await.unwrap(), 2);
+}
+
+async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
+    let to = "opencode://backend";
+    let mut write = insert(&message("needs-agent", to, Priority::Medium, 1));
+    write.require_recipient = true;
+    let missing = store.write(write.clone().into()).await.unwrap_err();
+    assert_eq!(missing, StoreError::NotFound(format!("agent {to}")));
+    store.put_agent(agent_record(to, 1), None).await.unwrap();
+    store.write(write.into()).await.unwrap();
+    // The inbox limit also counts messages added earlier in the same set.
+    let limited = |id: &str| MessageWrite {
+        inbox_limit: Some(2),
+        ..insert(&message(id, "codex://frontend", Priority::Low, 1))
+    };
+    let full = store
+        .write(WriteSet {
+            session: None,
+            messages: vec![limited("f1"), limited("f2"), limited("f3")],
+        })
+        .await;
+    assert!(matches!(full, Err(StoreError::InboxFull { limit: 2, .. })), "{full:?}");
+    assert_eq!(store.inbox_depth(&agent("codex://frontend")).await.unwrap(), 0);
+}
+
+async fn closed_store_refuses_writes(store: &dyn Store) {
+    store.close().await.unwrap();
+    assert_eq!(
+        store.commit(create(&new_session("late", &[]))).await.unwrap_err(),
+        StoreError::Closed
+    );
+}
+
+macro_rules! conformance {
+    ($backend:ident) => {
+        mod $backend {
+            #[tokio::test]
+            async fn create_get_and_version_checks() {
+                super::create_get_and_version_checks(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn events_filter_and_bound() {
+                super::events_filter_and_bound(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn feed_announces_in_order() {
+                super::feed_announces_in_order(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn list_pages_and_filters() {
+                super::list_pages_and_filters(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn idle_sessions_oldest_first() {
+                super::idle_sessions_oldest_first(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_writers() {
+                let fixture = super::$backend();
+                super::concurrent_writers(fixture.store.clone()).await;
+            }
+            #[tokio::test]
+            async fn agents_register_update_list_delete() {
+                super::agents_register_update_list_delete(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn inbox_orders_by_priority_then_age() {
+                super::inbox_orders_by_priority_then_age(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn write_sets_are_all_or_nothing() {
+                super::write_sets_are_all_or_nothing(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn inbox_limit_counts_open_messages() {
+                super::inbox_limit_counts_open_messages(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn writes_can_require_a_registered_recipient() {
+                super::writes_can_require_a_registered_recipient(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn closed_store_refuses_writes() {
+                super::closed_store_refuses_writes(super::$backend().store.as_ref()).await;
+            }
+        }
+    };
+}
+
+conformance!(memory);
+conformance!(sqlite);
+
+#[tokio::test]
+async fn sqlite_reopens_with_everything_and_continues_the_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let session = new_session("durable", &["opencode://backend"]);
+    {
+        let store = SqliteStore::open(&sqlite_options(dir.path())).unwrap();
+        store.commit(create(&session)).await.unwrap();
+        store.commit(changed(&session, "kept")).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let store = SqliteStore::open(&sqlite_options(dir.path())).unwrap();
+    assert_eq!(store.feed().last_sequence(), 2);
+    let reloaded = store.get_session(&session.session_id).await.unwrap().unwrap();
+    assert_eq!(reloaded.shared_context.get("kept"), Some(&json!(true)));
+    let next = store.commit(changed(&reloaded, "after")).await.unwrap();
+    assert_eq!(next.sequence, 3);
+}

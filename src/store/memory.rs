@@ -1,0 +1,298 @@
+//! In-memory store for tests and throwaway runs. Same semantics as the
+//! durable backends; nothing survives the process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::{
+    EventFeed, EventFilter, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet, agent_record,
+    check_version, event_of, message_record, session_record,
+};
+use crate::domain::agent::Agent;
+use crate::domain::message::{MessageId, MessageRecord, MessageState};
+use crate::domain::session::{Session, SessionEvent, SessionState};
+use crate::domain::{AgentId, SessionId, Timestamp};
+
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    feed: EventFeed,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Session and the sequence of its creation event (its list cursor).
+    sessions: HashMap<SessionId, (Session, u64)>,
+    by_creation: BTreeMap<u64, SessionId>,
+    events: Vec<Arc<SessionEvent>>,
+    agents: BTreeMap<AgentId, Agent>,
+    messages: HashMap<MessageId, MessageRecord>,
+    closed: bool,
+}
+
+impl MemoryStore {
+    pub fn new(feed_capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            feed: EventFeed::new(feed_capacity, 0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied change:
+        // every mutation below completes before the guard drops.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn write(&self, set: WriteSet) -> Result<Option<Arc<SessionEvent>>, StoreError> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(StoreError::Closed);
+        }
+        // Check everything first so a failure changes nothing.
+        if let Some(change) = &set.session {
+            let stored = inner.sessions.get(&change.session.session_id).map(|(s, _)| s.version);
+            check_version(session_record(change), change.expected_version, stored)?;
+        }
+        // Records written by earlier writes of this set count as stored,
+        // exactly as inside the SQLite transaction.
+        let mut staged: HashMap<&MessageId, &MessageRecord> = HashMap::new();
+        for write in &set.messages {
+            let record = &write.record;
+            let id = record.id();
+            let current = staged.get(id).copied().or_else(|| inner.messages.get(id));
+            check_version(message_record(record), write.expected, current.map(|m| m.version))?;
+            if write.require_recipient && !inner.agents.contains_key(&record.recipient) {
+                return Err(StoreError::NotFound(format!("agent {}", record.recipient)));
+            }
+            if let (None, Some(limit)) = (write.expected, write.inbox_limit) {
+                let open_for = |m: &MessageRecord| m.recipient == record.recipient && m.state.is_open();
+                let stored = inner
+                    .messages
+                    .iter()
+                    .filter(|(id, m)| !staged.contains_key(id) && open_for(m))
+                    .count();
+                let open = (stored + staged.values().filter(|m| open_for(m)).count()) as u64;
+                if open >= limit {
+                    return Err(StoreError::InboxFull {
+                        agent: record.recipient.clone(),
+                        limit,
+                    });
+                }
+            }
+            staged.insert(id, record);
+        }
+        for write in set.messages {
+            inner.messages.insert(write.record.id().clone(), write.record);
+        }
+        let Some(change) = set.session else { return Ok(None) };
+        let id = change.session.session_id.clone();
+        let sequence = inner.events.len() as u64 + 1;
+        let created = match inner.sessions.get(&id) {
+            Some((_, created)) => *created,
+            None => {
+                inner.by_creation.insert(sequence, id.clone());
+                sequence
+            }
+        };
+        let event = Arc::new(event_of(change, sequence));
+        inner.sessions.insert(id, (event.session.clone(), created));
+        inner.events.push(event.clone());
+        // Published under the lock, so the feed sees sequence order.
+        self.feed.publish(event.clone());
+        Ok(Some(event))
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        Ok(self.lock().sessions.get(id).map(|(s, _)| s.clone()))
+    }
+
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<SessionPage, StoreError> {
+        let inner = self.lock();
+        let Some(start) = query.after.map_or(Some(0), |after| after.checked_add(1)) else {
+            return Ok(SessionPage::default());
+        };
+        let mut page = SessionPage::default();
+        let mut last = None;
+        for (&cursor, id) in inner.by_creation.range(start..) {
+            let Some((session, _)) = inner.sessions.get(id) else {
+                continue;
+            };
+            let state_ok = query.states.is_empty() || query.states.contains(&session.state);
+            let participant_ok = query
+                .participant
+                .as_ref()
+                .is_none_or(|agent| session.participant(agent).is_some());
+            if !(state_ok && participant_ok) {
+                continue;
+            }
+            if page.sessions.len() == query.limit {
+                page.next = last;
+                break;
+            }
+            page.sessions.push(session.clone());
+            last = Some(cursor);
+        }
+        Ok(page)
+    }
+
+    async fn idle_sessions(&self, before: Timestamp, limit: usize) -> Result<Vec<Session>, StoreError> {
+        let inner = self.lock();
+        let mut idle: Vec<Session> = inner
+            .sessions
+            .values()
+            .map(|(s, _)| s)
+            .filter(|s| s.state == SessionState::Active && s.updated_at < before)
+            .cloned()
+            .collect();
+        idle.sort_by_key(|s| s.updated_at);
+        idle.truncate(limit);
+        Ok(idle)
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        up_to: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Arc<SessionEvent>>, StoreError> {
+        let inner = self.lock();
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(inner.events.len());
+        let end = usize::try_from(up_to)
+            .unwrap_or(usize::MAX)
+            .min(inner.events.len())
+            .max(start);
+        Ok(inner.events[start..end]
+            .iter()
+            .filter(|e| filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn put_agent(&self, agent: Agent, expected: Option<u64>) -> Result<Agent, StoreError> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(StoreError::Closed);
+        }
+        check_version(
+            agent_record(&agent),
+            expected,
+            inner.agents.get(agent.id()).map(|a| a.version),
+        )?;
+        inner.agents.insert(agent.id().clone(), agent.clone());
+        Ok(agent)
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
+        Ok(self.lock().agents.get(id).cloned())
+    }
+
+    async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError> {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(inner
+            .agents
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, a)| a.clone())
+            .collect())
+    }
+
+    async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return Err(StoreError::Closed);
+        }
+        Ok(inner.agents.remove(id).is_some())
+    }
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        Ok(self.lock().messages.get(id).cloned())
+    }
+
+    async fn replies(&self, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        let inner = self.lock();
+        let mut replies: Vec<&MessageRecord> = inner
+            .messages
+            .values()
+            .filter(|m| m.message.in_reply_to.as_ref() == Some(id))
+            .collect();
+        replies.sort_by_key(|m| m.accepted_at);
+        Ok(replies.into_iter().take(limit).cloned().collect())
+    }
+
+    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        let inner = self.lock();
+        let mut ready: Vec<&MessageRecord> = inner
+            .messages
+            .values()
+            .filter(|m| &m.recipient == agent && m.state == MessageState::Queued && m.available_at <= now)
+            .collect();
+        ready.sort_by_key(|m| (std::cmp::Reverse(m.message.priority), m.accepted_at));
+        Ok(ready.into_iter().take(limit).cloned().collect())
+    }
+
+    async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
+        let inner = self.lock();
+        let queued = inner
+            .messages
+            .values()
+            .filter(|m| &m.recipient == agent && m.state == MessageState::Queued);
+        Ok(queued.map(|m| m.available_at).min())
+    }
+
+    async fn due_messages(&self, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        let inner = self.lock();
+        let due = inner.messages.values().filter(|m| {
+            (m.state == MessageState::Delivered && m.available_at <= now) || (m.state.is_open() && m.expires_at <= now)
+        });
+        Ok(due.take(limit).cloned().collect())
+    }
+
+    async fn open_messages(&self, agent: &AgentId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        let inner = self.lock();
+        let open = inner
+            .messages
+            .values()
+            .filter(|m| &m.recipient == agent && m.state.is_open());
+        Ok(open.take(limit).cloned().collect())
+    }
+
+    async fn inbox_depth(&self, agent: &AgentId) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .messages
+            .values()
+            .filter(|m| &m.recipient == agent && m.state.is_open())
+            .count() as u64)
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let inner = self.lock();
+        let active = inner
+            .sessions
+            .values()
+            .filter(|(s, _)| s.state == SessionState::Active)
+            .count();
+        Ok(StoreCounts {
+            active_sessions: active as u64,
+            registered_agents: inner.agents.len() as u64,
+        })
+    }
+
+    fn feed(&self) -> &EventFeed {
+        &self.feed
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.lock().closed = true;
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! Persistence behind one trait. Backends: [`memory`] for tests and
+//! throwaway runs, [`sqlite`] (default) for a durable single node.
+//!
+//! A write is a compare-and-swap on the session's version plus an appended
+//! event with the next global sequence number, committed atomically. Each
+//! backend announces committed events, in sequence order, on its
+//! [`EventFeed`]; watchers replay from the store and follow the feed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use crate::domain::agent::Agent;
+use crate::domain::message::{MessageId, MessageRecord};
+use crate::domain::session::{Session, SessionEvent, SessionEventKind, SessionState};
+use crate::domain::{AgentId, SessionId, Timestamp};
+
+pub mod memory;
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+/// Errors name the record, e.g. `session sess_1` or `agent codex://a`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// The stored version differs from the expected one.
+    #[error("{record} is at version {actual}, not {expected}")]
+    Conflict { record: String, expected: u64, actual: u64 },
+    #[error("the inbox of {agent} is full ({limit} messages waiting)")]
+    InboxFull { agent: AgentId, limit: u64 },
+    #[error("the store is closed")]
+    Closed,
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// One change to commit: the new session and the event describing it.
+#[derive(Debug, Clone)]
+pub struct SessionChange {
+    pub session: Session,
+    /// `None` creates the session (which must not exist); `Some(v)` updates
+    /// it only if the stored version is `v`.
+    pub expected_version: Option<u64>,
+    pub kind: SessionEventKind,
+    pub agent_id: Option<AgentId>,
+    pub task_id: Option<String>,
+    pub timestamp: Timestamp,
+}
+
+/// A compare-and-swap write of one message record.
+#[derive(Debug, Clone)]
+pub struct MessageWrite {
+    pub record: MessageRecord,
+    /// `None`: the message must not exist yet.
+    pub expected: Option<u64>,
+    /// For new messages: fail with [`StoreError::InboxFull`] if the
+    /// recipient already has this many open messages.
+    pub inbox_limit: Option<u64>,
+    /// Fail with [`StoreError::NotFound`] unless `record.recipient` is a
+    /// registered agent when the write commits.
+    pub require_recipient: bool,
+}
+
+impl From<MessageWrite> for WriteSet {
+    fn from(write: MessageWrite) -> Self {
+        Self {
+            session: None,
+            messages: vec![write],
+        }
+    }
+}
+
+/// Gauges read from the store, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub active_sessions: u64,
+    pub registered_agents: u64,
+}
+
+/// Writes committed together or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct WriteSet {
+    pub session: Option<SessionChange>,
+    pub messages: Vec<MessageWrite>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    /// Empty: any state.
+    pub states: Vec<SessionState>,
+    /// Sessions this agent ever joined.
+    pub participant: Option<AgentId>,
+    /// Resume after this cursor (from a previous page).
+    pub after: Option<u64>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionPage {
+    /// In creation order.
+    pub sessions: Vec<Session>,
+    /// Set when more sessions may follow.
+    pub next: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Empty: every session.
+    pub session_ids: Vec<SessionId>,
+    /// Empty: every kind.
+    pub kinds: Vec<SessionEventKind>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &SessionEvent) -> bool {
+        (self.session_ids.is_empty() || self.session_ids.contains(event.session_id()))
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies every write of the set atomically (a session change also
+    /// appends its event); returns the session event once it is durable.
+    async fn write(&self, set: WriteSet) -> Result<Option<Arc<SessionEvent>>, StoreError>;
+
+    /// Atomically applies the change and appends its event.
+    async fn commit(&self, change: SessionChange) -> Result<Arc<SessionEvent>, StoreError> {
+        let set = WriteSet {
+            session: Some(change),
+            messages: Vec::new(),
+        };
+        self.write(set)
+            .await?
+            .ok_or_else(|| StoreError::Backend("a session change produced no event".into()))
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError>;
+
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<SessionPage, StoreError>;
+
+    /// Active sessions whose `updated_at` is before `before`, oldest first.
+    async fn idle_sessions(&self, before: Timestamp, limit: usize) -> Result<Vec<Session>, StoreError>;
+
+    /// Events with `after < sequence <= up_to` that match `filter`, in order,
+    /// at most `limit` of them.
+    async fn events(
+        &self,
+        after: u64,
+        up_to: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Arc<SessionEvent>>, StoreError>;
+
+    /// Writes the agent if its stored version is `expected` (`None`: it
+    /// must not be registered yet).
+    async fn put_agent(&self, agent: Agent, expected: Option<u64>) -> Result<Agent, StoreError>;
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError>;
+
+    /// Agents in id order, starting after `after`.
+    async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError>;
+
+    /// Removes the agent; false if it was not registered.
+    async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError>;
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
+
+    /// Messages with `in_reply_to == id`, oldest first, at most `limit`.
+    async fn replies(&self, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// QUEUED messages for `agent` deliverable at `now`: higher priority
+    /// first, then oldest first.
+    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// When the next QUEUED message for `agent` becomes deliverable.
+    async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Open messages whose ack deadline (DELIVERED) or routing timeout
+    /// passed by `now`.
+    async fn due_messages(&self, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
+
+    /// Open (QUEUED or DELIVERED) messages for `agent`.
+    async fn open_messages(&self, agent: &AgentId, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
+
+    async fn inbox_depth(&self, agent: &AgentId) -> Result<u64, StoreError>;
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError>;
+
+    /// Where committed events are announced, in sequence order.
+    fn feed(&self) -> &EventFeed;
+
+    /// Flushes everything and refuses further writes.
+    async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Announces committed events in sequence order and remembers the latest.
+#[derive(Debug)]
+pub struct EventFeed {
+    sender: broadcast::Sender<Arc<SessionEvent>>,
+    last: AtomicU64,
+}
+
+impl EventFeed {
+    pub fn new(capacity: usize, last_sequence: u64) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Self {
+            sender,
+            last: AtomicU64::new(last_sequence),
+        }
+    }
+
+    /// Every event with a sequence up to this one is committed and readable.
+    pub fn last_sequence(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<SessionEvent>> {
+        self.sender.subscribe()
+    }
+
+    /// Called by backends, in sequence order, after the commit.
+    fn publish(&self, event: Arc<SessionEvent>) {
+        self.last.store(event.sequence, Ordering::Release);
+        // No subscribers is fine: nobody is watching.
+        let _ = self.sender.send(event);
+    }
+}
+
+/// Checks a compare-and-swap write: `expected` is the version the writer
+/// read (`None`: the record must not exist yet), `stored` what is there.
+fn check_version(
+    record: impl FnOnce() -> String,
+    expected: Option<u64>,
+    stored: Option<u64>,
+) -> Result<(), StoreError> {
+    match (expected, stored) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(StoreError::AlreadyExists(record())),
+        (Some(_), None) => Err(StoreError::NotFound(record())),
+        (Some(expected), Some(actual)) if expected == actual => Ok(()),
+        (Some(expected), Some(actual)) => Err(StoreError::Conflict {
+            record: record(),
+            expected,
+            actual,
+        }),
+    }
+}
+
+fn session_record(change: &SessionChange) -> impl FnOnce() -> String + '_ {
+    move || format!("session {}", change.session.session_id)
+}
+
+fn message_record(record: &MessageRecord) -> impl FnOnce() -> String + '_ {
+    move || format!("message {}", record.id())
+}
+
+fn agent_record(agent: &Agent) -> impl FnOnce() -> String + '_ {
+    move || format!("agent {}", agent.id())
+}
+
+fn event_of(change: SessionChange, sequence: u64) -> SessionEvent {
+    SessionEvent {
+        sequence,
+        kind: change.kind,
+        timestamp: change.timestamp,
+        agent_id: change.agent_id,
+        task_id: change.task_id,
+        session: change.session,
+    }
+}

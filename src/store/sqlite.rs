@@ -1,0 +1,1027 @@
+//! Durable single-node store in an embedded SQLite file (WAL mode).
+//!
+//! All writes go through one writer thread that drains whatever requests
+//! are waiting and commits them in one transaction (group commit): one fsync
+//! serves many concurrent RPCs. Each request runs in its own savepoint, so a
+//! version conflict fails that request alone. Reads use a small pool of
+//! separate connections and never wait for the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    EventFeed, EventFilter, MessageWrite, SessionChange, SessionPage, SessionQuery, Store, StoreCounts, StoreError,
+    WriteSet, agent_record, check_version, event_of, message_record, session_record,
+};
+use crate::domain::agent::Agent;
+use crate::domain::message::{MessageId, MessageRecord, MessageState};
+use crate::domain::session::{Session, SessionEvent, SessionEventKind, SessionState};
+use crate::domain::{AgentId, SessionId, Timestamp};
+
+/// Most requests committed in one transaction, by default.
+pub const DEFAULT_MAX_BATCH: usize = 512;
+/// Requests waiting for the writer before callers wait to enqueue.
+const WRITE_QUEUE: usize = 4096;
+const READERS: usize = 4;
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id  TEXT PRIMARY KEY,
+    created_seq INTEGER NOT NULL UNIQUE,
+    state       INTEGER NOT NULL,
+    version     INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_idle ON sessions(state, updated_at);
+CREATE TABLE IF NOT EXISTS session_participants (
+    agent_id    TEXT NOT NULL,
+    created_seq INTEGER NOT NULL,
+    session_id  TEXT NOT NULL,
+    PRIMARY KEY (agent_id, created_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS session_events (
+    seq        INTEGER PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    agent_id   TEXT,
+    task_id    TEXT,
+    session    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_events_by_session ON session_events(session_id, seq);
+CREATE TABLE IF NOT EXISTS messages (
+    message_id   TEXT PRIMARY KEY,
+    recipient    TEXT NOT NULL,
+    state        INTEGER NOT NULL,
+    priority     INTEGER NOT NULL,
+    accepted_at  INTEGER NOT NULL,
+    available_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    in_reply_to  TEXT,
+    version      INTEGER NOT NULL,
+    body         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_inbox ON messages(recipient, state, priority DESC, accepted_at);
+CREATE INDEX IF NOT EXISTS messages_by_deadline ON messages(state, available_at);
+CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages(state, expires_at);
+CREATE INDEX IF NOT EXISTS messages_by_reply ON messages(in_reply_to, accepted_at) WHERE in_reply_to IS NOT NULL;
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id TEXT PRIMARY KEY,
+    version  INTEGER NOT NULL,
+    body     TEXT NOT NULL
+);
+";
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// fsync on every commit: survives power loss.
+    Full,
+    /// fsync at checkpoints only: survives a process crash, not power loss.
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+    pub feed_capacity: usize,
+    /// Most requests per transaction; 1 turns group commit off.
+    pub max_batch: usize,
+}
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<WriterRequest>,
+    readers: Arc<ReadPool>,
+    feed: Arc<EventFeed>,
+}
+
+enum WriterRequest {
+    Commit(Box<Pending>),
+    Close(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// A write waiting for the writer thread.
+enum Pending {
+    /// A write set; a session change in it gets the next event sequence.
+    Set {
+        set: Box<EncodedSet>,
+        reply: oneshot::Sender<SetResult>,
+    },
+    /// Any other write; answers the number of rows it changed.
+    Rows {
+        write: RowsWrite,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+}
+
+type RowsWrite = Box<dyn FnOnce(&Connection) -> Result<u64, StoreError> + Send>;
+type SetResult = Result<Option<Arc<SessionEvent>>, StoreError>;
+
+/// A write set with its JSON bodies encoded by the caller, off the writer thread.
+struct EncodedSet {
+    session: Option<(SessionChange, String)>,
+    messages: Vec<(MessageWrite, String)>,
+}
+
+impl Pending {
+    fn fail(self, error: StoreError) {
+        // The caller may have gone away; nothing to do then.
+        let _ = match self {
+            Pending::Set { reply, .. } => reply.send(Err(error)).is_ok(),
+            Pending::Rows { reply, .. } => reply.send(Err(error)).is_ok(),
+        };
+    }
+}
+
+/// A write's result, answered only after its transaction committed.
+enum Outcome {
+    Set(oneshot::Sender<SetResult>, SetResult),
+    Rows(oneshot::Sender<Result<u64, StoreError>>, Result<u64, StoreError>),
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `options.path`.
+    pub fn open(options: &SqliteOptions) -> Result<Self, StoreError> {
+        if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(&options.path).map_err(|e| open_error(&options.path, e))?;
+        let sync = match options.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+        ))
+        .map_err(|e| open_error(&options.path, e))?;
+        migrate(&conn).map_err(|e| open_error(&options.path, e))?;
+        let last: u64 = conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM session_events", [], |r| r.get(0))
+            .map_err(backend)?;
+        let feed = Arc::new(EventFeed::new(options.feed_capacity, last));
+        let (writer, requests) = mpsc::channel(WRITE_QUEUE);
+        let max_batch = options.max_batch.max(1);
+        let thread_feed = feed.clone();
+        std::thread::Builder::new()
+            .name("agentbus-sqlite-writer".into())
+            .spawn(move || {
+                Writer {
+                    conn,
+                    feed: thread_feed,
+                    last,
+                    max_batch,
+                }
+                .run(requests)
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
+        let readers = Arc::new(ReadPool {
+            path: options.path.clone(),
+            idle: Mutex::new(Vec::new()),
+        });
+        Ok(Self { writer, readers, feed })
+    }
+
+    /// Runs `write` on the writer thread, inside the next group commit.
+    async fn write<F>(&self, write: F) -> Result<u64, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<u64, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending::Rows {
+            write: Box::new(write),
+            reply,
+        };
+        self.writer
+            .send(WriterRequest::Commit(Box::new(pending)))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.take()?;
+            let result = query(&conn);
+            pool.give(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+fn open_error(path: &Path, error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("cannot open database {}: {error}", path.display()))
+}
+
+fn backend(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("corrupt row in the database: {what}"))
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "database schema version {version} is newer than this agentbus understands ({SCHEMA_VERSION})"
+        )));
+    }
+    conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+}
+
+fn state_code(state: SessionState) -> i64 {
+    match state {
+        SessionState::Active => 1,
+        SessionState::Completed => 2,
+        SessionState::Terminated => 3,
+        SessionState::Expired => 4,
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    feed: Arc<EventFeed>,
+    /// Sequence of the latest committed event.
+    last: u64,
+    max_batch: usize,
+}
+
+impl Writer {
+    fn run(mut self, mut requests: mpsc::Receiver<WriterRequest>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Some(first) = requests.blocking_recv() {
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    WriterRequest::Commit(pending) => batch.push(*pending),
+                    WriterRequest::Close(done) => close = Some(done),
+                }
+                if close.is_none() && batch.len() < self.max_batch {
+                    next = requests.try_recv().ok();
+                }
+            }
+            self.commit(&mut batch);
+            if let Some(done) = close {
+                requests.close();
+                while let Ok(request) = requests.try_recv() {
+                    if let WriterRequest::Commit(pending) = request {
+                        pending.fail(StoreError::Closed);
+                    }
+                }
+                let _ = done.send(self.checkpoint());
+                return;
+            }
+        }
+        let _ = self.checkpoint();
+    }
+
+    /// Reloads the latest stored sequence after a failed commit, so the
+    /// next one neither reuses nor skips a number.
+    fn resync(&mut self) {
+        match self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM session_events", [], |r| r.get(0))
+        {
+            Ok(last) => self.last = last,
+            Err(error) => tracing::error!(%error, "cannot re-read the latest event sequence"),
+        }
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(backend)
+    }
+
+    /// Commits the batch in one transaction, then publishes the events in
+    /// sequence order and answers each request.
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(batch, &backend(e)),
+        };
+        let mut sequence = self.last;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut pending = batch.drain(..);
+        while let Some(next_write) = pending.next() {
+            let outcome = match next_write {
+                Pending::Set { set, reply } => {
+                    let next = set.session.as_ref().map(|_| sequence + 1);
+                    match apply(&mut tx, &set, next) {
+                        Ok(()) => {
+                            let event = set.session.map(|(change, _)| {
+                                sequence += 1;
+                                Arc::new(event_of(change, sequence))
+                            });
+                            Outcome::Set(reply, Ok(event))
+                        }
+                        Err(e) => Outcome::Set(reply, Err(e)),
+                    }
+                }
+                Pending::Rows { write, reply } => Outcome::Rows(reply, in_savepoint(&mut tx, write)),
+            };
+            let failed = outcome.is_err();
+            outcomes.push(outcome);
+            // Some errors (disk full, I/O) roll back the whole transaction,
+            // not just the savepoint: then nothing of this batch is stored.
+            if failed && tx.is_autocommit() {
+                drop(tx);
+                let error = StoreError::Backend("the transaction was rolled back by SQLite".into());
+                fail_outcomes(outcomes, &error);
+                pending.for_each(|rest| rest.fail(error.clone()));
+                return self.resync();
+            }
+        }
+        drop(pending);
+        if let Err(e) = tx.commit() {
+            fail_outcomes(outcomes, &backend(e));
+            return self.resync();
+        }
+        self.last = sequence;
+        for outcome in outcomes {
+            // The caller may have gone away; the change is committed anyway.
+            let _ = match outcome {
+                Outcome::Set(reply, outcome) => {
+                    if let Ok(Some(event)) = &outcome {
+                        self.feed.publish(event.clone());
+                    }
+                    reply.send(outcome).is_ok()
+                }
+                Outcome::Rows(reply, outcome) => reply.send(outcome).is_ok(),
+            };
+        }
+    }
+}
+
+impl Outcome {
+    fn is_err(&self) -> bool {
+        match self {
+            Outcome::Set(_, result) => result.is_err(),
+            Outcome::Rows(_, result) => result.is_err(),
+        }
+    }
+}
+
+fn fail_outcomes(outcomes: Vec<Outcome>, error: &StoreError) {
+    for outcome in outcomes {
+        let _ = match outcome {
+            Outcome::Set(reply, _) => reply.send(Err(error.clone())).is_ok(),
+            Outcome::Rows(reply, _) => reply.send(Err(error.clone())).is_ok(),
+        };
+    }
+}
+
+fn in_savepoint(tx: &mut Transaction<'_>, write: RowsWrite) -> Result<u64, StoreError> {
+    let sp = tx.savepoint().map_err(backend)?;
+    let rows = write(&sp)?;
+    sp.commit().map_err(backend)?;
+    Ok(rows)
+}
+
+fn fail_all(batch: &mut Vec<Pending>, error: &StoreError) {
+    for pending in batch.drain(..) {
+        pending.fail(error.clone());
+    }
+}
+
+/// Applies one write set inside its own savepoint; `sequence` is the
+/// event number for its session change.
+fn apply(tx: &mut Transaction<'_>, set: &EncodedSet, sequence: Option<u64>) -> Result<(), StoreError> {
+    let sp = tx.savepoint().map_err(backend)?;
+    if let (Some((change, body)), Some(sequence)) = (&set.session, sequence) {
+        apply_session(&sp, change, body, sequence)?;
+    }
+    for (write, body) in &set.messages {
+        apply_message(&sp, write, body)?;
+    }
+    sp.commit().map_err(backend)
+}
+
+fn apply_session(conn: &Connection, change: &SessionChange, body: &str, sequence: u64) -> Result<(), StoreError> {
+    let session = &change.session;
+    let id = session.session_id.as_str();
+    let stored: Option<(u64, u64)> = conn
+        .prepare_cached("SELECT version, created_seq FROM sessions WHERE session_id = ?1")
+        .and_then(|mut stmt| stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(backend)?;
+    check_version(
+        session_record(change),
+        change.expected_version,
+        stored.map(|(version, _)| version),
+    )?;
+    let state = state_code(session.state);
+    let updated = session.updated_at.unix_micros();
+    let created_seq = match stored {
+        Some((_, created_seq)) => {
+            conn.prepare_cached(
+                "UPDATE sessions SET state = ?2, version = ?3, updated_at = ?4, body = ?5 WHERE session_id = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, state, session.version, updated, body]))
+            .map_err(backend)?;
+            created_seq
+        }
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO sessions (session_id, created_seq, state, version, updated_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![id, sequence, state, session.version, updated, body]))
+            .map_err(backend)?;
+            sequence
+        }
+    };
+    if matches!(
+        change.kind,
+        SessionEventKind::SessionCreated | SessionEventKind::ParticipantAdded
+    ) {
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO session_participants (agent_id, created_seq, session_id) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(backend)?;
+        for participant in &session.participants {
+            stmt.execute(params![participant.agent_id.as_str(), created_seq, id])
+                .map_err(backend)?;
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO session_events (seq, session_id, kind, at, agent_id, task_id, session) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            sequence,
+            id,
+            change.kind.as_str(),
+            change.timestamp.unix_micros(),
+            change.agent_id.as_ref().map(AgentId::as_str),
+            change.task_id.as_deref(),
+            body
+        ])
+    })
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn message_state_code(state: MessageState) -> i64 {
+    match state {
+        MessageState::Queued => 1,
+        MessageState::Delivered => 2,
+        MessageState::Acked => 3,
+        MessageState::Answered => 4,
+        MessageState::DeadLettered => 5,
+        MessageState::Expired => 6,
+    }
+}
+
+fn apply_message(conn: &Connection, write: &MessageWrite, body: &str) -> Result<(), StoreError> {
+    let record = &write.record;
+    let id = record.id().as_str();
+    let stored: Option<u64> = conn
+        .prepare_cached("SELECT version FROM messages WHERE message_id = ?1")
+        .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    check_version(message_record(record), write.expected, stored)?;
+    if write.require_recipient {
+        let registered = conn
+            .prepare_cached("SELECT 1 FROM agents WHERE agent_id = ?1")
+            .and_then(|mut stmt| stmt.exists([record.recipient.as_str()]))
+            .map_err(backend)?;
+        if !registered {
+            return Err(StoreError::NotFound(format!("agent {}", record.recipient)));
+        }
+    }
+    if let (None, Some(limit)) = (write.expected, write.inbox_limit) {
+        let open: u64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND state IN (1, 2)")
+            .and_then(|mut stmt| stmt.query_row([record.recipient.as_str()], |r| r.get(0)))
+            .map_err(backend)?;
+        if open >= limit {
+            return Err(StoreError::InboxFull {
+                agent: record.recipient.clone(),
+                limit,
+            });
+        }
+    }
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO messages
+         (message_id, recipient, state, priority, accepted_at, available_at, expires_at, in_reply_to, version, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            id,
+            record.recipient.as_str(),
+            message_state_code(record.state),
+            record.message.priority as i64,
+            record.accepted_at.unix_micros(),
+            record.available_at.unix_micros(),
+            record.expires_at.unix_micros(),
+            record.message.in_reply_to.as_ref().map(MessageId::as_str),
+            record.version,
+            body
+        ])
+    })
+    .map_err(backend)?;
+    Ok(())
+}
+
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(|e| open_error(&self.path, e))?;
+        conn.execute_batch("PRAGMA query_only = 1; PRAGMA busy_timeout = 5000;")
+            .map_err(backend)?;
+        Ok(conn)
+    }
+
+    fn give(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < READERS {
+            idle.push(conn);
+        }
+    }
+}
+
+fn parse_session(body: &str) -> Result<Session, StoreError> {
+    decode(body)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, StoreError> {
+    serde_json::from_str(body).map_err(corrupt)
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("cannot encode a record: {e}")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn write(&self, set: WriteSet) -> Result<Option<Arc<SessionEvent>>, StoreError> {
+        let session = match set.session {
+            Some(change) => {
+                let body = encode(&change.session)?;
+                Some((change, body))
+            }
+            None => None,
+        };
+        let messages = set
+            .messages
+            .into_iter()
+            .map(|write| encode(&write.record).map(|body| (write, body)))
+            .collect::<Result<_, _>>()?;
+        let (reply, answer) = oneshot::channel();
+        let set = Box::new(EncodedSet { session, messages });
+        self.writer
+            .send(WriterRequest::Commit(Box::new(Pending::Set { set, reply })))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            let body: Option<String> = conn
+                .prepare_cached("SELECT body FROM sessions WHERE session_id = ?1")
+                .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            body.as_deref().map(parse_session).transpose()
+        })
+        .await
+    }
+
+    async fn list_sessions(&self, query: &SessionQuery) -> Result<SessionPage, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| {
+            let after = i64::try_from(query.after.unwrap_or(0)).unwrap_or(i64::MAX);
+            let mask: i64 = query.states.iter().fold(0, |mask, s| mask | (1_i64 << state_code(*s)));
+            // One row more than the page tells whether another page follows.
+            let fetch = i64::try_from(query.limit).unwrap_or(i64::MAX).saturating_add(1);
+            let rows: Vec<(u64, String)> = match &query.participant {
+                Some(agent) => conn
+                    .prepare_cached(
+                        "SELECT s.created_seq, s.body FROM session_participants p
+                         JOIN sessions s ON s.session_id = p.session_id
+                         WHERE p.agent_id = ?1 AND p.created_seq > ?2 AND (?3 = 0 OR (?3 >> s.state) & 1)
+                         ORDER BY p.created_seq LIMIT ?4",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![agent.as_str(), after, mask, fetch], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })?
+                        .collect()
+                    }),
+                None => conn
+                    .prepare_cached(
+                        "SELECT created_seq, body FROM sessions
+                         WHERE created_seq > ?1 AND (?2 = 0 OR (?2 >> state) & 1)
+                         ORDER BY created_seq LIMIT ?3",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![after, mask, fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
+                            .collect()
+                    }),
+            }
+            .map_err(backend)?;
+            let more = rows.len() > query.limit;
+            let mut page = SessionPage::default();
+            for (cursor, body) in rows.into_iter().take(query.limit) {
+                page.sessions.push(parse_session(&body)?);
+                page.next = Some(cursor);
+            }
+            if !more {
+                page.next = None;
+            }
+            Ok(page)
+        })
+        .await
+    }
+
+    async fn idle_sessions(&self, before: Timestamp, limit: usize) -> Result<Vec<Session>, StoreError> {
+        self.read(move |conn| {
+            let bodies: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT body FROM sessions WHERE state = ?1 AND updated_at < ?2 ORDER BY updated_at LIMIT ?3",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map(
+                        params![
+                            state_code(SessionState::Active),
+                            before.unix_micros(),
+                            i64::try_from(limit).unwrap_or(i64::MAX)
+                        ],
+                        |r| r.get(0),
+                    )?
+                    .collect()
+                })
+                .map_err(backend)?;
+            bodies.iter().map(|b| parse_session(b)).collect()
+        })
+        .await
+    }
+
+    async fn events(
+        &self,
+        after: u64,
+        up_to: u64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<Arc<SessionEvent>>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let mut sql = String::from(
+                "SELECT seq, kind, at, agent_id, task_id, session FROM session_events WHERE seq > ? AND seq <= ?",
+            );
+            let mut args = vec![SqlValue::Integer(to_i64(after)), SqlValue::Integer(to_i64(up_to))];
+            if !filter.session_ids.is_empty() {
+                sql.push_str(&format!(
+                    " AND session_id IN ({})",
+                    placeholders(filter.session_ids.len())
+                ));
+                args.extend(
+                    filter
+                        .session_ids
+                        .iter()
+                        .map(|id| SqlValue::Text(id.as_str().to_owned())),
+                );
+            }
+            if !filter.kinds.is_empty() {
+                sql.push_str(&format!(" AND kind IN ({})", placeholders(filter.kinds.len())));
+                args.extend(filter.kinds.iter().map(|k| SqlValue::Text(k.as_str().to_owned())));
+            }
+            sql.push_str(" ORDER BY seq LIMIT ?");
+            args.push(SqlValue::Integer(to_i64(limit as u64)));
+            let mut stmt = conn.prepare(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| {
+                    Ok((
+                        r.get::<_, u64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, String>(5)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (sequence, kind, at, agent_id, task_id, body) = row.map_err(backend)?;
+                let kind = SessionEventKind::parse(&kind).ok_or_else(|| corrupt(format!("event kind {kind:?}")))?;
+                let agent_id = agent_id.map(|a| AgentId::parse(&a).map_err(corrupt)).transpose()?;
+                events.push(Arc::new(SessionEvent {
+                    sequence,
+                    kind,
+                    timestamp: Timestamp::from_unix_micros(at),
+                    agent_id,
+                    task_id,
+                    session: parse_session(&body)?,
+                }));
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn put_agent(&self, agent: Agent, expected: Option<u64>) -> Result<Agent, StoreError> {
+        let body = encode(&agent)?;
+        let stored = agent.clone();
+        self.write(move |conn| {
+            let id = agent.id().as_str();
+            let current: Option<u64> = conn
+                .prepare_cached("SELECT version FROM agents WHERE agent_id = ?1")
+                .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            check_version(agent_record(&agent), expected, current)?;
+            conn.prepare_cached("INSERT OR REPLACE INTO agents (agent_id, version, body) VALUES (?1, ?2, ?3)")
+                .and_then(|mut stmt| stmt.execute(params![id, agent.version, body]))
+                .map_err(backend)
+                .map(|rows| rows as u64)
+        })
+        .await?;
+        Ok(stored)
+    }
+
+    async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            let body: Option<String> = conn
+                .prepare_cached("SELECT body FROM agents WHERE agent_id = ?1")
+                .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            body.as_deref().map(decode).transpose()
+        })
+        .await
+    }
+
+    async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError> {
+        let after = after.map(|a| a.as_str().to_owned()).unwrap_or_default();
+        self.read(move |conn| {
+            let bodies: Vec<String> = conn
+                .prepare_cached("SELECT body FROM agents WHERE agent_id > ?1 ORDER BY agent_id LIMIT ?2")
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![after, to_i64(limit as u64)], |r| r.get(0))?
+                        .collect()
+                })
+                .map_err(backend)?;
+            bodies.iter().map(|b| decode(b)).collect()
+        })
+        .await
+    }
+
+    async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError> {
+        let id = id.as_str().to_owned();
+        let rows = self
+            .write(move |conn| {
+                conn.execute("DELETE FROM agents WHERE agent_id = ?1", [id])
+                    .map_err(backend)
+                    .map(|rows| rows as u64)
+            })
+            .await?;
+        Ok(rows > 0)
+    }
+
+    async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            query_messages(conn, "SELECT body FROM messages WHERE message_id = ?1", params![id]).map(first)
+        })
+        .await
+    }
+
+    async fn replies(&self, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            let sql = "SELECT body FROM messages WHERE in_reply_to = ?1 ORDER BY accepted_at LIMIT ?2";
+            query_messages(conn, sql, params![id, to_i64(limit as u64)])
+        })
+        .await
+    }
+
+    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        let agent = agent.as_str().to_owned();
+        self.read(move |conn| {
+            let sql = "SELECT body FROM messages WHERE recipient = ?1 AND state = 1 AND available_at <= ?2
+                       ORDER BY priority DESC, accepted_at LIMIT ?3";
+            query_messages(conn, sql, params![agent, now.unix_micros(), to_i64(limit as u64)])
+        })
+        .await
+    }
+
+    async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
+        let agent = agent.as_str().to_owned();
+        self.read(move |conn| {
+            let micros: Option<i64> = conn
+                .prepare_cached("SELECT MIN(available_at) FROM messages WHERE recipient = ?1 AND state = 1")
+                .and_then(|mut stmt| stmt.query_row([agent], |r| r.get(0)))
+                .map_err(backend)?;
+            Ok(micros.map(Timestamp::from_unix_micros))
+        })
+        .await
+    }
+
+    async fn due_messages(&self, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        self.read(move |conn| {
+            let sql = "SELECT body FROM messages WHERE state = 2 AND available_at <= ?1
+                       UNION SELECT body FROM messages WHERE state IN (1, 2) AND expires_at <= ?1 LIMIT ?2";
+            query_messages(conn, sql, params![now.unix_micros(), to_i64(limit as u64)])
+        })
+        .await
+    }
+
+    async fn open_messages(&self, agent: &AgentId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        let agent = agent.as_str().to_owned();
+        self.read(move |conn| {
+            let sql = "SELECT body FROM messages WHERE recipient = ?1 AND state IN (1, 2) LIMIT ?2";
+            query_messages(conn, sql, params![agent, to_i64(limit as u64)])
+        })
+        .await
+    }
+
+    async fn inbox_depth(&self, agent: &AgentId) -> Result<u64, StoreError> {
+        let agent = agent.as_str().to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND state IN (1, 2)")
+                .and_then(|mut stmt| stmt.query_row([agent], |r| r.get(0)))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        self.read(|conn| {
+            let (active_sessions, registered_agents) = conn
+                .query_row(
+                    "SELECT (SELECT COUNT(*) FROM sessions WHERE state = ?1), (SELECT COUNT(*) FROM agents)",
+                    [state_code(SessionState::Active)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(backend)?;
+            Ok(StoreCounts {
+                active_sessions,
+                registered_agents,
+            })
+        })
+        .await
+    }
+
+    fn feed(&self) -> &EventFeed {
+        &self.feed
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        let (done, closed) = oneshot::channel();
+        if self.writer.send(WriterRequest::Close(done)).await.is_err() {
+            return Ok(()); // Already closed.
+        }
+        closed.await.unwrap_or(Ok(()))
+    }
+}
+
+fn query_messages(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<MessageRecord>, StoreError> {
+    let bodies: Vec<String> = conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_map(params, |r| r.get(0))?.collect())
+        .map_err(backend)?;
+    bodies.iter().map(|b| decode(b)).collect()
+}
+
+fn first(mut records: Vec<MessageRecord>) -> Option<MessageRecord> {
+    (!records.is_empty()).then(|| records.swap_remove(0))
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::session::{NewSession, SessionLimits};
+
+    fn session(id: &str) -> SessionChange {
+        let new = NewSession {
+            session_id: Some(SessionId::parse(id).unwrap()),
+            orchestrator: AgentId::parse("claude-code://orchestrator").unwrap(),
+            participants: vec![],
+            steps: vec![],
+            shared_context: Default::default(),
+        };
+        SessionChange {
+            session: Session::create(new, &SessionLimits::default(), Timestamp::now()).unwrap(),
+            expected_version: None,
+            kind: SessionEventKind::SessionCreated,
+            agent_id: None,
+            task_id: None,
+            timestamp: Timestamp::now(),
+        }
+    }
+
+    /// A write that makes SQLite drop the whole transaction, as a full disk
+    /// or an I/O error can, must not leave earlier writes of its batch
+    /// reported as done, nor let later ones commit outside the batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rolled_back_transaction_fails_its_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            path: dir.path().join("bus.sqlite3"),
+            synchronous: Synchronous::Normal,
+            feed_capacity: 16,
+            max_batch: 64,
+        };
+        let store = Arc::new(SqliteStore::open(&options).unwrap());
+        // Hold the writer so the next three writes queue up as one batch.
+        let busy = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(|_| {
+                        std::thread::sleep(Duration::from_millis(300));
+                        Ok(0)
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let first = tokio::spawn({
+            let store = store.clone();
+            async move { store.commit(session("before")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let rollback = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|conn| {
+                        conn.execute_batch("ROLLBACK").map_err(backend)?;
+                        Err(StoreError::Backend("simulated I/O error".into()))
+                    })
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let last = tokio::spawn({
+            let store = store.clone();
+            async move { store.commit(session("after")).await }
+        });
+        busy.await.unwrap().unwrap();
+        assert!(rollback.await.unwrap().is_err());
+        for (outcome, id) in [(first.await.unwrap(), "before"), (last.await.unwrap(), "after")] {
+            let stored = store.get_session(&SessionId::parse(id).unwrap()).await.unwrap();
+            assert_eq!(
+                outcome.is_ok(),
+                stored.is_some(),
+                "{id}: reported {outcome:?}, stored {}",
+                stored.is_some()
+            );
+        }
+        // The sequence continues from what is really stored.
+        let next = store.commit(session("later")).await.unwrap();
+        let stored = store
+            .events(0, next.sequence, &EventFilter::default(), 100)
+            .await
+            .unwrap();
+        let sequences: Vec<u64> = stored.iter().map(|e| e.sequence).collect();
+        assert_eq!(sequences, (1..=next.sequence).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,227 @@
+//! One port for everything: gRPC services, health and reflection (and,
+//! later, the HTTP/JSON gateway over HTTP/1.1 on the same listener).
+//!
+//! Shutdown order: health turns NOT_SERVING, the shutdown token ends every
+//! open stream, the listener stops accepting, connections get `grace` to
+//! finish, then the store is flushed and closed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+
+use super::auth::ApiKeyAuth;
+use super::grpc::SessionGrpc;
+use super::grpc_messages::{AgentGrpc, MessageGrpc};
+use super::health::ShutdownAwareHealth;
+use crate::app::agents::Agents;
+use crate::app::messaging::{Messaging, MessagingConfig};
+use crate::app::metrics::Metrics;
+use crate::app::presence::Presence;
+use crate::app::sessions::Sessions;
+use crate::config::{Config, StoreKind};
+use crate::domain::session::SessionLimits;
+use crate::pb;
+use crate::pb::agent_service_server::AgentServiceServer;
+use crate::pb::message_service_server::MessageServiceServer;
+use crate::pb::session_service_server::SessionServiceServer;
+use crate::store::memory::MemoryStore;
+use crate::store::sqlite::{DEFAULT_MAX_BATCH, SqliteOptions, SqliteStore};
+use crate::store::{Store, StoreError};
+
+/// Services whose health is reported besides the overall `""`.
+const SERVICE_NAMES: [&str; 3] = [
+    <SessionServiceServer<SessionGrpc> as tonic::server::NamedService>::NAME,
+    <AgentServiceServer<AgentGrpc> as tonic::server::NamedService>::NAME,
+    <MessageServiceServer<MessageGrpc> as tonic::server::NamedService>::NAME,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match config.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new(config.watch_buffer)),
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(&SqliteOptions {
+            path: config.sqlite_path(),
+            synchronous: config.sqlite_synchronous,
+            feed_capacity: config.watch_buffer,
+            max_batch: DEFAULT_MAX_BATCH,
+        })?),
+    })
+}
+
+/// Serves on `listener` until `stop` resolves, then shuts down gracefully.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = open_store(&config)?;
+    let shutdown = CancellationToken::new();
+    let limits = SessionLimits {
+        max_participants: config.max_participants,
+        max_context_bytes: config.max_context_bytes,
+        // Room for the event or response wrapped around a snapshot.
+        max_session_bytes: config.max_message_bytes / 8 * 7,
+    };
+    let sessions = Arc::new(Sessions::new(
+        store.clone(),
+        limits.clone(),
+        config.session_idle_timeout,
+    ));
+
+    let health = HealthReporter::new();
+    set_health(&health, ServingStatus::Serving).await;
+    let health_service = HealthServer::new(ShutdownAwareHealth::new(
+        HealthService::from_health_reporter(health.clone()),
+        shutdown.clone(),
+    ));
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let auth = ApiKeyAuth::new(config.api_key.as_deref());
+    let session_service = SessionServiceServer::new(SessionGrpc::new(
+        sessions.clone(),
+        config.heartbeat_interval,
+        shutdown.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
+
+    let presence = Arc::new(Presence::default());
+    let messaging = Arc::new(Messaging::new(
+        store.clone(),
+        presence.clone(),
+        Arc::new(Metrics::default()),
+        MessagingConfig {
+            ack_timeout: config.ack_timeout,
+            message_timeout: config.message_timeout,
+            retry_base: config.retry_backoff,
+            inbox_limit: config.inbox_limit,
+            heartbeat: config.heartbeat_interval,
+            session_limits: limits,
+        },
+    ));
+    let agents = Arc::new(Agents::new(store.clone(), presence, messaging.clone()));
+    let agent_service = AgentServiceServer::new(AgentGrpc::new(agents))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+    let message_service = MessageServiceServer::new(MessageGrpc::new(messaging.clone(), shutdown.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+
+    let sweepers = [
+        tokio::spawn(sweep_idle_sessions(
+            sessions,
+            config.session_idle_timeout,
+            shutdown.clone(),
+        )),
+        tokio::spawn(sweep_messages(messaging, config.ack_timeout, shutdown.clone())),
+    ];
+
+    let stopping = CancellationToken::new();
+    let begin_shutdown = {
+        let (health, shutdown, stopping) = (health.clone(), shutdown.clone(), stopping.clone());
+        async move {
+            stop.await;
+            tracing::info!("shutting down");
+            set_health(&health, ServingStatus::NotServing).await;
+            shutdown.cancel();
+            stopping.cancel();
+        }
+    };
+
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        // HTTP/1.1 is accepted so the JSON gateway can share this port.
+        .accept_http1(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(1024))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(session_service, auth.clone()))
+        .add_service(InterceptedService::new(agent_service, auth.clone()))
+        .add_service(InterceptedService::new(message_service, auth))
+        .serve_with_incoming_shutdown(incoming, begin_shutdown);
+    tokio::pin!(server);
+
+    let grace = config.shutdown_grace;
+    let served = tokio::select! {
+        result = &mut server => result.map_err(ServeError::from),
+        () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(?grace, "connections still open after the shutdown grace period; closing them");
+            Ok(())
+        }
+    };
+    shutdown.cancel();
+    for sweeper in sweepers {
+        let _ = sweeper.await;
+    }
+    let closed = store.close().await;
+    tracing::info!("store closed");
+    served?;
+    closed.map_err(ServeError::from)
+}
+
+/// Redelivers, falls back and dead-letters due messages until shutdown.
+async fn sweep_messages(messaging: Arc<Messaging>, ack_timeout: Duration, shutdown: CancellationToken) {
+    let period = (ack_timeout / 20).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {
+                if let Err(error) = messaging.sweep().await {
+                    tracing::warn!(%error, "sweeping due messages failed");
+                }
+            }
+        }
+    }
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Expires idle sessions until shutdown, checking a few times per timeout.
+async fn sweep_idle_sessions(sessions: Arc<Sessions>, idle_timeout: Duration, shutdown: CancellationToken) {
+    let period = (idle_timeout / 10).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => match sessions.expire_idle().await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "expired idle sessions"),
+                Err(error) => tracing::warn!(%error, "expiring idle sessions failed"),
+            },
+        }
+    }
+}
