@@ -75,6 +75,17 @@ impl MessageType {
         Self::Error,
         Self::Heartbeat,
     ];
+
+    /// The snake_case word of the JSON dialect and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TaskRequest => "task_request",
+            Self::TaskResponse => "task_response",
+            Self::StatusUpdate => "status_update",
+            Self::Error => "error",
+            Self::Heartbeat => "heartbeat",
+        }
+    }
 }
 
 /// Higher is delivered first.

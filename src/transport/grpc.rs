@@ -6,37 +6,20 @@ use std::time::Duration;
 
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use super::convert;
+pub use super::errors::status;
 use crate::app::sessions::{ListSessions, Sessions};
 use crate::app::watch::{self, WatchItem, WatchRequest};
 use crate::domain::session::{ContextUpdateMode, NewSession};
-use crate::domain::{AgentId, Error, ErrorKind, SessionId};
+use crate::domain::{AgentId, Error, SessionId};
 use crate::pb;
 use crate::pb::session_service_server::SessionService;
 use crate::store::EventFilter;
 
 /// Most session ids one watch may filter on.
 const MAX_WATCH_SESSION_IDS: usize = 1000;
-
-/// The one table from domain errors to gRPC status codes.
-pub fn status(error: Error) -> Status {
-    let code = match error.kind {
-        ErrorKind::InvalidArgument => Code::InvalidArgument,
-        ErrorKind::NotFound => Code::NotFound,
-        ErrorKind::AlreadyExists => Code::AlreadyExists,
-        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
-        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
-        ErrorKind::Aborted => Code::Aborted,
-        ErrorKind::OutOfRange => Code::OutOfRange,
-        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
-        ErrorKind::Unauthenticated => Code::Unauthenticated,
-        ErrorKind::Unavailable => Code::Unavailable,
-        ErrorKind::Internal => Code::Internal,
-    };
-    Status::new(code, error.message)
-}
 
 pub struct SessionGrpc {
     sessions: Arc<Sessions>,

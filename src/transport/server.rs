@@ -1,5 +1,7 @@
-//! One port for everything: gRPC services, health and reflection (and,
-//! later, the HTTP/JSON gateway over HTTP/1.1 on the same listener).
+//! One port for everything: gRPC services, health and reflection, and the
+//! HTTP/JSON gateway (HTTP/1.1 and HTTP/2), in one router. Requests with a
+//! gRPC content type that match no service get UNIMPLEMENTED, others a JSON
+//! 404.
 //!
 //! Shutdown order: health turns NOT_SERVING, the shutdown token ends every
 //! open stream, the listener stops accepting, connections get `grace` to
@@ -7,10 +9,11 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -21,6 +24,8 @@ use super::auth::ApiKeyAuth;
 use super::grpc::SessionGrpc;
 use super::grpc_messages::{AgentGrpc, MessageGrpc};
 use super::health::ShutdownAwareHealth;
+use super::http::{self, Gateway};
+use super::metrics_http::{self, RequestMetrics};
 use crate::app::agents::Agents;
 use crate::app::messaging::{Messaging, MessagingConfig};
 use crate::app::metrics::Metrics;
@@ -100,19 +105,21 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let auth = ApiKeyAuth::new(config.api_key.as_deref());
-    let session_service = SessionServiceServer::new(SessionGrpc::new(
+    let session_grpc = Arc::new(SessionGrpc::new(
         sessions.clone(),
         config.heartbeat_interval,
         shutdown.clone(),
-    ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
+    ));
+    let session_service = SessionServiceServer::from_arc(session_grpc.clone())
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
 
     let presence = Arc::new(Presence::default());
+    let metrics = Arc::new(Metrics::default());
     let messaging = Arc::new(Messaging::new(
         store.clone(),
         presence.clone(),
-        Arc::new(Metrics::default()),
+        metrics.clone(),
         MessagingConfig {
             ack_timeout: config.ack_timeout,
             message_timeout: config.message_timeout,
@@ -123,12 +130,37 @@ pub async fn serve(
         },
     ));
     let agents = Arc::new(Agents::new(store.clone(), presence, messaging.clone()));
-    let agent_service = AgentServiceServer::new(AgentGrpc::new(agents))
+    let agent_grpc = Arc::new(AgentGrpc::new(agents));
+    let agent_service = AgentServiceServer::from_arc(agent_grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    let message_service = MessageServiceServer::new(MessageGrpc::new(messaging.clone(), shutdown.clone()))
+    let message_grpc = Arc::new(MessageGrpc::new(messaging.clone(), shutdown.clone()));
+    let message_service = MessageServiceServer::from_arc(message_grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+    let requests = Arc::new(RequestMetrics::default());
+    let gateway = Arc::new(Gateway {
+        sessions: session_grpc,
+        agents: agent_grpc,
+        messages: message_grpc,
+        auth: auth.clone(),
+        metrics,
+        requests: requests.clone(),
+        store: store.clone(),
+        max_body_bytes: config.max_message_bytes,
+        started: Instant::now(),
+        shutdown: shutdown.clone(),
+    });
+    let router = Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(InterceptedService::new(session_service, auth.clone()))
+        .add_service(InterceptedService::new(agent_service, auth.clone()))
+        .add_service(InterceptedService::new(message_service, auth))
+        .into_axum_router()
+        .merge(http::router(gateway))
+        .fallback(http::not_found)
+        .layer(axum::middleware::from_fn_with_state(requests, metrics_http::record));
 
     let sweepers = [
         tokio::spawn(sweep_idle_sessions(
@@ -153,17 +185,12 @@ pub async fn serve(
 
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tonic::transport::Server::builder()
-        // HTTP/1.1 is accepted so the JSON gateway can share this port.
+        // HTTP/1.1 is accepted for the JSON gateway on this port.
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(1024))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(InterceptedService::new(session_service, auth.clone()))
-        .add_service(InterceptedService::new(agent_service, auth.clone()))
-        .add_service(InterceptedService::new(message_service, auth))
+        .add_routes(Routes::from(router))
         .serve_with_incoming_shutdown(incoming, begin_shutdown);
     tokio::pin!(server);
 

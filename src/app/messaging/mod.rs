@@ -574,7 +574,8 @@ impl Messaging {
             match self.store.write(swap(&record, acked).into()).await {
                 Ok(_) => {
                     let latency = now.unix_micros().saturating_sub(record.accepted_at.unix_micros());
-                    self.metrics.acked(u64::try_from(latency).unwrap_or(0));
+                    let latency = Duration::from_micros(u64::try_from(latency).unwrap_or(0));
+                    self.metrics.acked(record.message.message_type, latency);
                     self.presence.touch(agent);
                     return Ok(MessageState::Acked);
                 }
@@ -738,7 +739,7 @@ mod tests {
         );
         assert!(messaging.lock_replies().is_empty());
 
-        let (snapshot, counts) = metrics.collect(store.as_ref()).await.unwrap();
+        let (snapshot, counts) = metrics.collect(store.as_ref(), Duration::from_secs(1)).await.unwrap();
         assert_eq!(
             snapshot.sent,
             [2, 0, 0, 1, 0],
@@ -754,7 +755,8 @@ mod tests {
             ),
             (2, 0, 1, 1)
         );
-        assert!(snapshot.ack_latency_micros >= 2_000, "{snapshot:?}");
+        assert!(snapshot.ack_latency_micros() >= 2_000, "{snapshot:?}");
+        assert_eq!(snapshot.ack_latency[0].count(), 1, "one task request acked");
         assert_eq!(
             counts,
             crate::store::StoreCounts {

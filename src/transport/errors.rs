@@ -1,0 +1,84 @@
+//! The one table from domain errors to gRPC status codes and HTTP statuses,
+//! shared by both transports.
+
+use axum::http::StatusCode;
+use tonic::{Code, Status};
+
+use crate::domain::{Error, ErrorKind};
+
+/// A domain error as a gRPC status.
+pub fn status(error: Error) -> Status {
+    let code = match error.kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::Aborted => Code::Aborted,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
+    };
+    Status::new(code, error.message)
+}
+
+/// Each gRPC code's name (as in `"code"` of HTTP errors) and HTTP status.
+/// FAILED_PRECONDITION is 409: the session or agent is in the wrong state;
+/// 412 is kept for its HTTP meaning, a failed conditional header.
+const TABLE: [(Code, &str, StatusCode); 17] = [
+    (Code::Ok, "OK", StatusCode::OK),
+    (Code::Cancelled, "CANCELLED", StatusCode::REQUEST_TIMEOUT),
+    (Code::Unknown, "UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR),
+    (Code::InvalidArgument, "INVALID_ARGUMENT", StatusCode::BAD_REQUEST),
+    (Code::DeadlineExceeded, "DEADLINE_EXCEEDED", StatusCode::GATEWAY_TIMEOUT),
+    (Code::NotFound, "NOT_FOUND", StatusCode::NOT_FOUND),
+    (Code::AlreadyExists, "ALREADY_EXISTS", StatusCode::CONFLICT),
+    (Code::PermissionDenied, "PERMISSION_DENIED", StatusCode::FORBIDDEN),
+    (
+        Code::ResourceExhausted,
+        "RESOURCE_EXHAUSTED",
+        StatusCode::TOO_MANY_REQUESTS,
+    ),
+    (Code::FailedPrecondition, "FAILED_PRECONDITION", StatusCode::CONFLICT),
+    (Code::Aborted, "ABORTED", StatusCode::CONFLICT),
+    (Code::OutOfRange, "OUT_OF_RANGE", StatusCode::BAD_REQUEST),
+    (Code::Unimplemented, "UNIMPLEMENTED", StatusCode::NOT_IMPLEMENTED),
+    (Code::Internal, "INTERNAL", StatusCode::INTERNAL_SERVER_ERROR),
+    (Code::Unavailable, "UNAVAILABLE", StatusCode::SERVICE_UNAVAILABLE),
+    (Code::DataLoss, "DATA_LOSS", StatusCode::INTERNAL_SERVER_ERROR),
+    (Code::Unauthenticated, "UNAUTHENTICATED", StatusCode::UNAUTHORIZED),
+];
+
+fn row(code: Code) -> (&'static str, StatusCode) {
+    TABLE
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or(("UNKNOWN", StatusCode::INTERNAL_SERVER_ERROR), |(_, name, http)| {
+            (*name, *http)
+        })
+}
+
+pub fn code_name(code: Code) -> &'static str {
+    row(code).0
+}
+
+pub fn http_status(code: Code) -> StatusCode {
+    row(code).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_one_row() {
+        for number in 0..=16 {
+            let code = Code::from_i32(number);
+            assert_eq!(TABLE.iter().filter(|(c, _, _)| *c == code).count(), 1, "{code:?}");
+        }
+        assert_eq!(http_status(status(Error::not_found("x")).code()), StatusCode::NOT_FOUND);
+        assert_eq!(code_name(Code::FailedPrecondition), "FAILED_PRECONDITION");
+    }
+}
