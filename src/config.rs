@@ -41,6 +41,10 @@ pub struct Config {
     pub watch_buffer: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// After SIGTERM, keep serving this long with health reporting
+    /// NOT_SERVING (HTTP 503) so load balancers stop sending traffic.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_drain: Duration,
     /// A delivery not acknowledged within this is delivered again.
     #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
@@ -70,6 +74,7 @@ impl Default for Config {
             max_context_bytes: 1024 * 1024,
             watch_buffer: 1024,
             shutdown_grace: Duration::from_secs(5),
+            shutdown_drain: Duration::ZERO,
             ack_timeout: Duration::from_secs(30),
             message_timeout: Duration::from_secs(300),
             retry_backoff: Duration::from_secs(1),
@@ -120,6 +125,9 @@ pub struct ServeArgs {
     /// e.g. 5s
     #[arg(long, env = "AGENT_BUS_SHUTDOWN_GRACE", value_parser = parse_duration)]
     pub shutdown_grace: Option<Duration>,
+    /// e.g. 5s; default 0s
+    #[arg(long, env = "AGENT_BUS_SHUTDOWN_DRAIN", value_parser = parse_duration)]
+    pub shutdown_drain: Option<Duration>,
     /// e.g. 30s
     #[arg(long, env = "AGENT_BUS_ACK_TIMEOUT", value_parser = parse_duration)]
     pub ack_timeout: Option<Duration>,
@@ -201,6 +209,7 @@ impl Config {
         set(&mut self.max_context_bytes, &args.max_context_bytes);
         set(&mut self.watch_buffer, &args.watch_buffer);
         set(&mut self.shutdown_grace, &args.shutdown_grace);
+        set(&mut self.shutdown_drain, &args.shutdown_drain);
         set(&mut self.ack_timeout, &args.ack_timeout);
         set(&mut self.message_timeout, &args.message_timeout);
         set(&mut self.retry_backoff, &args.retry_backoff);
@@ -224,6 +233,7 @@ impl Config {
             ("message_timeout", self.message_timeout, 10 * MS, 30 * DAY),
             ("retry_backoff", self.retry_backoff, 10 * MS, HOUR),
             ("shutdown_grace", self.shutdown_grace, Duration::ZERO, HOUR),
+            ("shutdown_drain", self.shutdown_drain, Duration::ZERO, HOUR),
         ];
         for (name, value, min, max) in durations {
             if !(min..=max).contains(&value) {

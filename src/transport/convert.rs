@@ -13,8 +13,10 @@ use crate::domain::session::{
 use crate::domain::{AgentId, Error, JsonObject, Result, Timestamp};
 use crate::pb;
 
-/// Deeper JSON is refused rather than risking the stack.
-const MAX_JSON_DEPTH: usize = 64;
+/// Deeper JSON is refused. Each JSON level costs up to three protobuf
+/// message levels (Value, Struct, map entry), and protobuf decoders stop at
+/// 100, so deeper values could not cross gRPC anyway.
+pub const MAX_JSON_DEPTH: usize = 32;
 
 pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     let micros = t.unix_micros();
@@ -64,9 +66,9 @@ fn value_to_json(field: &str, value: prost_types::Value, depth: usize) -> Result
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
         Some(Kind::StringValue(s)) => Value::String(s),
-        Some(Kind::NumberValue(n)) => Value::Number(
-            Number::from_f64(n).ok_or_else(|| Error::invalid(field, format!("{n} is not a JSON number")))?,
-        ),
+        Some(Kind::NumberValue(n)) => {
+            Value::Number(json_number(n).ok_or_else(|| Error::invalid(field, format!("{n} is not a JSON number")))?)
+        }
         Some(Kind::StructValue(s)) => Value::Object(struct_to_json(field, s, depth)?),
         Some(Kind::ListValue(list)) => {
             if depth > MAX_JSON_DEPTH {
@@ -83,6 +85,17 @@ fn value_to_json(field: &str, value: prost_types::Value, depth: usize) -> Result
             )
         }
     })
+}
+
+/// protobuf's `Value` holds every number as a double; whole numbers that a
+/// double represents exactly come back as JSON integers (`1`, not `1.0`).
+fn json_number(n: f64) -> Option<Number> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if n.fract() == 0.0 && n.abs() <= EXACT {
+        Some(Number::from(n as i64))
+    } else {
+        Number::from_f64(n)
+    }
 }
 
 /// Any JSON value; a missing value is `null`.

@@ -174,11 +174,14 @@ pub async fn serve(
     let stopping = CancellationToken::new();
     let begin_shutdown = {
         let (health, shutdown, stopping) = (health.clone(), shutdown.clone(), stopping.clone());
+        let drain = config.shutdown_drain;
         async move {
             stop.await;
-            tracing::info!("shutting down");
+            tracing::info!(?drain, "shutting down");
             set_health(&health, ServingStatus::NotServing).await;
             shutdown.cancel();
+            // Still accepting, but reporting NOT_SERVING / 503.
+            tokio::time::sleep(drain).await;
             stopping.cancel();
         }
     };
