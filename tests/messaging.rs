@@ -661,6 +661,20 @@ async fn sync_send_returns_the_reply() {
     // Resending the same request returns the same reply at once.
     let again = send(&mut messages, request).await.unwrap();
     assert_eq!(again.reply.unwrap().message_id, "reply-1");
+    // The reply reached the caller in the response, so it is acked rather
+    // than left waiting in the orchestrator's inbox; the impostor's is not.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while status_of(&mut messages, "reply-1").await.state() != pb::MessageState::Acked {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SYNC reply was never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status_of(&mut messages, "impostor").await.state(),
+        pb::MessageState::Queued
+    );
 }
 
 #[tokio::test]

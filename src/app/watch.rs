@@ -67,6 +67,11 @@ pub fn watch(
     Ok(Box::pin(async_stream::stream! {
         let mut idle = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        if !catch_up {
+            // A live-only watch says where it starts, so a client that
+            // drops before the first event can resume without a gap.
+            yield Ok(WatchItem::Heartbeat { timestamp: Timestamp::now(), last_sequence: cursor });
+        }
         loop {
             while catch_up && !shutdown.is_cancelled() {
                 let up_to = store.feed().last_sequence();
@@ -121,10 +126,9 @@ pub fn watch(
                     yield Err(Error::unavailable("the event feed closed; resume with after_sequence"));
                     return;
                 }
-                Wake::Idle => {
-                    let last_sequence = store.feed().last_sequence();
-                    yield Ok(WatchItem::Heartbeat { timestamp: Timestamp::now(), last_sequence });
-                }
+                // The cursor, not the latest commit: every event up to it
+                // was sent or filtered out, so it is a safe resume point.
+                Wake::Idle => yield Ok(WatchItem::Heartbeat { timestamp: Timestamp::now(), last_sequence: cursor }),
             }
         }
     }))

@@ -436,10 +436,13 @@ impl Messaging {
         deadline: Option<Instant>,
     ) -> Result<SendOutcome> {
         let id = record.id().clone();
-        let answered = |reply: Message| SendOutcome {
-            message_id: id.clone(),
-            state: MessageState::Answered,
-            reply: Some(reply),
+        let answered = |reply: Message| {
+            self.settle_sync_reply(&reply);
+            SendOutcome {
+                message_id: id.clone(),
+                state: MessageState::Answered,
+                reply: Some(reply),
+            }
         };
         // A reply may already be stored (a resend of an answered request).
         if let Some(reply) = self.stored_reply(&record).await? {
@@ -542,6 +545,24 @@ impl Messaging {
     }
 
     pub async fn ack(&self, agent: &AgentId, id: &MessageId) -> Result<MessageState> {
+        self.acknowledge(agent, id, false).await
+    }
+
+    /// A reply handed to its SYNC caller in the SendMessage response has
+    /// been delivered: ack it, so it does not also wait in the caller's
+    /// inbox (and dead-letter there if the caller never opens one).
+    fn settle_sync_reply(self: &Arc<Self>, reply: &Message) {
+        let (messaging, agent, id) = (self.clone(), reply.recipient.agent_id.clone(), reply.message_id.clone());
+        tokio::spawn(async move {
+            if let Err(error) = messaging.acknowledge(&agent, &id, true).await {
+                tracing::debug!(%error, message_id = %id, "a SYNC reply stays in the inbox");
+            }
+        });
+    }
+
+    /// `handed_over`: the message reached its recipient outside its inbox
+    /// (a SYNC reply), so it may be acked before any inbox delivery.
+    async fn acknowledge(&self, agent: &AgentId, id: &MessageId, handed_over: bool) -> Result<MessageState> {
         for _ in 0..MAX_ATTEMPTS {
             let record = self.get(id).await?;
             if &record.recipient != agent {
@@ -560,7 +581,7 @@ impl Messaging {
                     )));
                 }
                 // Not yet delivered to this recipient (a fallback, say).
-                MessageState::Queued if record.attempts == 0 => {
+                MessageState::Queued if record.attempts == 0 && !handed_over => {
                     return Err(Error::failed_precondition(format!(
                         "message {id} has not been delivered yet"
                     )));
