@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use agentbus::bench::BenchArgs;
 use agentbus::config::{Config, ServeArgs};
 use agentbus::transport::server;
 
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the bus (gRPC with reflection and health on one port).
     Serve(ServeArgs),
+    /// Measure a bus: throughput, latency percentiles, server CPU per operation.
+    Bench(BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,24 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Serve(args) => serve(&args),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn bench(args: BenchArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("agentbus: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(agentbus::bench::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("agentbus bench: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

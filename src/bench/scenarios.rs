@@ -1,0 +1,780 @@
+//! The scenarios against agentbus itself (and the echo peer, which speaks
+//! the same contract).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use prost_types::value::Kind;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use super::driver::{self, Measured, Timing, histogram};
+use super::process::{self, Spawned};
+use super::{BenchArgs, Report, Scenario, SpawnStore};
+use crate::pb;
+use crate::pb::agent_service_client::AgentServiceClient;
+use crate::pb::message_service_client::MessageServiceClient;
+use crate::pb::session_service_client::SessionServiceClient;
+
+const CLIENT: &str = "bench://client";
+
+#[derive(Clone)]
+struct Key(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Key {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert("x-agent-api-key", key.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Authed = InterceptedService<Channel, Key>;
+
+/// Connections to the bus under test.
+struct Bus {
+    url: String,
+    key: Key,
+    api_key: Option<String>,
+    channels: Vec<Channel>,
+    pid: Option<u32>,
+    label: String,
+    _spawned: Option<Spawned>,
+}
+
+impl Bus {
+    async fn open(args: &BenchArgs) -> Result<Self, String> {
+        let (spawned, label) = match args.spawn {
+            Some(store) => {
+                let name = match store {
+                    SpawnStore::Sqlite => "sqlite",
+                    SpawnStore::Memory => "memory",
+                };
+                let mut extra = args.serve_args.clone();
+                if let Some(key) = &args.api_key {
+                    extra.extend(["--api-key".to_owned(), key.clone()]);
+                }
+                (Some(Spawned::bus(name, &extra)?), format!("agentbus ({name})"))
+            }
+            None => (None, format!("agentbus at {}", args.addr)),
+        };
+        let url = spawned
+            .as_ref()
+            .map_or_else(|| normalize(&args.addr), |s| s.addr.clone());
+        let pid = spawned.as_ref().map(Spawned::pid).or(args.server_pid);
+        Self::connect(args, url, pid, label, spawned).await
+    }
+
+    async fn connect(
+        args: &BenchArgs,
+        url: String,
+        pid: Option<u32>,
+        label: String,
+        spawned: Option<Spawned>,
+    ) -> Result<Self, String> {
+        let key = match &args.api_key {
+            Some(k) => Some(k.parse().map_err(|_| "the API key must be ASCII".to_owned())?),
+            None => None,
+        };
+        let mut channels = Vec::new();
+        // One more connection than the senders use, for receivers and setup.
+        for _ in 0..=args.connections.max(1) {
+            let channel = Endpoint::from_shared(url.clone())
+                .map_err(|e| format!("bad address {url}: {e}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+            channels.push(channel);
+        }
+        Ok(Self {
+            url,
+            key: Key(key),
+            api_key: args.api_key.clone(),
+            channels,
+            pid,
+            label,
+            _spawned: spawned,
+        })
+    }
+
+    /// The connection of sender `i`; the last one is kept for control.
+    fn channel(&self, i: usize) -> Channel {
+        self.channels[i % (self.channels.len() - 1).max(1)].clone()
+    }
+
+    fn control(&self) -> Channel {
+        self.channels[self.channels.len() - 1].clone()
+    }
+
+    fn messages(&self, channel: Channel) -> MessageServiceClient<Authed> {
+        MessageServiceClient::with_interceptor(channel, self.key.clone()).max_decoding_message_size(64 << 20)
+    }
+
+    fn sessions(&self, channel: Channel) -> SessionServiceClient<Authed> {
+        SessionServiceClient::with_interceptor(channel, self.key.clone()).max_decoding_message_size(64 << 20)
+    }
+
+    async fn register(&self, ids: &[String]) -> Result<(), String> {
+        let mut agents = AgentServiceClient::with_interceptor(self.control(), self.key.clone());
+        for id in ids {
+            let request = pb::RegisterAgentRequest {
+                agent: Some(pb::AgentDescriptor {
+                    agent_id: id.clone(),
+                    ..Default::default()
+                }),
+                update: true,
+            };
+            agents
+                .register_agent(request)
+                .await
+                .map_err(|s| format!("cannot register {id}: {}", s.message()))?;
+        }
+        Ok(())
+    }
+
+    fn cpu(&self) -> Option<Duration> {
+        self.pid.and_then(process::cpu_time)
+    }
+}
+
+fn normalize(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+fn sinks(count: usize) -> Vec<String> {
+    (0..count.max(1)).map(|i| format!("bench://sink-{i}")).collect()
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// A payload of about `bytes` bytes of JSON: `{"data":"xx..."}`, plus the
+/// send time when `stamp` is set.
+fn payload(bytes: usize, stamp: Option<(u64, bool)>) -> prost_types::Value {
+    let mut fields = std::collections::BTreeMap::new();
+    fields.insert(
+        "data".to_owned(),
+        prost_types::Value {
+            kind: Some(Kind::StringValue("x".repeat(bytes.saturating_sub(11)))),
+        },
+    );
+    if let Some((sent_at, measured)) = stamp {
+        fields.insert(
+            "sent_at".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::NumberValue(sent_at as f64)),
+            },
+        );
+        fields.insert(
+            "measured".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::BoolValue(measured)),
+            },
+        );
+    }
+    prost_types::Value {
+        kind: Some(Kind::StructValue(prost_types::Struct { fields })),
+    }
+}
+
+fn message(from: &str, to: &str, payload: prost_types::Value, sync: bool) -> pb::Message {
+    pb::Message {
+        sender: Some(pb::AgentRef {
+            agent_id: from.to_owned(),
+            ..Default::default()
+        }),
+        recipient: Some(pb::AgentRef {
+            agent_id: to.to_owned(),
+            ..Default::default()
+        }),
+        message_type: pb::MessageType::TaskRequest as i32,
+        payload: Some(payload),
+        routing: sync.then(|| pb::Routing {
+            timeout: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+            delivery_mode: pb::DeliveryMode::Sync as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn field(message: &pb::Message, name: &str) -> Option<Kind> {
+    match &message.payload.as_ref()?.kind {
+        Some(Kind::StructValue(s)) => s.fields.get(name)?.kind.clone(),
+        _ => None,
+    }
+}
+
+/// What receivers do with each delivery besides acking it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnDelivery {
+    Ack,
+    /// Ack and answer it (send-sync).
+    Reply,
+    /// Ack and record the latency since `sent_at` (e2e).
+    Time,
+}
+
+/// Receivers: one inbox stream per agent, acking every delivery.
+struct Receivers {
+    acked: Arc<AtomicU64>,
+    latency: Arc<Mutex<Histogram<u64>>>,
+    received: Arc<Mutex<HashSet<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Receivers {
+    async fn start(bus: &Bus, agents: &[String], mode: OnDelivery) -> Result<Self, String> {
+        let acked = Arc::new(AtomicU64::new(0));
+        let latency = Arc::new(Mutex::new(histogram()));
+        let received = Arc::new(Mutex::new(HashSet::new()));
+        let mut tasks = Vec::new();
+        for (i, agent) in agents.iter().enumerate() {
+            let client = bus.messages(bus.channels[i % bus.channels.len()].clone());
+            let mut stream = client
+                .clone()
+                .receive_messages(pb::ReceiveMessagesRequest {
+                    agent_id: agent.clone(),
+                })
+                .await
+                .map_err(|s| format!("cannot open the inbox of {agent}: {}", s.message()))?
+                .into_inner();
+            let (acked, latency, received, agent) = (acked.clone(), latency.clone(), received.clone(), agent.clone());
+            let acks = Arc::new(Semaphore::new(256));
+            tasks.push(tokio::spawn(async move {
+                while let Ok(Some(item)) = stream.message().await {
+                    let Some(pb::receive_messages_response::Kind::Delivery(delivery)) = item.kind else {
+                        continue;
+                    };
+                    let Some(message) = delivery.message else { continue };
+                    if mode == OnDelivery::Time
+                        && let (Some(Kind::NumberValue(sent_at)), Some(Kind::BoolValue(true))) =
+                            (field(&message, "sent_at"), field(&message, "measured"))
+                    {
+                        let elapsed = now_micros().saturating_sub(sent_at as u64).max(1);
+                        let _ = latency.lock().unwrap_or_else(PoisonError::into_inner).record(elapsed);
+                        received
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(message.message_id.clone());
+                    }
+                    let Ok(permit) = acks.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (mut client, acked, agent) = (client.clone(), acked.clone(), agent.clone());
+                    tokio::spawn(async move {
+                        let ack = pb::AckMessageRequest {
+                            agent_id: agent.clone(),
+                            message_id: message.message_id.clone(),
+                        };
+                        if client.ack_message(ack).await.is_ok() {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if mode == OnDelivery::Reply {
+                            let sender = message.sender.map(|s| s.agent_id).unwrap_or_default();
+                            let mut reply = self::message(&agent, &sender, payload(16, None), false);
+                            reply.message_type = pb::MessageType::TaskResponse as i32;
+                            reply.in_reply_to = message.message_id;
+                            let _ = client
+                                .send_message(pb::SendMessageRequest { message: Some(reply) })
+                                .await;
+                        }
+                        drop(permit);
+                    });
+                }
+            }));
+        }
+        Ok(Self {
+            acked,
+            latency,
+            received,
+            tasks,
+        })
+    }
+
+    /// Waits until `expected` acks arrived (or `timeout`), then stops.
+    async fn drain(self, expected: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        while self.acked.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.acked.load(Ordering::Relaxed)
+    }
+}
+
+pub async fn run(args: &BenchArgs) -> Result<Vec<Report>, String> {
+    let bus = Bus::open(args).await?;
+    match args.scenario {
+        Scenario::Send => Ok(vec![send(args, &bus, false).await?]),
+        Scenario::SendSync => Ok(vec![send(args, &bus, true).await?]),
+        Scenario::HttpSend => Ok(vec![http_send(args, &bus).await?]),
+        Scenario::E2e => e2e(args, &bus).await,
+        Scenario::Sessions => Ok(vec![sessions(args, &bus).await?]),
+        Scenario::Watch if args.idle => Ok(vec![watch_idle(args, &bus).await?]),
+        Scenario::Watch => Ok(vec![watch(args, &bus).await?]),
+        Scenario::EchoServer => Err("echo-server is not a measurement".into()),
+    }
+}
+
+/// Runs a closed loop and samples the server's CPU over the measured part.
+async fn measure<F, Fut>(
+    bus: &Bus,
+    workers: usize,
+    timing: Timing,
+    make: impl Fn(usize) -> F,
+) -> (Measured, Option<Duration>)
+where
+    F: FnMut(u64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let cpu = CpuWindow::start(bus, timing);
+    let measured = driver::closed_loop(workers, timing, make).await;
+    let used = cpu.finish(bus).await;
+    (measured, used)
+}
+
+/// Samples the server's CPU time when the warm-up ends and when asked.
+struct CpuWindow(tokio::task::JoinHandle<Option<Duration>>);
+
+impl CpuWindow {
+    fn start(bus: &Bus, timing: Timing) -> Self {
+        let pid = bus.pid;
+        Self(tokio::spawn(async move {
+            tokio::time::sleep(timing.warmup).await;
+            pid.and_then(process::cpu_time)
+        }))
+    }
+
+    async fn finish(self, bus: &Bus) -> Option<Duration> {
+        let end = bus.cpu()?;
+        let start = self.0.await.ok()??;
+        Some(end.saturating_sub(start))
+    }
+}
+
+async fn send(args: &BenchArgs, bus: &Bus, sync: bool) -> Result<Report, String> {
+    let sinks = sinks(args.agents);
+    let mut agents = sinks.clone();
+    agents.push(CLIENT.to_owned());
+    bus.register(&agents).await?;
+    let mode = if sync { OnDelivery::Reply } else { OnDelivery::Ack };
+    let receivers = Receivers::start(bus, &sinks, mode).await?;
+    let bytes = args.payload;
+    let (measured, cpu) = measure(bus, args.workers(), args.timing(), |i| {
+        let client = bus.messages(bus.channel(i));
+        let sinks = sinks.clone();
+        move |seq| {
+            let mut client = client.clone();
+            let message = message(CLIENT, &sinks[seq as usize % sinks.len()], payload(bytes, None), sync);
+            async move {
+                let response = client
+                    .send_message(pb::SendMessageRequest { message: Some(message) })
+                    .await
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+                if sync && response.get_ref().reply.is_none() {
+                    return Err("a SYNC send returned no reply".into());
+                }
+                Ok(())
+            }
+        }
+    })
+    .await;
+    let name = if sync { "send-sync" } else { "send" };
+    let mut report = Report::new(args, name, bus.label.clone(), &measured, cpu);
+    let acked = receivers.drain(0, Duration::ZERO).await;
+    report.extra.insert("acked_by_receivers".into(), json!(acked));
+    Ok(report)
+}
+
+/// The same closed loop as `send` against the echo peer (no receivers).
+pub async fn echo_peer(args: &BenchArgs) -> Result<Report, String> {
+    let spawned = Spawned::agentbus(&["bench", "echo-server", "--listen", "127.0.0.1:0"], None)?;
+    let url = spawned.addr.clone();
+    let pid = Some(spawned.pid());
+    let bus = Bus::connect(args, url, pid, "tonic echo (transport ceiling)".into(), Some(spawned)).await?;
+    let bytes = args.payload;
+    let (measured, cpu) = measure(&bus, args.workers(), args.timing(), |i| {
+        let client = bus.messages(bus.channel(i));
+        move |_| {
+            let mut client = client.clone();
+            let message = message(CLIENT, "bench://sink-0", payload(bytes, None), false);
+            async move {
+                client
+                    .send_message(pb::SendMessageRequest { message: Some(message) })
+                    .await
+                    .map(drop)
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+            }
+        }
+    })
+    .await;
+    Ok(Report::new(args, "send", bus.label.clone(), &measured, cpu))
+}
+
+async fn http_send(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
+    let sinks = sinks(args.agents);
+    let mut agents = sinks.clone();
+    agents.push(CLIENT.to_owned());
+    bus.register(&agents).await?;
+    let receivers = Receivers::start(bus, &sinks, OnDelivery::Ack).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.workers())
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("{}/messages/send", bus.url);
+    let data = "x".repeat(args.payload.saturating_sub(11));
+    let bodies: Arc<Vec<String>> = Arc::new(
+        sinks
+            .iter()
+            .map(|sink| {
+                json!({
+                    "sender": {"agent_id": CLIENT},
+                    "recipient": {"agent_id": sink},
+                    "message_type": "task_request",
+                    "payload": {"data": data},
+                })
+                .to_string()
+            })
+            .collect(),
+    );
+    let key = bus.api_key.clone();
+    let (measured, cpu) = measure(bus, args.workers(), args.timing(), |_| {
+        let (client, url, bodies, key) = (client.clone(), url.clone(), bodies.clone(), key.clone());
+        move |seq| {
+            let mut request = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(bodies[seq as usize % bodies.len()].clone());
+            if let Some(key) = &key {
+                request = request.header("x-agent-api-key", key);
+            }
+            async move {
+                let response = request.send().await.map_err(|e| e.to_string())?;
+                let status = response.status();
+                let body = response.bytes().await.map_err(|e| e.to_string())?;
+                if status.is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+                }
+            }
+        }
+    })
+    .await;
+    let mut report = Report::new(args, "http-send", bus.label.clone(), &measured, cpu);
+    report.connections = args.workers();
+    report.in_flight = 1;
+    let acked = receivers.drain(0, Duration::ZERO).await;
+    report.extra.insert("acked_by_receivers".into(), json!(acked));
+    Ok(report)
+}
+
+/// Open loop at each `--rate`; latency from the send to the arrival on the
+/// recipient's stream, and every measured message must arrive.
+async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
+    let rates = if args.rate.is_empty() {
+        vec![5000.0]
+    } else {
+        args.rate.clone()
+    };
+    let sinks = sinks(args.agents);
+    let mut agents = sinks.clone();
+    agents.push(CLIENT.to_owned());
+    bus.register(&agents).await?;
+    let mut reports = Vec::new();
+    let mut sustained: Option<f64> = None;
+    for rate in rates {
+        let receivers = Receivers::start(bus, &sinks, OnDelivery::Time).await?;
+        let sent_measured = Arc::new(AtomicU64::new(0));
+        let timing = args.timing();
+        let cpu = CpuWindow::start(bus, timing);
+        let measure_from = Instant::now() + timing.warmup;
+        let clients: Vec<_> = (0..args.connections.max(1))
+            .map(|i| bus.messages(bus.channel(i)))
+            .collect();
+        let bytes = args.payload;
+        let measured = driver::open_loop(rate, 4096, timing, |seq| {
+            let mut client = clients[seq as usize % clients.len()].clone();
+            let in_window = Instant::now() >= measure_from;
+            let stamp = Some((now_micros(), in_window));
+            let message = message(CLIENT, &sinks[seq as usize % sinks.len()], payload(bytes, stamp), false);
+            let sent_measured = sent_measured.clone();
+            async move {
+                client
+                    .send_message(pb::SendMessageRequest { message: Some(message) })
+                    .await
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+                if in_window {
+                    sent_measured.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+        })
+        .await;
+        let used = cpu.finish(bus).await;
+        let sent = sent_measured.load(Ordering::Relaxed);
+        // Wait for every measured message to arrive.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while receivers.received.lock().unwrap_or_else(PoisonError::into_inner).len() < sent as usize
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let received = receivers.received.lock().unwrap_or_else(PoisonError::into_inner).len() as u64;
+        let arrival = receivers.latency.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        receivers.drain(0, Duration::ZERO).await;
+        let mut report = Report::new(
+            args,
+            "e2e",
+            bus.label.clone(),
+            &Measured {
+                latency: arrival,
+                ops: received,
+                errors: measured.errors,
+                first_errors: measured.first_errors.clone(),
+                elapsed: measured.elapsed,
+                started: measured.started,
+            },
+            used,
+        );
+        let send_p99 = measured.latency.value_at_quantile(0.99) as f64 / 1000.0;
+        let lost = sent.saturating_sub(received);
+        report.extra.insert("offered_per_s".into(), json!(rate));
+        report.extra.insert("sent".into(), json!(sent));
+        report.extra.insert("lost".into(), json!(lost));
+        report.extra.insert("agents".into(), json!(sinks.len()));
+        report.extra.insert("send_call_p99_ms".into(), json!(send_p99));
+        let ok = lost == 0 && measured.errors == 0 && report.latency_ms.p99 <= args.max_p99.as_secs_f64() * 1000.0;
+        if ok {
+            sustained = Some(sustained.map_or(rate, |s: f64| s.max(rate)));
+        }
+        reports.push(report);
+    }
+    if let Some(last) = reports.last_mut() {
+        last.extra
+            .insert("highest_rate_meeting_max_p99".into(), json!(sustained));
+    }
+    Ok(reports)
+}
+
+async fn sessions(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
+    let orchestrator = "bench://orchestrator".to_owned();
+    let data = "x".repeat(args.payload.saturating_sub(11));
+    let (measured, cpu) = measure(bus, args.workers(), args.timing(), |i| {
+        let client = bus.sessions(bus.channel(i));
+        let (orchestrator, data) = (orchestrator.clone(), data.clone());
+        move |seq| {
+            let mut client = client.clone();
+            let orchestrator = orchestrator.clone();
+            let mut fields = serde_json::Map::new();
+            fields.insert("step".into(), json!(seq));
+            fields.insert("data".into(), json!(data));
+            let context = crate::transport::convert::json_object(&fields);
+            async move {
+                let created = client
+                    .create_session(pb::CreateSessionRequest {
+                        orchestrator,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| format!("create: {:?}: {}", s.code(), s.message()))?;
+                let id = created.into_inner().session.map(|s| s.session_id).unwrap_or_default();
+                client
+                    .update_shared_context(pb::UpdateSharedContextRequest {
+                        session_id: id.clone(),
+                        context: Some(context),
+                        mode: pb::ContextUpdateMode::Merge as i32,
+                        expected_version: None,
+                    })
+                    .await
+                    .map_err(|s| format!("context: {:?}: {}", s.code(), s.message()))?;
+                client
+                    .complete_session(pb::CompleteSessionRequest {
+                        session_id: id,
+                        summary: "done".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|s| format!("complete: {:?}: {}", s.code(), s.message()))?;
+                Ok(())
+            }
+        }
+    })
+    .await;
+    let mut report = Report::new(args, "sessions", bus.label.clone(), &measured, cpu);
+    report.extra.insert("rpcs_per_op".into(), json!(3));
+    report.extra.insert("rpcs_per_s".into(), json!(report.throughput * 3.0));
+    Ok(report)
+}
+
+/// Subscribers count the events of sessions created at `--rate` in the
+/// measured window; each must see every one.
+async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
+    let rate = args.rate.first().copied().unwrap_or(250.0);
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let tag = format!("w{}", &run[run.len() - 8..]);
+    let received = Arc::new(AtomicU64::new(0));
+    let latency = Arc::new(Mutex::new(histogram()));
+    let mut tasks = Vec::new();
+    for i in 0..args.subscribers {
+        let mut client = bus.sessions(bus.channels[i % bus.channels.len()].clone());
+        let mut stream = client
+            .watch_sessions(pb::WatchSessionsRequest::default())
+            .await
+            .map_err(|s| format!("cannot watch: {}", s.message()))?
+            .into_inner();
+        let (received, latency, measured_suffix) = (received.clone(), latency.clone(), format!("{tag}-m"));
+        tasks.push(tokio::spawn(async move {
+            let mut local = histogram();
+            while let Ok(Some(item)) = stream.message().await {
+                if let Some(pb::watch_sessions_response::Kind::Event(event)) = item.kind
+                    && event.session_id.ends_with(&measured_suffix)
+                {
+                    received.fetch_add(1, Ordering::Relaxed);
+                    if let Some(t) = event.timestamp {
+                        let at = u64::try_from(t.seconds).unwrap_or(0) * 1_000_000
+                            + u64::try_from(t.nanos / 1000).unwrap_or(0);
+                        let _ = local.record(now_micros().saturating_sub(at).max(1));
+                    }
+                }
+            }
+            let _ = latency.lock().unwrap_or_else(PoisonError::into_inner).add(&local);
+        }));
+    }
+    let timing = args.timing();
+    let measure_from = Instant::now() + timing.warmup;
+    let created = Arc::new(AtomicU64::new(0));
+    let client = bus.sessions(bus.control());
+    let cpu = CpuWindow::start(bus, timing);
+    let measured = driver::open_loop(rate, 1024, timing, |seq| {
+        let mut client = client.clone();
+        let in_window = Instant::now() >= measure_from;
+        let suffix = if in_window { "m" } else { "w" };
+        let request = pb::CreateSessionRequest {
+            session_id: format!("{seq}-{tag}-{suffix}"),
+            orchestrator: "bench://orchestrator".into(),
+            ..Default::default()
+        };
+        let created = created.clone();
+        async move {
+            client
+                .create_session(request)
+                .await
+                .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
+            if in_window {
+                created.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    })
+    .await;
+    let used = cpu.finish(bus).await;
+    let expected = created.load(Ordering::Relaxed) * args.subscribers as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let delivered = received.load(Ordering::Relaxed);
+    let arrival = latency.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut report = Report::new(
+        args,
+        "watch",
+        bus.label.clone(),
+        &Measured {
+            latency: arrival,
+            ops: delivered,
+            errors: measured.errors,
+            first_errors: measured.first_errors.clone(),
+            elapsed: measured.elapsed,
+            started: measured.started,
+        },
+        used,
+    );
+    report.extra.insert("subscribers".into(), json!(args.subscribers));
+    report.extra.insert("events_per_s".into(), json!(rate));
+    report.extra.insert("expected_deliveries".into(), json!(expected));
+    report
+        .extra
+        .insert("lost".into(), json!(expected.saturating_sub(delivered)));
+    Ok(report)
+}
+
+/// Opens `--subscribers` idle watchers and reports the server's resident
+/// memory per subscriber.
+async fn watch_idle(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
+    let pid = bus
+        .pid
+        .ok_or("--idle needs the server's PID: use --spawn or --server-pid")?;
+    // HTTP/2 allows 1024 streams per connection; open enough connections.
+    let needed = args.subscribers.div_ceil(1000).max(1);
+    let mut channels = Vec::new();
+    for _ in 0..needed {
+        channels.push(
+            Endpoint::from_shared(bus.url.clone())
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = process::rss_bytes(pid).ok_or("cannot read the server's memory")?;
+    let started = Instant::now();
+    let mut streams = Vec::with_capacity(args.subscribers);
+    for i in 0..args.subscribers {
+        let mut client = bus.sessions(channels[i % channels.len()].clone());
+        let stream = client
+            .watch_sessions(pb::WatchSessionsRequest::default())
+            .await
+            .map_err(|s| format!("subscriber {i}: {}", s.message()))?
+            .into_inner();
+        streams.push(stream);
+    }
+    let opened_in = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = process::rss_bytes(pid).ok_or("cannot read the server's memory")?;
+    let per = after.saturating_sub(before) as f64 / args.subscribers.max(1) as f64;
+    let measured = Measured {
+        latency: histogram(),
+        ops: args.subscribers as u64,
+        errors: 0,
+        first_errors: Vec::new(),
+        elapsed: opened_in,
+        started,
+    };
+    let mut report = Report::new(args, "watch-idle", bus.label.clone(), &measured, None);
+    report.extra.insert("subscribers".into(), json!(args.subscribers));
+    report.extra.insert("server_rss_before_bytes".into(), json!(before));
+    report.extra.insert("server_rss_after_bytes".into(), json!(after));
+    report
+        .extra
+        .insert("server_bytes_per_subscriber".into(), json!(per.round()));
+    drop(streams);
+    Ok(report)
+}
