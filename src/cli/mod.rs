@@ -1,0 +1,50 @@
+//! The command-line client, `agentbus sessions`:
+//! calls to a running bus through the generated tonic clients.
+//!
+//! Each command turns its flags (or a `--json` document in the JSON dialect)
+//! into one request, calls the bus, and prints the response in the dialect:
+//! one JSON object for a unary call, one object per line for a stream.
+//! Errors go to stderr as `agentbus: CODE_NAME: message` and map to the exit
+//! codes in [`exit`].
+
+mod connection;
+mod exit;
+mod input;
+mod output;
+mod sessions;
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+pub use connection::ClientArgs;
+pub use exit::exit_codes_help;
+use output::Stop;
+
+/// The client subcommands, flattened into the binary's top-level commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create, inspect, list and end sessions.
+    #[command(after_help = exit_codes_help())]
+    Sessions(sessions::SessionsArgs),
+}
+
+/// Runs one client command to completion and returns the process exit code.
+pub fn run(command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("agentbus: INTERNAL: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Sessions(args) => sessions::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) | Err(Stop::StdoutClosed) => ExitCode::SUCCESS,
+        Err(Stop::Failed(status)) => exit::report(&status),
+    }
+}
