@@ -299,3 +299,103 @@ async fn the_api_key_goes_with_every_call() {
     let listed = run(command, "").json();
     assert_eq!(listed, json!({"sessions": [], "next_page_token": ""}));
 }
+
+#[tokio::test]
+async fn agents_register_list_get_unregister() {
+    let bus = Bus::start(&["--store", "memory"]).await;
+
+    let registered = cli(
+        &bus,
+        &[
+            "agents",
+            "register",
+            "--id",
+            BACKEND,
+            "--capability",
+            "languages=rust",
+            "--capability",
+            "implementation",
+        ],
+    )
+    .json();
+    assert_eq!(registered["created"], true);
+    let descriptor = &registered["agent"]["descriptor"];
+    assert_eq!(descriptor["framework"], "opencode");
+    assert_eq!(descriptor["capabilities"]["languages"], json!(["rust"]));
+    assert_eq!(descriptor["capabilities"]["optimal_tasks"], json!(["implementation"]));
+
+    let frontend = json!({
+        "agent_id": FRONTEND,
+        "capabilities": {"languages": ["typescript"], "performance_profile": {"avg_response_time": "2.5s"}},
+        "metadata": {"version": "1.2.0", "tags": ["ui"]},
+    });
+    let from_json = cli_stdin(&bus, &["agents", "register", "--json", "-"], &frontend.to_string()).json();
+    assert_eq!(from_json["agent"]["descriptor"]["metadata"]["tags"], json!(["ui"]));
+    assert_eq!(
+        from_json["agent"]["descriptor"]["capabilities"]["performance_profile"]["avg_response_time"],
+        "2.5s"
+    );
+
+    cli(&bus, &["agents", "register", "--id", BACKEND]).fails(4, "ALREADY_EXISTS", BACKEND);
+    let updated = cli(
+        &bus,
+        &[
+            "agents",
+            "register",
+            "--id",
+            BACKEND,
+            "--capability",
+            "tools=cargo",
+            "--update",
+        ],
+    )
+    .json();
+    assert_eq!(updated["created"], false);
+    assert_eq!(
+        updated["agent"]["descriptor"]["capabilities"]["tools"],
+        json!(["cargo"])
+    );
+    cli(
+        &bus,
+        &["agents", "register", "--id", BACKEND, "--capability", "colour=red"],
+    )
+    .fails(2, "INVALID_ARGUMENT", "--capability: unknown list \"colour\"");
+
+    let ids = |list: &Value| -> Vec<String> {
+        list["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["descriptor"]["agent_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&cli(&bus, &["agents", "list"]).json()), [FRONTEND, BACKEND]);
+    assert_eq!(
+        ids(&cli(&bus, &["agents", "list", "--capability", "typescript"]).json()),
+        [FRONTEND]
+    );
+    assert_eq!(
+        ids(&cli(&bus, &["agents", "list", "--framework", "opencode"]).json()),
+        [BACKEND]
+    );
+    assert_eq!(
+        ids(&cli(
+            &bus,
+            &["agents", "list", "--online", "false", "--page-size", "1", "--all"]
+        )
+        .json()),
+        [FRONTEND, BACKEND]
+    );
+
+    let got = cli(&bus, &["agents", "get", BACKEND]).json();
+    assert_eq!(got["agent"]["online"], false);
+    assert_eq!(got["agent"]["inbox_depth"], 0);
+
+    assert_eq!(
+        cli(&bus, &["agents", "unregister", FRONTEND]).json()["dead_lettered"],
+        0
+    );
+    cli(&bus, &["agents", "get", FRONTEND]).fails(3, "NOT_FOUND", FRONTEND);
+    cli(&bus, &["agents", "unregister", FRONTEND]).fails(3, "NOT_FOUND", FRONTEND);
+    assert_eq!(ids(&cli(&bus, &["agents", "list"]).json()), [BACKEND]);
+}

@@ -1,4 +1,4 @@
-//! The command-line client, `agentbus sessions`:
+//! The command-line client, `agentbus sessions|agents`:
 //! calls to a running bus through the generated tonic clients.
 //!
 //! Each command turns its flags (or a `--json` document in the JSON dialect)
@@ -7,6 +7,7 @@
 //! Errors go to stderr as `agentbus: CODE_NAME: message` and map to the exit
 //! codes in [`exit`].
 
+mod agents;
 mod connection;
 mod exit;
 mod input;
@@ -27,6 +28,9 @@ pub enum Command {
     /// Create, inspect, list and end sessions.
     #[command(after_help = exit_codes_help())]
     Sessions(sessions::SessionsArgs),
+    /// Register, inspect, list and unregister agents.
+    #[command(after_help = exit_codes_help())]
+    Agents(agents::AgentsArgs),
 }
 
 /// Runs one client command to completion and returns the process exit code.
@@ -41,6 +45,7 @@ pub fn run(command: Command) -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Sessions(args) => sessions::run(args).await,
+            Command::Agents(args) => agents::run(args).await,
         }
     });
     match result {
