@@ -5,7 +5,9 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use agentbus::pb;
 use common::Bus;
 use serde_json::{Value, json};
 
@@ -398,4 +400,180 @@ async fn agents_register_list_get_unregister() {
     cli(&bus, &["agents", "get", FRONTEND]).fails(3, "NOT_FOUND", FRONTEND);
     cli(&bus, &["agents", "unregister", FRONTEND]).fails(3, "NOT_FOUND", FRONTEND);
     assert_eq!(ids(&cli(&bus, &["agents", "list"]).json()), [BACKEND]);
+}
+
+async fn message_state(bus: &Bus, message_id: &str) -> (pb::MessageState, u32) {
+    let status = bus
+        .messages()
+        .await
+        .get_message(pb::GetMessageRequest {
+            message_id: message_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    (status.state(), status.total_attempts)
+}
+
+#[tokio::test]
+async fn send_then_receive_acknowledges_each_delivery() {
+    let bus = Bus::start(&["--store", "memory"]).await;
+    for id in [ORCHESTRATOR, BACKEND] {
+        cli(&bus, &["agents", "register", "--id", id]).json();
+    }
+
+    let sent = cli(
+        &bus,
+        &[
+            "send",
+            "--from",
+            ORCHESTRATOR,
+            "--to",
+            BACKEND,
+            "--type",
+            "task_request",
+            "--priority",
+            "high",
+            "--payload",
+            r#"{"task_type": "implementation"}"#,
+            "--id",
+            "task_impl_backend",
+            "--task-id",
+            "impl",
+            "--timeout",
+            "300s",
+        ],
+    )
+    .json();
+    assert_eq!(
+        sent,
+        json!({"accepted": true, "message_id": "task_impl_backend", "state": "queued"})
+    );
+
+    let received = cli(&bus, &["receive", "--agent", BACKEND, "--count", "1"]);
+    let delivery = received.json();
+    assert_eq!(delivery["attempt"], 1);
+    let message = &delivery["message"];
+    assert_eq!(message["message_id"], "task_impl_backend");
+    assert_eq!(message["sender"]["agent_id"], ORCHESTRATOR);
+    assert_eq!(message["message_type"], "task_request");
+    assert_eq!(message["priority"], "high");
+    assert_eq!(message["task_id"], "impl");
+    assert_eq!(message["routing"]["timeout"], "300s");
+    assert_eq!(message["payload"], json!({"task_type": "implementation"}));
+    assert_eq!(
+        message_state(&bus, "task_impl_backend").await,
+        (pb::MessageState::Acked, 1)
+    );
+
+    // A whole message from stdin; --no-ack leaves it to come again.
+    let status_update = json!({
+        "message_id": "progress_1",
+        "sender": {"agent_id": BACKEND},
+        "recipient": {"agent_id": ORCHESTRATOR},
+        "message_type": "status_update",
+        "payload": {"progress": 0.5},
+    });
+    let sent = cli_stdin(&bus, &["send", "--json", "-"], &status_update.to_string()).json();
+    assert_eq!(sent["message_id"], "progress_1");
+    let unacked = cli(&bus, &["receive", "--agent", ORCHESTRATOR, "--count", "1", "--no-ack"]).json();
+    assert_eq!(unacked["message"]["payload"], json!({"progress": 0.5}));
+    let (state, attempts) = message_state(&bus, "progress_1").await;
+    assert_ne!(state, pb::MessageState::Acked);
+    assert_eq!(attempts, 1);
+    let again = cli(&bus, &["receive", "--agent", ORCHESTRATOR, "--count", "1"]).json();
+    assert_eq!(again["message"]["message_id"], "progress_1");
+    assert_eq!(again["attempt"], 2);
+    assert_eq!(message_state(&bus, "progress_1").await.0, pb::MessageState::Acked);
+
+    cli(
+        &bus,
+        &[
+            "send",
+            "--from",
+            ORCHESTRATOR,
+            "--to",
+            BACKEND,
+            "--type",
+            "task_request",
+            "--payload",
+            "hello",
+        ],
+    )
+    .fails(2, "INVALID_ARGUMENT", "--payload: not valid JSON");
+    cli(
+        &bus,
+        &[
+            "send",
+            "--from",
+            ORCHESTRATOR,
+            "--to",
+            "opencode://nobody",
+            "--type",
+            "task_request",
+        ],
+    )
+    .fails(3, "NOT_FOUND", "opencode://nobody");
+}
+
+#[tokio::test]
+async fn a_sync_send_prints_the_reply_or_runs_out_of_time() {
+    let bus = Bus::start(&["--store", "memory"]).await;
+    for id in [ORCHESTRATOR, BACKEND] {
+        cli(&bus, &["agents", "register", "--id", id]).json();
+    }
+    let request = [
+        "send",
+        "--from",
+        ORCHESTRATOR,
+        "--to",
+        BACKEND,
+        "--type",
+        "task_request",
+        "--payload",
+        r#"{"question": "ready?"}"#,
+        "--sync",
+    ];
+
+    let mut waiting = agentbus();
+    waiting
+        .args(request)
+        .args(["--id", "ask_1", "--addr", &bus.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let waiting = waiting.spawn().unwrap();
+    let question = cli(&bus, &["receive", "--agent", BACKEND, "--count", "1"]).json();
+    assert_eq!(question["message"]["message_id"], "ask_1");
+    cli(
+        &bus,
+        &[
+            "send",
+            "--from",
+            BACKEND,
+            "--to",
+            ORCHESTRATOR,
+            "--type",
+            "task_response",
+            "--in-reply-to",
+            "ask_1",
+            "--payload",
+            r#"{"answer": "yes"}"#,
+        ],
+    )
+    .json();
+    let output = waiting.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let answered: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answered["message_id"], "ask_1");
+    assert_eq!(answered["reply"]["payload"], json!({"answer": "yes"}));
+    assert_eq!(answered["reply"]["in_reply_to"], "ask_1");
+
+    // Nobody answers this one within the call's deadline.
+    let started = Instant::now();
+    let mut args = request.to_vec();
+    args.extend(["--rpc-timeout", "300ms"]);
+    cli(&bus, &args).fails(7, "DEADLINE_EXCEEDED", "no reply");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

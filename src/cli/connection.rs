@@ -13,6 +13,7 @@ use tonic::{Request, Status};
 use super::exit::with_sources;
 use super::input;
 use crate::pb::agent_service_client::AgentServiceClient;
+use crate::pb::message_service_client::MessageServiceClient;
 use crate::pb::session_service_client::SessionServiceClient;
 use crate::transport::auth::API_KEY_HEADER;
 
@@ -53,6 +54,7 @@ pub struct ClientArgs {
 
 pub type Sessions = SessionServiceClient<InterceptedService<Channel, ApiKey>>;
 pub type Agents = AgentServiceClient<InterceptedService<Channel, ApiKey>>;
+pub type Messages = MessageServiceClient<InterceptedService<Channel, ApiKey>>;
 
 /// One HTTP/2 connection to the bus, shared by the clients of a command.
 pub struct Connection {
@@ -87,6 +89,10 @@ impl Connection {
 
     pub fn agents(&self) -> Agents {
         AgentServiceClient::with_interceptor(self.channel.clone(), self.api_key.clone())
+    }
+
+    pub fn messages(&self) -> Messages {
+        MessageServiceClient::with_interceptor(self.channel.clone(), self.api_key.clone())
     }
 
     /// A unary request, with the `--rpc-timeout` deadline when one was given.

@@ -50,6 +50,11 @@ pub fn parse_object(flag: &str, text: &str) -> Result<prost_types::Struct, Statu
     }
 }
 
+/// A flag's value as any JSON value, as a protobuf Value.
+pub fn parse_value(flag: &str, text: &str) -> Result<prost_types::Value, Status> {
+    Ok(convert::json_value(&parse_json(flag, text)?))
+}
+
 /// A clap value parser for the words of a contract enum (`task_request`,
 /// `high`, `session_created`), case-insensitive, yielding the enum number.
 /// The enums of the contract number their values 1, 2, 3... without gaps.
@@ -157,5 +162,12 @@ mod tests {
                 .message()
                 .starts_with("--context: ")
         );
+        assert!(
+            parse_value("--payload", "hello")
+                .unwrap_err()
+                .message()
+                .starts_with("--payload: ")
+        );
+        assert!(parse_value("--payload", "\"hello\"").is_ok());
     }
 }

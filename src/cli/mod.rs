@@ -1,4 +1,4 @@
-//! The command-line client, `agentbus sessions|agents`:
+//! The command-line client, `agentbus sessions|agents|send|receive`:
 //! calls to a running bus through the generated tonic clients.
 //!
 //! Each command turns its flags (or a `--json` document in the JSON dialect)
@@ -12,6 +12,8 @@ mod connection;
 mod exit;
 mod input;
 mod output;
+mod receive;
+mod send;
 mod sessions;
 
 use std::process::ExitCode;
@@ -31,6 +33,12 @@ pub enum Command {
     /// Register, inspect, list and unregister agents.
     #[command(after_help = exit_codes_help())]
     Agents(agents::AgentsArgs),
+    /// Send one message; prints the SendMessageResponse.
+    #[command(after_help = exit_codes_help())]
+    Send(send::SendArgs),
+    /// Open an agent's inbox and print each delivery as one JSON line, acknowledging it.
+    #[command(after_help = exit_codes_help())]
+    Receive(receive::ReceiveArgs),
 }
 
 /// Runs one client command to completion and returns the process exit code.
@@ -46,10 +54,20 @@ pub fn run(command: Command) -> ExitCode {
         match command {
             Command::Sessions(args) => sessions::run(args).await,
             Command::Agents(args) => agents::run(args).await,
+            Command::Send(args) => send::run(args).await,
+            // Streams end cleanly on Ctrl-C, SIGTERM or a closed stdout.
+            Command::Receive(args) => until_stopped(receive::run(args)).await,
         }
     });
     match result {
         Ok(()) | Err(Stop::StdoutClosed) => ExitCode::SUCCESS,
         Err(Stop::Failed(status)) => exit::report(&status),
+    }
+}
+
+async fn until_stopped(command: impl Future<Output = Result<(), Stop>>) -> Result<(), Stop> {
+    tokio::select! {
+        result = command => result,
+        () = output::interrupted() => Ok(()),
     }
 }
