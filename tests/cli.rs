@@ -3,8 +3,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use agentbus::pb;
@@ -81,6 +82,76 @@ fn cli_stdin(bus: &Bus, args: &[&str], stdin: &str) -> Run {
     let mut command = agentbus();
     command.args(args).args(["--addr", &bus.url()]);
     run(command, stdin)
+}
+
+/// A client process whose stdout is read line by line as it comes.
+struct Stream {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Stream {
+    fn spawn(bus: &Bus, args: &[&str]) -> Stream {
+        Self::spawn_reading(bus, args, usize::MAX)
+    }
+
+    /// Reads `limit` lines, then closes its end of the pipe, as `head` does.
+    fn spawn_reading(bus: &Bus, args: &[&str], limit: usize) -> Stream {
+        let mut child = agentbus()
+            .args(args)
+            .args(["--addr", &bus.url()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agentbus");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok).take(limit) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Stream { child, lines }
+    }
+
+    #[track_caller]
+    fn next(&self) -> Value {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a line within 10s");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    }
+
+    fn assert_quiet(&self, wait: Duration) {
+        if let Ok(line) = self.lines.recv_timeout(wait) {
+            panic!("unexpected line: {line}");
+        }
+    }
+
+    /// Waits for the process to exit on its own; its exit code and stderr.
+    fn wait(mut self, timeout: Duration) -> (i32, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "still running after {timeout:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut self.child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (status.code().expect("exited, not killed"), stderr)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test]
@@ -576,4 +647,128 @@ async fn a_sync_send_prints_the_reply_or_runs_out_of_time() {
     args.extend(["--rpc-timeout", "300ms"]);
     cli(&bus, &args).fails(7, "DEADLINE_EXCEEDED", "no reply");
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn watch_prints_each_event_as_one_json_line() {
+    let bus = Bus::start(&["--store", "memory"]).await;
+    cli(
+        &bus,
+        &["sessions", "create", "--id", "sess_w1", "--orchestrator", ORCHESTRATOR],
+    )
+    .json();
+
+    let everything = Stream::spawn(&bus, &["watch", "--after", "0"]);
+    let completions = Stream::spawn(
+        &bus,
+        &[
+            "watch",
+            "--after",
+            "0",
+            "--session",
+            "sess_w2",
+            "--type",
+            "session_completed",
+        ],
+    );
+    let replayed = everything.next();
+    assert_eq!(replayed["sequence"], 1);
+    assert_eq!(replayed["type"], "session_created");
+    assert_eq!(replayed["session_id"], "sess_w1");
+    assert_eq!(replayed["session"]["orchestrator"], ORCHESTRATOR);
+
+    cli(
+        &bus,
+        &["sessions", "create", "--id", "sess_w2", "--orchestrator", ORCHESTRATOR],
+    )
+    .json();
+    cli(&bus, &["sessions", "complete", "sess_w1"]).json();
+    cli(&bus, &["sessions", "complete", "sess_w2", "--summary", "done"]).json();
+    let live: Vec<_> = (0..3).map(|_| everything.next()).collect();
+    let seen: Vec<_> = live
+        .iter()
+        .map(|e| {
+            (
+                e["sequence"].as_u64().unwrap(),
+                e["type"].as_str().unwrap(),
+                e["session_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (2, "session_created", "sess_w2"),
+            (3, "session_completed", "sess_w1"),
+            (4, "session_completed", "sess_w2")
+        ]
+    );
+    let completed = completions.next();
+    assert_eq!(
+        (completed["sequence"].as_u64(), completed["session"]["summary"].as_str()),
+        (Some(4), Some("done"))
+    );
+    completions.assert_quiet(Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn watch_ends_cleanly_when_its_reader_goes_or_on_ctrl_c() {
+    let bus = Bus::start(&["--store", "memory", "--heartbeat-interval", "100ms"]).await;
+    cli(
+        &bus,
+        &["sessions", "create", "--id", "sess_h", "--orchestrator", ORCHESTRATOR],
+    )
+    .json();
+
+    // `agentbus watch | head -1`: after one event nothing else comes, yet
+    // watch must notice that its reader has gone and exit quietly.
+    let head = Stream::spawn_reading(&bus, &["watch", "--after", "0"], 1);
+    assert_eq!(head.next()["session_id"], "sess_h");
+    let (code, stderr) = head.wait(Duration::from_secs(5));
+    assert_eq!((code, stderr.as_str()), (0, ""));
+
+    // Heartbeats (every 100ms here) are not printed; Ctrl-C ends it with 0.
+    let interrupted = Stream::spawn(&bus, &["watch"]);
+    interrupted.assert_quiet(Duration::from_millis(500));
+    // SAFETY: kill(2) on the pid of a child we spawned and still own.
+    let rc = unsafe { libc::kill(interrupted.child.id() as i32, libc::SIGINT) };
+    assert_eq!(rc, 0);
+    let (code, stderr) = interrupted.wait(Duration::from_secs(5));
+    assert_eq!((code, stderr.as_str()), (0, ""));
+
+    let future = cli(&bus, &["watch", "--after", "99"]);
+    future.fails(2, "OUT_OF_RANGE", "99");
+}
+
+#[tokio::test]
+async fn watch_reconnect_resumes_after_a_restart_without_gaps() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("--listen=127.0.0.1:{port}");
+    let bus = Bus::start_in(data.path(), &[&listen]).await;
+    cli(
+        &bus,
+        &["sessions", "create", "--id", "sess_r1", "--orchestrator", ORCHESTRATOR],
+    )
+    .json();
+
+    let watch = Stream::spawn(&bus, &["watch", "--after", "0", "--reconnect"]);
+    assert_eq!(watch.next()["sequence"], 1);
+    drop(bus); // kill -9
+    let bus = Bus::start_in(data.path(), &[&listen]).await;
+    cli(
+        &bus,
+        &["sessions", "create", "--id", "sess_r2", "--orchestrator", ORCHESTRATOR],
+    )
+    .json();
+    let resumed = watch.next();
+    assert_eq!(
+        (resumed["sequence"].as_u64(), resumed["session_id"].as_str()),
+        (Some(2), Some("sess_r2"))
+    );
+    watch.assert_quiet(Duration::from_millis(200));
 }

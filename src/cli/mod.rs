@@ -1,4 +1,4 @@
-//! The command-line client, `agentbus sessions|agents|send|receive`:
+//! The command-line client, `agentbus sessions|agents|send|receive|watch`:
 //! calls to a running bus through the generated tonic clients.
 //!
 //! Each command turns its flags (or a `--json` document in the JSON dialect)
@@ -15,6 +15,7 @@ mod output;
 mod receive;
 mod send;
 mod sessions;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,9 @@ pub enum Command {
     /// Open an agent's inbox and print each delivery as one JSON line, acknowledging it.
     #[command(after_help = exit_codes_help())]
     Receive(receive::ReceiveArgs),
+    /// Print session events as they happen, one JSON object per line.
+    #[command(after_help = exit_codes_help())]
+    Watch(watch::WatchArgs),
 }
 
 /// Runs one client command to completion and returns the process exit code.
@@ -57,6 +61,7 @@ pub fn run(command: Command) -> ExitCode {
             Command::Send(args) => send::run(args).await,
             // Streams end cleanly on Ctrl-C, SIGTERM or a closed stdout.
             Command::Receive(args) => until_stopped(receive::run(args)).await,
+            Command::Watch(args) => until_stopped(watch::run(args)).await,
         }
     });
     match result {
