@@ -84,7 +84,7 @@ pub fn exit_codes_help() -> String {
         let names: Vec<_> = codes.iter().map(|c| code_name(*c)).collect();
         help.push_str(&format!("  {exit}  {meaning} ({})\n", names.join(", ")));
     }
-    help.push_str("Errors go to stderr as `agentbus: CODE_NAME: message`.");
+    help.push_str("Errors go to stderr as `agentbus: CODE_NAME: message` (usage errors: clap's message).");
     help
 }
 
