@@ -728,8 +728,10 @@ async fn watch_ends_cleanly_when_its_reader_goes_or_on_ctrl_c() {
     assert_eq!((code, stderr.as_str()), (0, ""));
 
     // Heartbeats (every 100ms here) are not printed; Ctrl-C ends it with 0.
-    let interrupted = Stream::spawn(&bus, &["watch"]);
-    interrupted.assert_quiet(Duration::from_millis(500));
+    // Its first line shows it is running, with its signal handler in place.
+    let interrupted = Stream::spawn(&bus, &["watch", "--after", "0"]);
+    assert_eq!(interrupted.next()["sequence"], 1);
+    interrupted.assert_quiet(Duration::from_millis(350));
     // SAFETY: kill(2) on the pid of a child we spawned and still own.
     let rc = unsafe { libc::kill(interrupted.child.id() as i32, libc::SIGINT) };
     assert_eq!(rc, 0);
