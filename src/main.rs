@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use agentbus::bench::BenchArgs;
+use agentbus::cli;
 use agentbus::config::{Config, ServeArgs};
 use agentbus::transport::server;
 
@@ -11,7 +12,8 @@ use agentbus::transport::server;
 #[command(
     name = "agentbus",
     version,
-    about = "A gRPC bus for AI agents: sessions, messages, coordination"
+    about = "A gRPC bus for AI agents: sessions, messages, coordination",
+    after_help = cli::exit_codes_help()
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,18 +26,27 @@ enum Command {
     Serve(ServeArgs),
     /// Measure a bus: throughput, latency percentiles, server CPU per operation.
     Bench(BenchArgs),
+    #[command(flatten)]
+    Client(cli::Command),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    match Cli::parse().command {
+        Command::Serve(args) => {
+            init_tracing();
+            serve(&args)
+        }
+        Command::Bench(args) => bench(args),
+        // Client output is the JSON on stdout and one error line on stderr.
+        Command::Client(command) => cli::run(command),
+    }
+}
+
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::Serve(args) => serve(&args),
-        Command::Bench(args) => bench(args),
-    }
 }
 
 fn bench(args: BenchArgs) -> ExitCode {

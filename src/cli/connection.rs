@@ -1,0 +1,172 @@
+//! Where the bus is and how to talk to it: the global client options, one
+//! channel, and the API key on every call.
+
+use std::time::Duration;
+
+use clap::Args;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use super::exit::with_sources;
+use super::input;
+use crate::pb::agent_service_client::AgentServiceClient;
+use crate::pb::message_service_client::MessageServiceClient;
+use crate::pb::session_service_client::SessionServiceClient;
+use crate::transport::auth::API_KEY_HEADER;
+
+/// Used to connect when no `--rpc-timeout` is given.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The bus: http://HOST:PORT, or HOST:PORT.
+    #[arg(
+        long,
+        global = true,
+        env = "AGENT_BUS_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    pub addr: String,
+
+    /// Sent as `x-agent-api-key` metadata on every call.
+    #[arg(
+        long,
+        global = true,
+        env = "AGENT_BUS_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+
+    /// Deadline of each unary call and of connecting (e.g. 10s, 500ms);
+    /// default: none (connecting: 10s). Streams are not limited.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = input::std_duration)]
+    pub rpc_timeout: Option<Duration>,
+
+    /// Indent the JSON of unary responses (streams stay one object per line).
+    #[arg(long, global = true)]
+    pub pretty: bool,
+}
+
+pub type Sessions = SessionServiceClient<InterceptedService<Channel, ApiKey>>;
+pub type Agents = AgentServiceClient<InterceptedService<Channel, ApiKey>>;
+pub type Messages = MessageServiceClient<InterceptedService<Channel, ApiKey>>;
+
+/// One HTTP/2 connection to the bus, shared by the clients of a command.
+pub struct Connection {
+    channel: Channel,
+    api_key: ApiKey,
+    rpc_timeout: Option<Duration>,
+}
+
+impl Connection {
+    /// Checks the options, then connects (so an unreachable bus is reported
+    /// as such, not as the failure of whatever call came first).
+    pub async fn open(args: &ClientArgs) -> Result<Self, Status> {
+        let url = url(&args.addr)?;
+        let api_key = ApiKey::new(args.api_key.as_deref())?;
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Status::invalid_argument(format!("--addr: {url:?} is not a valid URL: {e}")))?
+            .connect_timeout(args.rpc_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|error| Status::unavailable(with_sources(format!("cannot connect to {url}"), Some(&error))))?;
+        Ok(Self {
+            channel,
+            api_key,
+            rpc_timeout: args.rpc_timeout,
+        })
+    }
+
+    pub fn sessions(&self) -> Sessions {
+        SessionServiceClient::with_interceptor(self.channel.clone(), self.api_key.clone())
+    }
+
+    pub fn agents(&self) -> Agents {
+        AgentServiceClient::with_interceptor(self.channel.clone(), self.api_key.clone())
+    }
+
+    pub fn messages(&self) -> Messages {
+        MessageServiceClient::with_interceptor(self.channel.clone(), self.api_key.clone())
+    }
+
+    /// A unary request, with the `--rpc-timeout` deadline when one was given.
+    pub fn unary<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(timeout) = self.rpc_timeout {
+            request.set_timeout(timeout);
+        }
+        request
+    }
+}
+
+/// `--addr` as a URL: a missing scheme means plaintext HTTP/2.
+fn url(addr: &str) -> Result<String, Status> {
+    let addr = addr.trim().trim_end_matches('/');
+    match addr.split_once("://") {
+        None if addr.is_empty() => Err(Status::invalid_argument("--addr: empty address")),
+        None => Ok(format!("http://{addr}")),
+        Some(("http", _)) => Ok(addr.to_owned()),
+        Some(("https", _)) => Err(Status::invalid_argument(format!(
+            "--addr: {addr}: this build speaks plaintext only; use http:// (or a TLS-terminating proxy)"
+        ))),
+        Some((scheme, _)) => Err(Status::invalid_argument(format!(
+            "--addr: {addr}: unsupported scheme {scheme:?}; use http://HOST:PORT or HOST:PORT"
+        ))),
+    }
+}
+
+/// Adds `x-agent-api-key` to every call when a key is set.
+#[derive(Clone)]
+pub struct ApiKey(Option<AsciiMetadataValue>);
+
+impl ApiKey {
+    fn new(key: Option<&str>) -> Result<Self, Status> {
+        let value = key
+            .map(|key| {
+                MetadataValue::try_from(key).map_err(|_| {
+                    Status::invalid_argument("--api-key: must be printable ASCII (it is sent as gRPC metadata)")
+                })
+            })
+            .transpose()?;
+        Ok(Self(value))
+    }
+}
+
+impl Interceptor for ApiKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert(API_KEY_HEADER, key.clone());
+        }
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_without_a_scheme_are_plaintext_http() {
+        assert_eq!(url("localhost:8080").unwrap(), "http://localhost:8080");
+        assert_eq!(url(" http://10.0.0.1:80/ ").unwrap(), "http://10.0.0.1:80");
+        assert_eq!(url("[::1]:8080").unwrap(), "http://[::1]:8080");
+        for bad in ["", "https://bus:443", "grpc://bus:1"] {
+            let status = url(bad).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(status.message().starts_with("--addr: "), "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn api_keys_must_fit_in_metadata() {
+        assert!(ApiKey::new(Some("s3cret")).is_ok());
+        assert!(ApiKey::new(None).is_ok());
+        assert!(ApiKey::new(Some("bad\nkey")).is_err());
+    }
+}
