@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC modules for agentbus.v1 (see generate.sh)."""

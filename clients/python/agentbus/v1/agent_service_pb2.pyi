@@ -1,0 +1,70 @@
+from agentbus.v1 import agent_pb2 as _agent_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterAgentRequest(_message.Message):
+    __slots__ = ("agent", "update")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_FIELD_NUMBER: _ClassVar[int]
+    agent: _agent_pb2.AgentDescriptor
+    update: bool
+    def __init__(self, agent: _Optional[_Union[_agent_pb2.AgentDescriptor, _Mapping]] = ..., update: _Optional[bool] = ...) -> None: ...
+
+class RegisterAgentResponse(_message.Message):
+    __slots__ = ("agent", "created")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    agent: _agent_pb2.Agent
+    created: bool
+    def __init__(self, agent: _Optional[_Union[_agent_pb2.Agent, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class UnregisterAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class UnregisterAgentResponse(_message.Message):
+    __slots__ = ("dead_lettered",)
+    DEAD_LETTERED_FIELD_NUMBER: _ClassVar[int]
+    dead_lettered: int
+    def __init__(self, dead_lettered: _Optional[int] = ...) -> None: ...
+
+class GetAgentRequest(_message.Message):
+    __slots__ = ("agent_id",)
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+
+class GetAgentResponse(_message.Message):
+    __slots__ = ("agent",)
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    agent: _agent_pb2.Agent
+    def __init__(self, agent: _Optional[_Union[_agent_pb2.Agent, _Mapping]] = ...) -> None: ...
+
+class ListAgentsRequest(_message.Message):
+    __slots__ = ("framework", "capability", "online", "page_size", "page_token")
+    FRAMEWORK_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITY_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    framework: str
+    capability: str
+    online: bool
+    page_size: int
+    page_token: str
+    def __init__(self, framework: _Optional[str] = ..., capability: _Optional[str] = ..., online: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListAgentsResponse(_message.Message):
+    __slots__ = ("agents", "next_page_token")
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[_agent_pb2.Agent]
+    next_page_token: str
+    def __init__(self, agents: _Optional[_Iterable[_Union[_agent_pb2.Agent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
