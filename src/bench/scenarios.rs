@@ -634,7 +634,8 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
     let run = uuid::Uuid::now_v7().simple().to_string();
     let tag = format!("w{}", &run[run.len() - 8..]);
     let received = Arc::new(AtomicU64::new(0));
-    let latency = Arc::new(Mutex::new(histogram()));
+    // One histogram per subscriber (uncontended), merged at the end.
+    let mut latencies = Vec::new();
     let mut tasks = Vec::new();
     for i in 0..args.subscribers {
         let mut client = bus.sessions(bus.channels[i % bus.channels.len()].clone());
@@ -643,9 +644,10 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
             .await
             .map_err(|s| format!("cannot watch: {}", s.message()))?
             .into_inner();
-        let (received, latency, measured_suffix) = (received.clone(), latency.clone(), format!("{tag}-m"));
+        let latency = Arc::new(Mutex::new(histogram()));
+        latencies.push(latency.clone());
+        let (received, measured_suffix) = (received.clone(), format!("{tag}-m"));
         tasks.push(tokio::spawn(async move {
-            let mut local = histogram();
             while let Ok(Some(item)) = stream.message().await {
                 if let Some(pb::watch_sessions_response::Kind::Event(event)) = item.kind
                     && event.session_id.ends_with(&measured_suffix)
@@ -654,11 +656,11 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
                     if let Some(t) = event.timestamp {
                         let at = u64::try_from(t.seconds).unwrap_or(0) * 1_000_000
                             + u64::try_from(t.nanos / 1000).unwrap_or(0);
-                        let _ = local.record(now_micros().saturating_sub(at).max(1));
+                        let elapsed = now_micros().saturating_sub(at).max(1);
+                        let _ = latency.lock().unwrap_or_else(PoisonError::into_inner).record(elapsed);
                     }
                 }
             }
-            let _ = latency.lock().unwrap_or_else(PoisonError::into_inner).add(&local);
         }));
     }
     let timing = args.timing();
@@ -701,7 +703,10 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
         let _ = task.await;
     }
     let delivered = received.load(Ordering::Relaxed);
-    let arrival = latency.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let mut arrival = histogram();
+    for latency in latencies {
+        let _ = arrival.add(&*latency.lock().unwrap_or_else(PoisonError::into_inner));
+    }
     let mut report = Report::new(
         args,
         "watch",

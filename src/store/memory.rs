@@ -1,7 +1,8 @@
 //! In-memory store for tests and throwaway runs. Same semantics as the
 //! durable backends; nothing survives the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -11,7 +12,7 @@ use super::{
     check_version, event_of, message_record, session_record,
 };
 use crate::domain::agent::Agent;
-use crate::domain::message::{MessageId, MessageRecord, MessageState};
+use crate::domain::message::{MessageId, MessageRecord, MessageState, Priority};
 use crate::domain::session::{Session, SessionEvent, SessionState};
 use crate::domain::{AgentId, SessionId, Timestamp};
 
@@ -28,7 +29,79 @@ struct Inner {
     events: Vec<Arc<SessionEvent>>,
     agents: BTreeMap<AgentId, Agent>,
     messages: HashMap<MessageId, MessageRecord>,
+    index: MessageIndex,
     closed: bool,
+}
+
+/// What the SQLite indexes give the durable store, so no query scans every
+/// message: inbox order, open messages per recipient, sweeper deadlines and
+/// replies.
+#[derive(Default)]
+struct MessageIndex {
+    /// Queued messages per recipient in delivery order.
+    queued: HashMap<AgentId, BTreeSet<(Reverse<Priority>, Timestamp, MessageId)>>,
+    /// Queued or delivered (open) messages per recipient.
+    open: HashMap<AgentId, HashSet<MessageId>>,
+    /// Open messages by when the sweeper must look at them.
+    due: BTreeSet<(Timestamp, MessageId)>,
+    /// Replies by the message they answer.
+    replies: HashMap<MessageId, Vec<MessageId>>,
+}
+
+fn queue_key(m: &MessageRecord) -> (Reverse<Priority>, Timestamp, MessageId) {
+    (Reverse(m.message.priority), m.accepted_at, m.id().clone())
+}
+
+/// When a delivered message's ack is overdue or an open one expires.
+fn due_at(m: &MessageRecord) -> Option<Timestamp> {
+    match m.state {
+        MessageState::Delivered => Some(m.available_at.min(m.expires_at)),
+        MessageState::Queued => Some(m.expires_at),
+        _ => None,
+    }
+}
+
+impl MessageIndex {
+    fn remove(&mut self, m: &MessageRecord) {
+        if m.state == MessageState::Queued
+            && let Some(queue) = self.queued.get_mut(&m.recipient)
+        {
+            queue.remove(&queue_key(m));
+            if queue.is_empty() {
+                self.queued.remove(&m.recipient);
+            }
+        }
+        if m.state.is_open()
+            && let Some(open) = self.open.get_mut(&m.recipient)
+        {
+            open.remove(m.id());
+            if open.is_empty() {
+                self.open.remove(&m.recipient);
+            }
+        }
+        if let Some(at) = due_at(m) {
+            self.due.remove(&(at, m.id().clone()));
+        }
+    }
+
+    fn add(&mut self, m: &MessageRecord, is_new: bool) {
+        if m.state == MessageState::Queued {
+            self.queued.entry(m.recipient.clone()).or_default().insert(queue_key(m));
+        }
+        if m.state.is_open() {
+            self.open.entry(m.recipient.clone()).or_default().insert(m.id().clone());
+        }
+        if let Some(at) = due_at(m) {
+            self.due.insert((at, m.id().clone()));
+        }
+        if let (true, Some(original)) = (is_new, &m.message.in_reply_to) {
+            self.replies.entry(original.clone()).or_default().push(m.id().clone());
+        }
+    }
+
+    fn open_count(&self, agent: &AgentId) -> usize {
+        self.open.get(agent).map_or(0, HashSet::len)
+    }
 }
 
 impl MemoryStore {
@@ -71,11 +144,13 @@ impl Store for MemoryStore {
             }
             if let (None, Some(limit)) = (write.expected, write.inbox_limit) {
                 let open_for = |m: &MessageRecord| m.recipient == record.recipient && m.state.is_open();
-                let stored = inner
-                    .messages
-                    .iter()
-                    .filter(|(id, m)| !staged.contains_key(id) && open_for(m))
+                // Stored open messages not rewritten by this set, plus the
+                // staged ones that are open.
+                let rewritten = staged
+                    .keys()
+                    .filter(|id| inner.messages.get(**id).is_some_and(open_for))
                     .count();
+                let stored = inner.index.open_count(&record.recipient) - rewritten;
                 let open = (stored + staged.values().filter(|m| open_for(m)).count()) as u64;
                 if open >= limit {
                     return Err(StoreError::InboxFull {
@@ -86,8 +161,15 @@ impl Store for MemoryStore {
             }
             staged.insert(id, record);
         }
+        let inner = &mut *inner;
         for write in set.messages {
-            inner.messages.insert(write.record.id().clone(), write.record);
+            let id = write.record.id().clone();
+            let previous = inner.messages.get(&id);
+            if let Some(previous) = previous {
+                inner.index.remove(previous);
+            }
+            inner.index.add(&write.record, previous.is_none());
+            inner.messages.insert(id, write.record);
         }
         let Some(change) = set.session else { return Ok(None) };
         let id = change.session.session_id.clone();
@@ -219,59 +301,59 @@ impl Store for MemoryStore {
 
     async fn replies(&self, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         let inner = self.lock();
-        let mut replies: Vec<&MessageRecord> = inner
-            .messages
-            .values()
-            .filter(|m| m.message.in_reply_to.as_ref() == Some(id))
-            .collect();
+        let ids = inner.index.replies.get(id).map_or(&[][..], Vec::as_slice);
+        let mut replies: Vec<&MessageRecord> = ids.iter().filter_map(|r| inner.messages.get(r)).collect();
         replies.sort_by_key(|m| m.accepted_at);
         Ok(replies.into_iter().take(limit).cloned().collect())
     }
 
     async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         let inner = self.lock();
-        let mut ready: Vec<&MessageRecord> = inner
-            .messages
-            .values()
-            .filter(|m| &m.recipient == agent && m.state == MessageState::Queued && m.available_at <= now)
-            .collect();
-        ready.sort_by_key(|m| (std::cmp::Reverse(m.message.priority), m.accepted_at));
-        Ok(ready.into_iter().take(limit).cloned().collect())
+        let Some(queue) = inner.index.queued.get(agent) else {
+            return Ok(Vec::new());
+        };
+        let ready = queue
+            .iter()
+            .filter_map(|(_, _, id)| inner.messages.get(id))
+            .filter(|m| m.available_at <= now);
+        Ok(ready.take(limit).cloned().collect())
     }
 
     async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
         let inner = self.lock();
-        let queued = inner
-            .messages
-            .values()
-            .filter(|m| &m.recipient == agent && m.state == MessageState::Queued);
+        let Some(queue) = inner.index.queued.get(agent) else {
+            return Ok(None);
+        };
+        let queued = queue.iter().filter_map(|(_, _, id)| inner.messages.get(id));
         Ok(queued.map(|m| m.available_at).min())
     }
 
     async fn due_messages(&self, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         let inner = self.lock();
-        let due = inner.messages.values().filter(|m| {
-            (m.state == MessageState::Delivered && m.available_at <= now) || (m.state.is_open() && m.expires_at <= now)
-        });
+        let due = inner
+            .index
+            .due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter_map(|(_, id)| inner.messages.get(id));
         Ok(due.take(limit).cloned().collect())
     }
 
     async fn open_messages(&self, agent: &AgentId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         let inner = self.lock();
-        let open = inner
-            .messages
-            .values()
-            .filter(|m| &m.recipient == agent && m.state.is_open());
-        Ok(open.take(limit).cloned().collect())
+        let Some(open) = inner.index.open.get(agent) else {
+            return Ok(Vec::new());
+        };
+        Ok(open
+            .iter()
+            .filter_map(|id| inner.messages.get(id))
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     async fn inbox_depth(&self, agent: &AgentId) -> Result<u64, StoreError> {
-        let inner = self.lock();
-        Ok(inner
-            .messages
-            .values()
-            .filter(|m| &m.recipient == agent && m.state.is_open())
-            .count() as u64)
+        Ok(self.lock().index.open_count(agent) as u64)
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
