@@ -114,6 +114,7 @@ describe("watchSessions and reconnecting streams", () => {
       await everything.until(15, "live events");
       await live.until(5, "live-only events");
       await created.until(6, "live created/completed");
+      await tail.until(8, "live events after 7");
       assert.deepEqual(sequences(everything.seen), range(1, 15));
       assert.deepEqual(sequences(tail.seen), range(8, 15));
       assert.deepEqual(sequences(live.seen), range(11, 15));
