@@ -1,18 +1,18 @@
 //! In-memory store for tests and throwaway runs. Same semantics as the
 //! durable backends; nothing survives the process.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use super::index::MessageIndex;
 use super::{
     EventFeed, EventFilter, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet, agent_record,
     check_version, event_of, message_record, session_record,
 };
 use crate::domain::agent::Agent;
-use crate::domain::message::{MessageId, MessageRecord, MessageState, Priority};
+use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::{Session, SessionEvent, SessionState};
 use crate::domain::{AgentId, SessionId, Timestamp};
 
@@ -31,77 +31,6 @@ struct Inner {
     messages: HashMap<MessageId, MessageRecord>,
     index: MessageIndex,
     closed: bool,
-}
-
-/// What the SQLite indexes give the durable store, so no query scans every
-/// message: inbox order, open messages per recipient, sweeper deadlines and
-/// replies.
-#[derive(Default)]
-struct MessageIndex {
-    /// Queued messages per recipient in delivery order.
-    queued: HashMap<AgentId, BTreeSet<(Reverse<Priority>, Timestamp, MessageId)>>,
-    /// Queued or delivered (open) messages per recipient.
-    open: HashMap<AgentId, HashSet<MessageId>>,
-    /// Open messages by when the sweeper must look at them.
-    due: BTreeSet<(Timestamp, MessageId)>,
-    /// Replies by the message they answer.
-    replies: HashMap<MessageId, Vec<MessageId>>,
-}
-
-fn queue_key(m: &MessageRecord) -> (Reverse<Priority>, Timestamp, MessageId) {
-    (Reverse(m.message.priority), m.accepted_at, m.id().clone())
-}
-
-/// When a delivered message's ack is overdue or an open one expires.
-fn due_at(m: &MessageRecord) -> Option<Timestamp> {
-    match m.state {
-        MessageState::Delivered => Some(m.available_at.min(m.expires_at)),
-        MessageState::Queued => Some(m.expires_at),
-        _ => None,
-    }
-}
-
-impl MessageIndex {
-    fn remove(&mut self, m: &MessageRecord) {
-        if m.state == MessageState::Queued
-            && let Some(queue) = self.queued.get_mut(&m.recipient)
-        {
-            queue.remove(&queue_key(m));
-            if queue.is_empty() {
-                self.queued.remove(&m.recipient);
-            }
-        }
-        if m.state.is_open()
-            && let Some(open) = self.open.get_mut(&m.recipient)
-        {
-            open.remove(m.id());
-            if open.is_empty() {
-                self.open.remove(&m.recipient);
-            }
-        }
-        if let Some(at) = due_at(m) {
-            self.due.remove(&(at, m.id().clone()));
-        }
-    }
-
-    fn add(&mut self, m: &MessageRecord, is_new: bool) {
-        if m.state == MessageState::Queued {
-            self.queued.entry(m.recipient.clone()).or_default().insert(queue_key(m));
-        }
-        if m.state.is_open() {
-            self.open.entry(m.recipient.clone()).or_default().insert(m.id().clone());
-        }
-        if let Some(at) = due_at(m) {
-            self.due.insert((at, m.id().clone()));
-        }
-        if let (true, Some(original)) = (is_new, &m.message.in_reply_to) {
-            self.replies.entry(original.clone()).or_default().push(m.id().clone());
-        }
-    }
-
-    fn open_count(&self, agent: &AgentId) -> usize {
-        self.open.get(agent).map_or(0, HashSet::len)
-    }
 }
 
 impl MemoryStore {
@@ -301,55 +230,27 @@ impl Store for MemoryStore {
 
     async fn replies(&self, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         let inner = self.lock();
-        let ids = inner.index.replies.get(id).map_or(&[][..], Vec::as_slice);
-        let mut replies: Vec<&MessageRecord> = ids.iter().filter_map(|r| inner.messages.get(r)).collect();
-        replies.sort_by_key(|m| m.accepted_at);
-        Ok(replies.into_iter().take(limit).cloned().collect())
+        Ok(inner.index.replies(id, limit, |id| inner.messages.get(id)))
     }
 
     async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         let inner = self.lock();
-        let Some(queue) = inner.index.queued.get(agent) else {
-            return Ok(Vec::new());
-        };
-        let ready = queue
-            .iter()
-            .filter_map(|(_, _, id)| inner.messages.get(id))
-            .filter(|m| m.available_at <= now);
-        Ok(ready.take(limit).cloned().collect())
+        Ok(inner.index.inbox(agent, now, limit, |id| inner.messages.get(id)))
     }
 
     async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
         let inner = self.lock();
-        let Some(queue) = inner.index.queued.get(agent) else {
-            return Ok(None);
-        };
-        let queued = queue.iter().filter_map(|(_, _, id)| inner.messages.get(id));
-        Ok(queued.map(|m| m.available_at).min())
+        Ok(inner.index.next_available(agent, |id| inner.messages.get(id)))
     }
 
     async fn due_messages(&self, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         let inner = self.lock();
-        let due = inner
-            .index
-            .due
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .filter_map(|(_, id)| inner.messages.get(id));
-        Ok(due.take(limit).cloned().collect())
+        Ok(inner.index.due(now, limit, |id| inner.messages.get(id)))
     }
 
     async fn open_messages(&self, agent: &AgentId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         let inner = self.lock();
-        let Some(open) = inner.index.open.get(agent) else {
-            return Ok(Vec::new());
-        };
-        Ok(open
-            .iter()
-            .filter_map(|id| inner.messages.get(id))
-            .take(limit)
-            .cloned()
-            .collect())
+        Ok(inner.index.open(agent, limit, |id| inner.messages.get(id)))
     }
 
     async fn inbox_depth(&self, agent: &AgentId) -> Result<u64, StoreError> {

@@ -17,6 +17,7 @@ use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::{Session, SessionEvent, SessionEventKind, SessionState};
 use crate::domain::{AgentId, SessionId, Timestamp};
 
+mod index;
 pub mod memory;
 pub mod sqlite;
 

@@ -5,15 +5,21 @@
 //! serves many concurrent RPCs. Each request runs in its own savepoint, so a
 //! version conflict fails that request alone. Reads use a small pool of
 //! separate connections and never wait for the writer.
+//!
+//! Agents and open (queued or delivered) messages are also kept in memory,
+//! updated by the writer thread after each commit in commit order, so the
+//! hot path (recipient lookups, inbox claims, sweeps, acks) reads no SQL.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
+use super::index::MessageIndex;
 use super::{
     EventFeed, EventFilter, MessageWrite, SessionChange, SessionPage, SessionQuery, Store, StoreCounts, StoreError,
     WriteSet, agent_record, check_version, event_of, message_record, session_record,
@@ -28,7 +34,7 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 /// Requests waiting for the writer before callers wait to enqueue.
 const WRITE_QUEUE: usize = 4096;
 const READERS: usize = 4;
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -70,7 +76,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_inbox ON messages(recipient, state, priority DESC, accepted_at);
 CREATE INDEX IF NOT EXISTS messages_by_deadline ON messages(state, available_at);
-CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages(state, expires_at);
+-- Version 2: deadlines are served from memory; this index only cost writes.
+DROP INDEX IF EXISTS messages_by_expiry;
 CREATE INDEX IF NOT EXISTS messages_by_reply ON messages(in_reply_to, accepted_at) WHERE in_reply_to IS NOT NULL;
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
@@ -102,6 +109,62 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriterRequest>,
     readers: Arc<ReadPool>,
     feed: Arc<EventFeed>,
+    hot: Arc<Mutex<Hot>>,
+}
+
+/// Every agent and every open message as committed. SQLite stays the
+/// record; this spares the hot path its reads.
+#[derive(Default)]
+struct Hot {
+    agents: BTreeMap<AgentId, Agent>,
+    open: HashMap<MessageId, MessageRecord>,
+    index: MessageIndex,
+}
+
+impl Hot {
+    fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let mut hot = Hot::default();
+        let bodies: Vec<String> = conn
+            .prepare("SELECT body FROM agents")
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+            .map_err(backend)?;
+        for body in bodies {
+            let agent: Agent = decode(&body)?;
+            hot.agents.insert(agent.id().clone(), agent);
+        }
+        for record in query_messages(conn, "SELECT body FROM messages WHERE state IN (1, 2)", [])? {
+            hot.message(record);
+        }
+        Ok(hot)
+    }
+
+    /// Applies a committed message version.
+    fn message(&mut self, record: MessageRecord) {
+        if let Some(previous) = self.open.remove(record.id()) {
+            self.index.remove(&previous);
+        }
+        if record.state.is_open() {
+            self.index.add(&record, false);
+            self.open.insert(record.id().clone(), record);
+        }
+    }
+
+    fn apply(&mut self, change: HotChange) {
+        match change {
+            HotChange::PutAgent(agent) => {
+                self.agents.insert(agent.id().clone(), *agent);
+            }
+            HotChange::DeleteAgent(id) => {
+                self.agents.remove(&id);
+            }
+        }
+    }
+}
+
+/// What a row write changes in [`Hot`] once committed.
+enum HotChange {
+    PutAgent(Box<Agent>),
+    DeleteAgent(AgentId),
 }
 
 enum WriterRequest {
@@ -120,6 +183,7 @@ enum Pending {
     Rows {
         write: RowsWrite,
         reply: oneshot::Sender<Result<u64, StoreError>>,
+        hot: Option<HotChange>,
     },
 }
 
@@ -142,10 +206,15 @@ impl Pending {
     }
 }
 
-/// A write's result, answered only after its transaction committed.
+/// A write's result, answered only after its transaction committed, with
+/// what it changes in [`Hot`].
 enum Outcome {
-    Set(oneshot::Sender<SetResult>, SetResult),
-    Rows(oneshot::Sender<Result<u64, StoreError>>, Result<u64, StoreError>),
+    Set(oneshot::Sender<SetResult>, SetResult, Vec<MessageRecord>),
+    Rows(
+        oneshot::Sender<Result<u64, StoreError>>,
+        Result<u64, StoreError>,
+        Option<HotChange>,
+    ),
 }
 
 impl SqliteStore {
@@ -165,19 +234,21 @@ impl SqliteStore {
         ))
         .map_err(|e| open_error(&options.path, e))?;
         migrate(&conn).map_err(|e| open_error(&options.path, e))?;
+        let hot = Arc::new(Mutex::new(Hot::load(&conn)?));
         let last: u64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM session_events", [], |r| r.get(0))
             .map_err(backend)?;
         let feed = Arc::new(EventFeed::new(options.feed_capacity, last));
         let (writer, requests) = mpsc::channel(WRITE_QUEUE);
         let max_batch = options.max_batch.max(1);
-        let thread_feed = feed.clone();
+        let (thread_feed, thread_hot) = (feed.clone(), hot.clone());
         std::thread::Builder::new()
             .name("agentbus-sqlite-writer".into())
             .spawn(move || {
                 Writer {
                     conn,
                     feed: thread_feed,
+                    hot: thread_hot,
                     last,
                     max_batch,
                 }
@@ -188,11 +259,22 @@ impl SqliteStore {
             path: options.path.clone(),
             idle: Mutex::new(Vec::new()),
         });
-        Ok(Self { writer, readers, feed })
+        Ok(Self {
+            writer,
+            readers,
+            feed,
+            hot,
+        })
     }
 
-    /// Runs `write` on the writer thread, inside the next group commit.
-    async fn write<F>(&self, write: F) -> Result<u64, StoreError>
+    fn hot(&self) -> MutexGuard<'_, Hot> {
+        // Every change to Hot completes before its guard drops.
+        self.hot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `write` on the writer thread, inside the next group commit;
+    /// `hot` is applied to the in-memory state once it committed.
+    async fn write<F>(&self, write: F, hot: Option<HotChange>) -> Result<u64, StoreError>
     where
         F: FnOnce(&Connection) -> Result<u64, StoreError> + Send + 'static,
     {
@@ -200,6 +282,7 @@ impl SqliteStore {
         let pending = Pending::Rows {
             write: Box::new(write),
             reply,
+            hot,
         };
         self.writer
             .send(WriterRequest::Commit(Box::new(pending)))
@@ -260,6 +343,7 @@ fn state_code(state: SessionState) -> i64 {
 struct Writer {
     conn: Connection,
     feed: Arc<EventFeed>,
+    hot: Arc<Mutex<Hot>>,
     /// Sequence of the latest committed event.
     last: u64,
     max_batch: usize,
@@ -332,16 +416,18 @@ impl Writer {
                     let next = set.session.as_ref().map(|_| sequence + 1);
                     match apply(&mut tx, &set, next) {
                         Ok(()) => {
-                            let event = set.session.map(|(change, _)| {
+                            let EncodedSet { session, messages } = *set;
+                            let event = session.map(|(change, _)| {
                                 sequence += 1;
                                 Arc::new(event_of(change, sequence))
                             });
-                            Outcome::Set(reply, Ok(event))
+                            let records = messages.into_iter().map(|(write, _)| write.record).collect();
+                            Outcome::Set(reply, Ok(event), records)
                         }
-                        Err(e) => Outcome::Set(reply, Err(e)),
+                        Err(e) => Outcome::Set(reply, Err(e), Vec::new()),
                     }
                 }
-                Pending::Rows { write, reply } => Outcome::Rows(reply, in_savepoint(&mut tx, write)),
+                Pending::Rows { write, reply, hot } => Outcome::Rows(reply, in_savepoint(&mut tx, write), hot),
             };
             let failed = outcome.is_err();
             outcomes.push(outcome);
@@ -361,16 +447,37 @@ impl Writer {
             return self.resync();
         }
         self.last = sequence;
-        for outcome in outcomes {
+        let mut replies = Vec::with_capacity(outcomes.len());
+        {
+            // Committed: mirror the changes before anyone hears of them.
+            let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Set(reply, result, records) => {
+                        if result.is_ok() {
+                            records.into_iter().for_each(|record| hot.message(record));
+                        }
+                        replies.push(Outcome::Set(reply, result, Vec::new()));
+                    }
+                    Outcome::Rows(reply, result, change) => {
+                        if let (Ok(_), Some(change)) = (&result, change) {
+                            hot.apply(change);
+                        }
+                        replies.push(Outcome::Rows(reply, result, None));
+                    }
+                }
+            }
+        }
+        for outcome in replies {
             // The caller may have gone away; the change is committed anyway.
             let _ = match outcome {
-                Outcome::Set(reply, outcome) => {
+                Outcome::Set(reply, outcome, _) => {
                     if let Ok(Some(event)) = &outcome {
                         self.feed.publish(event.clone());
                     }
                     reply.send(outcome).is_ok()
                 }
-                Outcome::Rows(reply, outcome) => reply.send(outcome).is_ok(),
+                Outcome::Rows(reply, outcome, _) => reply.send(outcome).is_ok(),
             };
         }
     }
@@ -379,8 +486,8 @@ impl Writer {
 impl Outcome {
     fn is_err(&self) -> bool {
         match self {
-            Outcome::Set(_, result) => result.is_err(),
-            Outcome::Rows(_, result) => result.is_err(),
+            Outcome::Set(_, result, _) => result.is_err(),
+            Outcome::Rows(_, result, _) => result.is_err(),
         }
     }
 }
@@ -388,8 +495,8 @@ impl Outcome {
 fn fail_outcomes(outcomes: Vec<Outcome>, error: &StoreError) {
     for outcome in outcomes {
         let _ = match outcome {
-            Outcome::Set(reply, _) => reply.send(Err(error.clone())).is_ok(),
-            Outcome::Rows(reply, _) => reply.send(Err(error.clone())).is_ok(),
+            Outcome::Set(reply, ..) => reply.send(Err(error.clone())).is_ok(),
+            Outcome::Rows(reply, ..) => reply.send(Err(error.clone())).is_ok(),
         };
     }
 }
@@ -524,26 +631,32 @@ fn apply_message(conn: &Connection, write: &MessageWrite, body: &str) -> Result<
             });
         }
     }
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO messages
+    let state = message_state_code(record.state);
+    let columns = params![
+        id,
+        record.recipient.as_str(),
+        state,
+        record.message.priority as i64,
+        record.accepted_at.unix_micros(),
+        record.available_at.unix_micros(),
+        record.expires_at.unix_micros(),
+        record.message.in_reply_to.as_ref().map(MessageId::as_str),
+        record.version,
+        body
+    ];
+    // An UPDATE only touches the indexes whose columns changed (state and
+    // deadlines on claims and acks); REPLACE would rewrite them all.
+    let sql = if stored.is_some() {
+        "UPDATE messages SET recipient = ?2, state = ?3, priority = ?4, accepted_at = ?5, available_at = ?6,
+         expires_at = ?7, in_reply_to = ?8, version = ?9, body = ?10 WHERE message_id = ?1"
+    } else {
+        "INSERT INTO messages
          (message_id, recipient, state, priority, accepted_at, available_at, expires_at, in_reply_to, version, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            id,
-            record.recipient.as_str(),
-            message_state_code(record.state),
-            record.message.priority as i64,
-            record.accepted_at.unix_micros(),
-            record.available_at.unix_micros(),
-            record.expires_at.unix_micros(),
-            record.message.in_reply_to.as_ref().map(MessageId::as_str),
-            record.version,
-            body
-        ])
-    })
-    .map_err(backend)?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    };
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| stmt.execute(columns))
+        .map_err(backend)?;
     Ok(())
 }
 
@@ -756,7 +869,8 @@ impl Store for SqliteStore {
     async fn put_agent(&self, agent: Agent, expected: Option<u64>) -> Result<Agent, StoreError> {
         let body = encode(&agent)?;
         let stored = agent.clone();
-        self.write(move |conn| {
+        let hot = Some(HotChange::PutAgent(Box::new(agent.clone())));
+        let write = move |conn: &Connection| {
             let id = agent.id().as_str();
             let current: Option<u64> = conn
                 .prepare_cached("SELECT version FROM agents WHERE agent_id = ?1")
@@ -767,51 +881,41 @@ impl Store for SqliteStore {
                 .and_then(|mut stmt| stmt.execute(params![id, agent.version, body]))
                 .map_err(backend)
                 .map(|rows| rows as u64)
-        })
-        .await?;
+        };
+        self.write(write, hot).await?;
         Ok(stored)
     }
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError> {
-        let id = id.as_str().to_owned();
-        self.read(move |conn| {
-            let body: Option<String> = conn
-                .prepare_cached("SELECT body FROM agents WHERE agent_id = ?1")
-                .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
-                .map_err(backend)?;
-            body.as_deref().map(decode).transpose()
-        })
-        .await
+        Ok(self.hot().agents.get(id).cloned())
     }
 
     async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError> {
-        let after = after.map(|a| a.as_str().to_owned()).unwrap_or_default();
-        self.read(move |conn| {
-            let bodies: Vec<String> = conn
-                .prepare_cached("SELECT body FROM agents WHERE agent_id > ?1 ORDER BY agent_id LIMIT ?2")
-                .and_then(|mut stmt| {
-                    stmt.query_map(params![after, to_i64(limit as u64)], |r| r.get(0))?
-                        .collect()
-                })
-                .map_err(backend)?;
-            bodies.iter().map(|b| decode(b)).collect()
-        })
-        .await
+        let hot = self.hot();
+        let agents = match after {
+            Some(after) => hot
+                .agents
+                .range::<AgentId, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded)),
+            None => hot.agents.range::<AgentId, _>(..),
+        };
+        Ok(agents.take(limit).map(|(_, agent)| agent.clone()).collect())
     }
 
     async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError> {
+        let hot = Some(HotChange::DeleteAgent(id.clone()));
         let id = id.as_str().to_owned();
-        let rows = self
-            .write(move |conn| {
-                conn.execute("DELETE FROM agents WHERE agent_id = ?1", [id])
-                    .map_err(backend)
-                    .map(|rows| rows as u64)
-            })
-            .await?;
-        Ok(rows > 0)
+        let write = move |conn: &Connection| {
+            conn.execute("DELETE FROM agents WHERE agent_id = ?1", [id])
+                .map_err(backend)
+                .map(|rows| rows as u64)
+        };
+        Ok(self.write(write, hot).await? > 0)
     }
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        if let Some(open) = self.hot().open.get(id) {
+            return Ok(Some(open.clone()));
+        }
         let id = id.as_str().to_owned();
         self.read(move |conn| {
             query_messages(conn, "SELECT body FROM messages WHERE message_id = ?1", params![id]).map(first)
@@ -829,53 +933,27 @@ impl Store for SqliteStore {
     }
 
     async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
-        let agent = agent.as_str().to_owned();
-        self.read(move |conn| {
-            let sql = "SELECT body FROM messages WHERE recipient = ?1 AND state = 1 AND available_at <= ?2
-                       ORDER BY priority DESC, accepted_at LIMIT ?3";
-            query_messages(conn, sql, params![agent, now.unix_micros(), to_i64(limit as u64)])
-        })
-        .await
+        let hot = self.hot();
+        Ok(hot.index.inbox(agent, now, limit, |id| hot.open.get(id)))
     }
 
     async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
-        let agent = agent.as_str().to_owned();
-        self.read(move |conn| {
-            let micros: Option<i64> = conn
-                .prepare_cached("SELECT MIN(available_at) FROM messages WHERE recipient = ?1 AND state = 1")
-                .and_then(|mut stmt| stmt.query_row([agent], |r| r.get(0)))
-                .map_err(backend)?;
-            Ok(micros.map(Timestamp::from_unix_micros))
-        })
-        .await
+        let hot = self.hot();
+        Ok(hot.index.next_available(agent, |id| hot.open.get(id)))
     }
 
     async fn due_messages(&self, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
-        self.read(move |conn| {
-            let sql = "SELECT body FROM messages WHERE state = 2 AND available_at <= ?1
-                       UNION SELECT body FROM messages WHERE state IN (1, 2) AND expires_at <= ?1 LIMIT ?2";
-            query_messages(conn, sql, params![now.unix_micros(), to_i64(limit as u64)])
-        })
-        .await
+        let hot = self.hot();
+        Ok(hot.index.due(now, limit, |id| hot.open.get(id)))
     }
 
     async fn open_messages(&self, agent: &AgentId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
-        let agent = agent.as_str().to_owned();
-        self.read(move |conn| {
-            let sql = "SELECT body FROM messages WHERE recipient = ?1 AND state IN (1, 2) LIMIT ?2";
-            query_messages(conn, sql, params![agent, to_i64(limit as u64)])
-        })
-        .await
+        let hot = self.hot();
+        Ok(hot.index.open(agent, limit, |id| hot.open.get(id)))
     }
 
     async fn inbox_depth(&self, agent: &AgentId) -> Result<u64, StoreError> {
-        let agent = agent.as_str().to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND state IN (1, 2)")
-                .and_then(|mut stmt| stmt.query_row([agent], |r| r.get(0)))
-                .map_err(backend)
-        })
-        .await
+        Ok(self.hot().index.open_count(agent) as u64)
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
@@ -975,10 +1053,13 @@ mod tests {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .write(|_| {
-                        std::thread::sleep(Duration::from_millis(300));
-                        Ok(0)
-                    })
+                    .write(
+                        |_| {
+                            std::thread::sleep(Duration::from_millis(300));
+                            Ok(0)
+                        },
+                        None,
+                    )
                     .await
             })
         };
@@ -992,10 +1073,13 @@ mod tests {
             let store = store.clone();
             async move {
                 store
-                    .write(|conn| {
-                        conn.execute_batch("ROLLBACK").map_err(backend)?;
-                        Err(StoreError::Backend("simulated I/O error".into()))
-                    })
+                    .write(
+                        |conn| {
+                            conn.execute_batch("ROLLBACK").map_err(backend)?;
+                            Err(StoreError::Backend("simulated I/O error".into()))
+                        },
+                        None,
+                    )
                     .await
             }
         });
