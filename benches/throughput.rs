@@ -195,7 +195,10 @@ async fn message_flow(concurrency: usize, total: usize) -> (Stats, f64) {
         let messages = pb::message_service_client::MessageServiceClient::new(channel);
         let mut inbox = messages
             .clone()
-            .receive_messages(pb::ReceiveMessagesRequest { agent_id: TO.into() })
+            .receive_messages(pb::ReceiveMessagesRequest {
+                agent_id: TO.into(),
+                max_in_flight: 0,
+            })
             .await
             .unwrap()
             .into_inner();

@@ -738,6 +738,36 @@ async fn the_inbox_streams_as_sse_and_acks_over_http() {
     )
     .await;
 
+    // With a prefetch limit of 1 the next message waits for the ack.
+    http.ok(
+        Method::POST,
+        "/messages/send",
+        Some(message("next1", ORCHESTRATOR, REVIEWER, "task_request")),
+    )
+    .await;
+    http.ok(
+        Method::POST,
+        "/messages/send",
+        Some(message("next2", ORCHESTRATOR, REVIEWER, "task_request")),
+    )
+    .await;
+    let mut limited = http
+        .sse(&format!("/agents/{}/messages?max_in_flight=1", encoded(REVIEWER)), None)
+        .await;
+    assert_eq!(limited.next_event().await.id.as_deref(), Some("next1"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        http.ok(Method::GET, "/messages/next2", None).await["status"]["attempts"],
+        0
+    );
+    http.ok(
+        Method::POST,
+        &format!("/agents/{}/messages/next1/ack", encoded(REVIEWER)),
+        None,
+    )
+    .await;
+    assert_eq!(limited.next_event().await.id.as_deref(), Some("next2"));
+
     // gRPC sees the acks made over HTTP.
     let mut messages = bus.messages().await;
     let mut request = tonic::Request::new(pb::GetMessageRequest {

@@ -84,7 +84,10 @@ async fn send(messages: &mut Messages, message: pb::Message) -> Result<pb::SendM
 
 async fn inbox(messages: &mut Messages, agent: &str) -> Inbox {
     messages
-        .receive_messages(pb::ReceiveMessagesRequest { agent_id: agent.into() })
+        .receive_messages(pb::ReceiveMessagesRequest {
+            agent_id: agent.into(),
+            max_in_flight: 0,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -814,6 +817,43 @@ async fn full_inboxes_push_back() {
 }
 
 #[tokio::test]
+async fn max_in_flight_holds_back_deliveries_until_acks() {
+    let (bus, _agents, mut messages) = bus_with_agents(&["--store", "memory"]).await;
+    for id in ["one", "two", "three"] {
+        send(&mut messages, message(id, ORCHESTRATOR, BACKEND)).await.unwrap();
+    }
+    let mut client = bus.messages().await;
+    let mut backend = client
+        .receive_messages(pb::ReceiveMessagesRequest {
+            agent_id: BACKEND.into(),
+            max_in_flight: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next_delivery(&mut backend, Duration::from_secs(5)).await;
+    assert_eq!(id_of(&first), "one");
+    // Nothing more until it is acknowledged.
+    assert!(
+        timeout(
+            Duration::from_millis(300),
+            next_delivery(&mut backend, Duration::from_secs(5))
+        )
+        .await
+        .is_err(),
+        "a second delivery arrived before the first was acked"
+    );
+    assert_eq!(status_of(&mut messages, "two").await.attempts, 0);
+    ack(&mut messages, BACKEND, "one").await;
+    let second = next_delivery(&mut backend, Duration::from_secs(5)).await;
+    assert_eq!(id_of(&second), "two");
+    drop(backend);
+    // The third was never claimed, so closing the stream cost it nothing.
+    let third = status_of(&mut messages, "three").await;
+    assert_eq!((third.state(), third.attempts), (pb::MessageState::Queued, 0));
+}
+
+#[tokio::test]
 async fn unregistering_dead_letters_the_inbox() {
     let (bus, mut agents, mut messages) = bus_with_agents(&[]).await;
     let mut backend = inbox(&mut bus.messages().await, BACKEND).await;
@@ -993,6 +1033,7 @@ async fn bad_messages_are_refused_with_the_field_named() {
         messages
             .receive_messages(pb::ReceiveMessagesRequest {
                 agent_id: "codex://ghost".into(),
+                max_in_flight: 0,
             })
             .await,
         Code::NotFound,
@@ -1002,6 +1043,7 @@ async fn bad_messages_are_refused_with_the_field_named() {
         messages
             .receive_messages(pb::ReceiveMessagesRequest {
                 agent_id: "ghost".into(),
+                max_in_flight: 0,
             })
             .await,
         Code::InvalidArgument,

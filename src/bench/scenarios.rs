@@ -251,6 +251,7 @@ impl Receivers {
                 .clone()
                 .receive_messages(pb::ReceiveMessagesRequest {
                     agent_id: agent.clone(),
+                    max_in_flight: 0,
                 })
                 .await
                 .map_err(|s| format!("cannot open the inbox of {agent}: {}", s.message()))?

@@ -14,11 +14,16 @@ pub struct ReceiveArgs {
     /// The agent whose inbox to open.
     #[arg(long, value_name = "AGENT_ID")]
     agent: String,
-    /// Exit after this many deliveries (default: run until interrupted). The
-    /// bus may already have pushed more on the stream; those go back to the
-    /// inbox, and the bus counts that delivery as an attempt.
+    /// Exit after this many deliveries (default: run until interrupted).
+    /// Deliveries then come one at a time (see --max-in-flight), so at most
+    /// one more may be pushed as the command exits; it goes back to the
+    /// inbox, counted as an attempt.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
+    /// Prefetch: at most this many unacknowledged deliveries at once
+    /// (default 1 with --count, else no limit).
+    #[arg(long, value_name = "N")]
+    max_in_flight: Option<u32>,
     /// Do not acknowledge: when the command exits, whatever it printed goes
     /// back to the inbox (each delivery still counts as an attempt).
     #[arg(long)]
@@ -36,6 +41,7 @@ pub async fn run(args: ReceiveArgs) -> Result<(), Stop> {
     let mut messages = conn.messages();
     let request = pb::ReceiveMessagesRequest {
         agent_id: args.agent.clone(),
+        max_in_flight: args.max_in_flight.unwrap_or(if args.count.is_some() { 1 } else { 0 }),
     };
     let mut inbox = messages.receive_messages(request).await?.into_inner();
     let mut received = 0;

@@ -146,9 +146,13 @@ impl MessageService for MessageGrpc {
         request: Request<pb::ReceiveMessagesRequest>,
     ) -> GrpcResult<Self::ReceiveMessagesStream> {
         let agent = agent_id("agent_id", &request.get_ref().agent_id)?;
+        let max_in_flight = match request.get_ref().max_in_flight {
+            0 => None,
+            n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        };
         let inbox = self
             .messaging
-            .receive(agent, self.shutdown.clone())
+            .receive(agent, max_in_flight, self.shutdown.clone())
             .await
             .map_err(status)?;
         let responses = inbox.map(|item| {

@@ -397,7 +397,7 @@ async fn list_agents(State(gw): Gw, RawQuery(raw): RawQuery) -> HttpResult {
 /// `/agents/{agent_id}`, `/agents/{agent_id}/messages` and
 /// `/agents/{agent_id}/messages/{message_id}/ack`. The agent id may be
 /// URL-encoded or not (`opencode://backend` has slashes).
-async fn agent_route(State(gw): Gw, method: Method, Path(rest): Path<String>) -> HttpResult {
+async fn agent_route(State(gw): Gw, method: Method, Path(rest): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
     let (agent_id, sub) = split_agent_path(&rest);
     let segments: Vec<&str> = sub.split('/').filter(|s| !s.is_empty()).collect();
     let mut request = Map::new();
@@ -405,7 +405,12 @@ async fn agent_route(State(gw): Gw, method: Method, Path(rest): Path<String>) ->
     match (method, segments.as_slice()) {
         (Method::GET, []) => ok(call(request, |r| gw.agents.get_agent(r)).await?),
         (Method::DELETE, []) => ok(call(request, |r| gw.agents.unregister_agent(r)).await?),
-        (Method::GET, ["messages"]) => inbox(&gw, request).await,
+        (Method::GET, ["messages"]) => {
+            // `?max_in_flight=N`: the prefetch limit.
+            request.extend(query(raw.as_deref(), &[], &[]));
+            from_path(&mut request, "agent_id", agent_id)?;
+            inbox(&gw, request).await
+        }
         (Method::POST, ["messages", message_id, "ack"]) => {
             request.insert("message_id".into(), Json::String((*message_id).to_owned()));
             ok(call(request, |r| gw.messages.ack_message(r)).await?)
@@ -447,7 +452,8 @@ async fn get_message(State(gw): Gw, Path(message_id): Path<String>) -> HttpResul
 }
 
 /// The inbox as Server-Sent Events: `event: message`, `id:` the message id,
-/// `data:` the delivery; acknowledge with `POST .../ack`.
+/// `data:` the delivery; acknowledge with `POST .../ack`. `?max_in_flight=N`
+/// holds deliveries back until earlier ones are acknowledged.
 async fn inbox(gw: &Gateway, request: Map<String, Json>) -> HttpResult {
     let decoded: pb::ReceiveMessagesRequest = dialect::from_json(&Json::Object(request))?;
     let stream = gw

@@ -151,10 +151,17 @@ class AsyncAgentBusClient(ClientBase):
 
     # ---- streams --------------------------------------------------------
 
-    def inbox(self, agent_id: str, *, auto_ack: bool = True, idle_timeout: Optional[float] = None) -> "AsyncInbox":
+    def inbox(
+        self,
+        agent_id: str,
+        *,
+        auto_ack: bool = True,
+        idle_timeout: Optional[float] = None,
+        max_in_flight: int = 0,
+    ) -> "AsyncInbox":
         """Opens ``agent_id``'s inbox; see :class:`AsyncInbox` (same rules as
         :class:`agentbus.Inbox`)."""
-        return AsyncInbox(self, agent_id, auto_ack=auto_ack, idle_timeout=idle_timeout)
+        return AsyncInbox(self, agent_id, auto_ack=auto_ack, idle_timeout=idle_timeout, max_in_flight=max_in_flight)
 
     def watch_sessions(
         self,
@@ -234,7 +241,15 @@ class AsyncInbox(AsyncIterator[message_service_pb2.Delivery]):
     then redelivers it).  Heartbeats are skipped.
     """
 
-    def __init__(self, client: AsyncAgentBusClient, agent_id: str, *, auto_ack: bool, idle_timeout: Optional[float]):
+    def __init__(
+        self,
+        client: AsyncAgentBusClient,
+        agent_id: str,
+        *,
+        auto_ack: bool,
+        idle_timeout: Optional[float],
+        max_in_flight: int = 0,
+    ):
         self.agent_id = agent_id
         self.auto_ack = auto_ack
         self.idle_timeout = idle_timeout
@@ -244,7 +259,7 @@ class AsyncInbox(AsyncIterator[message_service_pb2.Delivery]):
         self._closed = False
         self._ended = False
         self._pump = _AsyncPump(
-            client._stream("MessageService", "ReceiveMessages", message_service_pb2.ReceiveMessagesRequest(agent_id=agent_id))
+            client._stream("MessageService", "ReceiveMessages", message_service_pb2.ReceiveMessagesRequest(agent_id=agent_id, max_in_flight=max_in_flight))
         )
 
     async def receive(self, timeout: Optional[float] = None) -> Optional[message_service_pb2.Delivery]:

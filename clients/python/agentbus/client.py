@@ -157,9 +157,16 @@ class AgentBusClient(ClientBase):
 
     # ---- streams --------------------------------------------------------
 
-    def inbox(self, agent_id: str, *, auto_ack: bool = True, idle_timeout: Optional[float] = None) -> "Inbox":
+    def inbox(
+        self,
+        agent_id: str,
+        *,
+        auto_ack: bool = True,
+        idle_timeout: Optional[float] = None,
+        max_in_flight: int = 0,
+    ) -> "Inbox":
         """Opens ``agent_id``'s inbox; see :class:`Inbox`."""
-        return Inbox(self, agent_id, auto_ack=auto_ack, idle_timeout=idle_timeout)
+        return Inbox(self, agent_id, auto_ack=auto_ack, idle_timeout=idle_timeout, max_in_flight=max_in_flight)
 
     def watch_sessions(
         self,
@@ -263,7 +270,15 @@ class Inbox(Iterator[message_service_pb2.Delivery]):
     leaving the ``with`` block) ends the stream.
     """
 
-    def __init__(self, client: AgentBusClient, agent_id: str, *, auto_ack: bool, idle_timeout: Optional[float]):
+    def __init__(
+        self,
+        client: AgentBusClient,
+        agent_id: str,
+        *,
+        auto_ack: bool,
+        idle_timeout: Optional[float],
+        max_in_flight: int = 0,
+    ):
         self.agent_id = agent_id
         self.auto_ack = auto_ack
         self.idle_timeout = idle_timeout
@@ -274,7 +289,7 @@ class Inbox(Iterator[message_service_pb2.Delivery]):
         self._closed = False
         self._ended = False
         self._pump = _Pump(
-            client._stream("MessageService", "ReceiveMessages", message_service_pb2.ReceiveMessagesRequest(agent_id=agent_id))
+            client._stream("MessageService", "ReceiveMessages", message_service_pb2.ReceiveMessagesRequest(agent_id=agent_id, max_in_flight=max_in_flight))
         )
 
     def receive(self, timeout: Optional[float] = None) -> Optional[message_service_pb2.Delivery]:

@@ -86,6 +86,20 @@ def test_manual_ack_and_redelivery_after_ack_timeout(client, pair, uid):
     assert status.attempts == 2 and status.state == message_pb2.MESSAGE_STATE_ACKED
 
 
+def test_max_in_flight_holds_back_deliveries_until_acked(client, pair, uid):
+    orc, backend = pair
+    for n in (1, 2):
+        client.send(orc, backend, payload=n, message_id=f"prefetch{n}-{uid}")
+    with client.inbox(backend, auto_ack=False, max_in_flight=1) as inbox:
+        first = inbox.receive(timeout=5)
+        assert first is not None and first.message.message_id == f"prefetch1-{uid}"
+        assert inbox.receive(timeout=0.5) is None  # held back until the ack
+        inbox.ack(first)
+        second = inbox.receive(timeout=5)
+        assert second is not None and second.message.message_id == f"prefetch2-{uid}"
+        inbox.ack(second)
+
+
 def test_inbox_skips_heartbeats(client, pair):
     _, backend = pair
     with client.inbox(backend, idle_timeout=2.5) as inbox:

@@ -196,6 +196,11 @@ export interface ListSessionsFilter {
 
 export interface InboxOptions {
   /**
+   * Prefetch: at most this many deliveries wait for their ack at once; the
+   * server sends the next one when one is acknowledged. 0 (default): no limit.
+   */
+  maxInFlight?: number;
+  /**
    * `true` (default): a delivery is acknowledged when the loop asks for the
    * next one, i.e. after the loop body for it has finished without throwing
    * or breaking. A delivery whose body throws or breaks out of the loop is
@@ -493,7 +498,7 @@ export class AgentBusClient {
     const autoAck = options.autoAck ?? true;
     const onHeader = options.onConnected && (() => options.onConnected?.());
     const stream = resilientStream(
-      (signal) => this.messages.receiveMessages({ agentId }, { signal, ...(onHeader ? { onHeader } : {}) }),
+      (signal) => this.messages.receiveMessages({ agentId, maxInFlight: options.maxInFlight ?? 0 }, { signal, ...(onHeader ? { onHeader } : {}) }),
       {
       ...(options.retry !== undefined ? { retry: options.retry } : {}),
       signal: this.#streamSignal(options.signal),

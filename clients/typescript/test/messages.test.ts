@@ -125,6 +125,26 @@ describe("messages", () => {
     assert.equal(await bus.ack(worker, messageId), MessageState.ACKED);
   });
 
+  test("maxInFlight holds deliveries back until the previous one is acked", async () => {
+    const worker = await freshAgent("prefetch");
+    const ids: string[] = [];
+    for (const payload of [1, 2]) {
+      ids.push((await bus.send({ sender: ORCH, recipient: worker, messageType: "task_request", payload })).messageId);
+    }
+    const seen: unknown[] = [];
+    for await (const delivery of bus.inbox(worker, { autoAck: false, maxInFlight: 1 })) {
+      seen.push(delivery.payload);
+      if (seen.length === 1) {
+        // The server has not even claimed the second one yet.
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal((await bus.getMessage(ids[1]!)).attempts, 0, "the second was sent before the first was acked");
+      }
+      await delivery.ack();
+      if (seen.length === 2) break;
+    }
+    assert.deepEqual(seen, [1, 2]);
+  });
+
   test("queued messages come out highest priority first", async () => {
     const worker = await freshAgent("prio");
     for (const priority of ["low", "critical", "medium", "high"] as const) {

@@ -4,10 +4,10 @@
 use super::*;
 
 impl Messaging {
-    /// Claims the next deliverable messages for `agent`, up to a batch, in
+    /// Claims the next deliverable messages for `agent`, up to `most`, in
     /// delivery order; empty when nothing is deliverable.
-    async fn claim(&self, agent: &AgentId, guard: &StreamGuard) -> Result<Vec<MessageRecord>> {
-        let mut batch = CLAIM_BATCH;
+    async fn claim(&self, agent: &AgentId, guard: &StreamGuard, most: usize) -> Result<Vec<MessageRecord>> {
+        let mut batch = most;
         for _ in 0..MAX_ATTEMPTS {
             let now = self.tick();
             let candidates = self.store.inbox(agent, now, batch).await?;
@@ -65,8 +65,14 @@ impl Messaging {
     }
 
     /// An agent's inbox: queued messages first, then live ones, with
-    /// heartbeats while idle. Ends with UNAVAILABLE at shutdown.
-    pub async fn receive(self: &Arc<Self>, agent: AgentId, shutdown: CancellationToken) -> Result<InboxStream> {
+    /// heartbeats while idle. Ends with UNAVAILABLE at shutdown. With
+    /// `max_in_flight`, at most that many deliveries await their ack.
+    pub async fn receive(
+        self: &Arc<Self>,
+        agent: AgentId,
+        max_in_flight: Option<usize>,
+        shutdown: CancellationToken,
+    ) -> Result<InboxStream> {
         if !self.is_registered(&agent).await? {
             return Err(Error::not_found(format!(
                 "agent {agent} is not registered; register it before opening its inbox"
@@ -100,7 +106,22 @@ impl Messaging {
                         }
                     }
                 }
-                match messaging.claim(&agent, &guard).await {
+                let room = match max_in_flight {
+                    None => CLAIM_BATCH,
+                    Some(limit) => match guard.outstanding(&messaging.store).await {
+                        Ok(outstanding) => limit.saturating_sub(outstanding).min(CLAIM_BATCH),
+                        Err(e) => {
+                            yield Err(e.into());
+                            return;
+                        }
+                    },
+                };
+                let claims = if room == 0 {
+                    Ok(Vec::new())
+                } else {
+                    messaging.claim(&agent, &guard, room).await
+                };
+                match claims {
                     Ok(claimed) if !claimed.is_empty() => {
                         idle.reset();
                         for record in claimed {
@@ -214,6 +235,26 @@ impl StreamGuard {
 
     fn forget(&self, id: &MessageId) {
         self.lock().remove(id);
+    }
+
+    /// How many deliveries of this stream still await their ack; forgets
+    /// the rest (acked, released or redelivered).
+    async fn outstanding(&self, store: &Arc<dyn Store>) -> std::result::Result<usize, StoreError> {
+        let claims: Vec<(MessageId, u64)> = self
+            .lock()
+            .iter()
+            .map(|(id, (version, _))| (id.clone(), *version))
+            .collect();
+        let mut outstanding = 0;
+        for (id, version) in claims {
+            match store.get_message(&id).await? {
+                Some(record) if record.version == version && record.state == MessageState::Delivered => {
+                    outstanding += 1
+                }
+                _ => self.forget(&id),
+            }
+        }
+        Ok(outstanding)
     }
 
     /// Forgets claims whose ack deadline passed: the sweeper owns them now.

@@ -598,6 +598,8 @@ impl Messaging {
                     let latency = Duration::from_micros(u64::try_from(latency).unwrap_or(0));
                     self.metrics.acked(record.message.message_type, latency);
                     self.presence.touch(agent);
+                    // A stream at its prefetch limit has room again.
+                    self.presence.wake(agent);
                     return Ok(MessageState::Acked);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -732,7 +734,7 @@ mod tests {
         ));
         let backend = AgentId::parse("opencode://backend").unwrap();
         let mut inbox = messaging
-            .receive(backend.clone(), CancellationToken::new())
+            .receive(backend.clone(), None, CancellationToken::new())
             .await
             .unwrap();
 

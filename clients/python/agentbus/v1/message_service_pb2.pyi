@@ -28,10 +28,12 @@ class SendMessageResponse(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ..., message_id: _Optional[str] = ..., state: _Optional[_Union[_message_pb2.MessageState, str]] = ..., reply: _Optional[_Union[_message_pb2.Message, _Mapping]] = ...) -> None: ...
 
 class ReceiveMessagesRequest(_message.Message):
-    __slots__ = ("agent_id",)
+    __slots__ = ("agent_id", "max_in_flight")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
-    def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
+    max_in_flight: int
+    def __init__(self, agent_id: _Optional[str] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
 
 class ReceiveMessagesResponse(_message.Message):
     __slots__ = ("delivery", "heartbeat")
