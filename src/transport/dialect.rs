@@ -185,6 +185,8 @@ fn decode_single(kind: &Kind, value: &Json, path: &str) -> Result<prost_reflect:
         },
         Kind::Bool => match value {
             Json::Bool(b) => V::Bool(*b),
+            // As query parameters carry them.
+            Json::String(s) if s == "true" || s == "false" => V::Bool(s == "true"),
             other => return Err(wrong_type(path, "true or false", other)),
         },
         Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => V::I32(integer(value, path)?),

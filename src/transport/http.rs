@@ -288,9 +288,9 @@ fn if_match(headers: &HeaderMap, object: &mut Map<String, Json>) -> Result<(), H
     Ok(())
 }
 
-/// Query parameters as a JSON object: names mapped by `aliases`, repeated
-/// names (and those in `lists`) collected into arrays, `true`/`false` as
-/// booleans.
+/// Query parameters as a JSON object of strings (the dialect reads numbers
+/// and booleans from strings): names mapped by `aliases`, those in `lists`
+/// collected into arrays.
 fn query(raw: Option<&str>, aliases: &[(&str, &str)], lists: &[&str]) -> Map<String, Json> {
     let mut object = Map::new();
     for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -299,11 +299,7 @@ fn query(raw: Option<&str>, aliases: &[(&str, &str)], lists: &[&str]) -> Map<Str
             .find(|(alias, _)| *alias == key)
             .map_or(key.as_ref(), |(_, field)| field)
             .to_owned();
-        let value = match value.as_ref() {
-            "true" => Json::Bool(true),
-            "false" => Json::Bool(false),
-            text => Json::String(text.to_owned()),
-        };
+        let value = Json::String(value.into_owned());
         if lists.contains(&name.as_str()) {
             let entry = object.entry(name).or_insert_with(|| Json::Array(Vec::new()));
             if let Json::Array(items) = entry {
@@ -669,7 +665,7 @@ mod tests {
         );
         assert_eq!(
             Json::Object(q),
-            json!({"session_ids": ["a", "b"], "event_types": ["session_created"], "online": true, "after": "3"})
+            json!({"session_ids": ["a", "b"], "event_types": ["session_created"], "online": "true", "after": "3"})
         );
     }
 }

@@ -113,6 +113,12 @@ pub async fn record(State(metrics): State<Arc<RequestMetrics>>, request: Request
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
         || (grpc && is_streaming_rpc(&route));
+    // Unknown methods of a known service would otherwise each get a label.
+    let route = if grpc && code == "UNIMPLEMENTED" {
+        "unmatched".to_owned()
+    } else {
+        route
+    };
     let stats = metrics.route(transport, route);
     *stats
         .codes
