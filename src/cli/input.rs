@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use prost::{Message, Name};
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use tonic::Status;
 
 use crate::pb;
@@ -78,20 +78,11 @@ pub fn enum_word(enum_full_name: &'static str) -> impl Fn(&str) -> Result<i32, S
 
 /// A duration as the dialect spells it: `300s`, `1.5s`, `250ms`, `5m`.
 pub fn duration(text: &str) -> Result<prost_types::Duration, String> {
-    // The dialect's duration parser is reached through a field that holds one.
-    let mut routing = Map::new();
-    routing.insert("timeout".into(), Json::String(text.to_owned()));
-    dialect::from_json::<pb::Routing>(&Json::Object(routing))
-        .ok()
-        .and_then(|routing| routing.timeout)
-        .ok_or_else(|| "expected a duration such as 300s, 1.5s, 250ms or 5m".to_owned())
+    std_duration(text).map(crate::transport::convert::duration)
 }
 
 pub fn std_duration(text: &str) -> Result<std::time::Duration, String> {
-    let d = duration(text)?;
-    let seconds = u64::try_from(d.seconds).map_err(|_| "must not be negative".to_owned())?;
-    let nanos = u32::try_from(d.nanos).map_err(|_| "must not be negative".to_owned())?;
-    Ok(std::time::Duration::new(seconds, nanos))
+    dialect::duration(text).ok_or_else(|| "expected a duration such as 300s, 1.5s, 250ms or 5m".to_owned())
 }
 
 /// `AGENT_ID[=ROLE]` of `--participant`. Agent ids cannot contain `=`.

@@ -62,7 +62,7 @@ pub fn to_json<T: Message + Name>(message: &T) -> Map<String, Json> {
 
 /// The dialect's word for an enum value: `MESSAGE_TYPE_TASK_REQUEST` of
 /// `MessageType` is `task_request`.
-pub fn enum_word(enum_type: &EnumDescriptor, number: i32) -> Option<String> {
+fn enum_word(enum_type: &EnumDescriptor, number: i32) -> Option<String> {
     let value = enum_type.get_value(number)?;
     let prefix = enum_prefix(enum_type);
     let name = value.name();
@@ -307,6 +307,11 @@ fn decode_well_known(desc: &MessageDescriptor, value: &Json, path: &str) -> Resu
     Ok(Some(message))
 }
 
+/// A duration as the dialect spells it (`300s`, `1.5s`, `250ms`, `5m`).
+pub fn duration(text: &str) -> Option<std::time::Duration> {
+    parse_duration(&Json::String(text.to_owned()))
+}
+
 /// `"300s"`, `"1.5s"` (the protobuf JSON form), `"250ms"`, `"5m"` (humantime),
 /// or a number of seconds.
 fn parse_duration(value: &Json) -> Option<std::time::Duration> {
@@ -427,7 +432,7 @@ fn encode_well_known(message: &DynamicMessage) -> Option<Json> {
 
 /// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; `t` or a space may separate date
 /// and time.
-pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     let b = text.trim().as_bytes();
     let digits = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(range)?;
@@ -477,7 +482,7 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
 }
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-11-24T02:20:13.123456Z`.
-pub fn format_rfc3339(t: Timestamp) -> String {
+fn format_rfc3339(t: Timestamp) -> String {
     let micros = t.unix_micros();
     let (days, rest) = (micros.div_euclid(86_400_000_000), micros.rem_euclid(86_400_000_000));
     let (year, month, day) = civil_from_days(days);
