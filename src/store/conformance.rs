@@ -557,6 +557,50 @@ async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
     assert_eq!(store.inbox_depth(&agent("codex://frontend")).await.unwrap(), 0);
 }
 
+/// The next version of `record` in `state`, written over `record`.
+fn next(record: &MessageRecord, state: MessageState) -> MessageWrite {
+    let mut next = record.clone();
+    next.state = state;
+    next.version += 1;
+    MessageWrite {
+        record: next,
+        expected: Some(record.version),
+        inbox_limit: None,
+        require_recipient: false,
+    }
+}
+
+async fn leases_are_version_checked_and_seen_by_writes(store: &dyn Store) {
+    let queued = message("leased", "opencode://backend", Priority::Medium, 10);
+    store.write(insert(&queued).into()).await.unwrap();
+    let claim = next(&queued, MessageState::Delivered);
+    let claimed = claim.record.clone();
+    store.lease(vec![claim.clone()]).await.unwrap();
+    assert_eq!(store.get_message(queued.id()).await.unwrap(), Some(claimed.clone()));
+    assert!(
+        store
+            .inbox(&agent("opencode://backend"), Timestamp::from_unix_micros(i64::MAX), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A second claim of the same version loses, as a write would.
+    assert!(matches!(
+        store.lease(vec![claim]).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    // A durable write must build on the leased version, not the stored one.
+    let stale = next(&queued, MessageState::Acked);
+    assert!(matches!(
+        store.write(stale.into()).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let ack = next(&claimed, MessageState::Acked);
+    store.write(ack.clone().into()).await.unwrap();
+    assert_eq!(store.get_message(queued.id()).await.unwrap(), Some(ack.record));
+    assert_eq!(store.inbox_depth(&agent("opencode://backend")).await.unwrap(), 0);
+}
+
 async fn closed_store_refuses_writes(store: &dyn Store) {
     store.close().await.unwrap();
     assert_eq!(
@@ -614,6 +658,10 @@ macro_rules! conformance {
                 super::writes_can_require_a_registered_recipient(super::$backend().store.as_ref()).await;
             }
             #[tokio::test]
+            async fn leases_are_version_checked_and_seen_by_writes() {
+                super::leases_are_version_checked_and_seen_by_writes(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
             async fn closed_store_refuses_writes() {
                 super::closed_store_refuses_writes(super::$backend().store.as_ref()).await;
             }
@@ -640,4 +688,24 @@ async fn sqlite_reopens_with_everything_and_continues_the_sequence() {
     assert_eq!(reloaded.shared_context.get("kept"), Some(&json!(true)));
     let next = store.commit(changed(&reloaded, "after")).await.unwrap();
     assert_eq!(next.sequence, 3);
+}
+
+#[tokio::test]
+async fn sqlite_forgets_leases_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let queued = message("claimed", "opencode://backend", Priority::High, 5);
+    {
+        let store = SqliteStore::open(&sqlite_options(dir.path())).unwrap();
+        store.write(insert(&queued).into()).await.unwrap();
+        store.lease(vec![next(&queued, MessageState::Delivered)]).await.unwrap();
+        store.close().await.unwrap();
+    }
+    // The claim was never durable: the message is queued again, as stored.
+    let store = SqliteStore::open(&sqlite_options(dir.path())).unwrap();
+    assert_eq!(store.get_message(queued.id()).await.unwrap(), Some(queued.clone()));
+    let ready = store
+        .inbox(&agent("opencode://backend"), Timestamp::from_unix_micros(i64::MAX), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&ready), ["claimed"]);
 }

@@ -132,6 +132,20 @@ pub trait Store: Send + Sync + 'static {
     /// appends its event); returns the session event once it is durable.
     async fn write(&self, set: WriteSet) -> Result<Option<Arc<SessionEvent>>, StoreError>;
 
+    /// Applies message writes that need not survive a crash: delivery
+    /// claims. Versions are checked as by [`Store::write`], and later reads
+    /// and writes see the result, but a backend may keep it in memory only;
+    /// after a restart the messages are as before the lease (queued) and are
+    /// delivered again, which at-least-once delivery allows.
+    async fn lease(&self, writes: Vec<MessageWrite>) -> Result<(), StoreError> {
+        self.write(WriteSet {
+            session: None,
+            messages: writes,
+        })
+        .await
+        .map(drop)
+    }
+
     /// Atomically applies the change and appends its event.
     async fn commit(&self, change: SessionChange) -> Result<Arc<SessionEvent>, StoreError> {
         let set = WriteSet {

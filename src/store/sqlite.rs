@@ -149,6 +149,21 @@ impl Hot {
         }
     }
 
+    /// Claims kept in memory only: checked and applied all or nothing.
+    fn lease(&mut self, writes: Vec<MessageWrite>) -> Result<(), StoreError> {
+        for write in &writes {
+            let current = self.open.get(write.record.id()).map(|m| m.version);
+            check_version(message_record(&write.record), write.expected, current)?;
+        }
+        writes.into_iter().for_each(|write| self.message(write.record));
+        Ok(())
+    }
+
+    /// The version of an open message, leases included.
+    fn version(&self, id: &MessageId) -> Option<u64> {
+        self.open.get(id).map(|m| m.version)
+    }
+
     fn apply(&mut self, change: HotChange) {
         match change {
             HotChange::PutAgent(agent) => {
@@ -167,8 +182,12 @@ enum HotChange {
     DeleteAgent(AgentId),
 }
 
+/// Delivery claims and who waits for them (see [`Store::lease`]).
+type Lease = (Vec<MessageWrite>, oneshot::Sender<Result<(), StoreError>>);
+
 enum WriterRequest {
     Commit(Box<Pending>),
+    Lease(Lease),
     Close(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -352,24 +371,31 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut requests: mpsc::Receiver<WriterRequest>) {
         let mut batch = Vec::with_capacity(self.max_batch);
+        let mut leases = Vec::new();
         while let Some(first) = requests.blocking_recv() {
             let mut close = None;
             let mut next = Some(first);
             while let Some(request) = next.take() {
                 match request {
                     WriterRequest::Commit(pending) => batch.push(*pending),
+                    WriterRequest::Lease(lease) => leases.push(lease),
                     WriterRequest::Close(done) => close = Some(done),
                 }
-                if close.is_none() && batch.len() < self.max_batch {
+                if close.is_none() && batch.len() + leases.len() < self.max_batch {
                     next = requests.try_recv().ok();
                 }
             }
             self.commit(&mut batch);
+            self.lease(&mut leases);
             if let Some(done) = close {
                 requests.close();
                 while let Ok(request) = requests.try_recv() {
-                    if let WriterRequest::Commit(pending) = request {
-                        pending.fail(StoreError::Closed);
+                    match request {
+                        WriterRequest::Commit(pending) => pending.fail(StoreError::Closed),
+                        WriterRequest::Lease((_, reply)) => {
+                            let _ = reply.send(Err(StoreError::Closed));
+                        }
+                        WriterRequest::Close(_) => {}
                     }
                 }
                 let _ = done.send(self.checkpoint());
@@ -397,6 +423,15 @@ impl Writer {
             .map_err(backend)
     }
 
+    /// Applies delivery claims to [`Hot`] only, after the batch they came
+    /// with committed, so they see every committed change.
+    fn lease(&self, leases: &mut Vec<Lease>) {
+        let mut hot = self.hot.lock().unwrap_or_else(PoisonError::into_inner);
+        for (writes, reply) in leases.drain(..) {
+            let _ = reply.send(hot.lease(writes));
+        }
+    }
+
     /// Commits the batch in one transaction, then publishes the events in
     /// sequence order and answers each request.
     fn commit(&mut self, batch: &mut Vec<Pending>) {
@@ -408,14 +443,24 @@ impl Writer {
             Err(e) => return fail_all(batch, &backend(e)),
         };
         let mut sequence = self.last;
+        // Message versions written earlier in this transaction: Hot shows
+        // them only after the commit.
+        let mut staged: HashMap<MessageId, u64> = HashMap::new();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut pending = batch.drain(..);
         while let Some(next_write) = pending.next() {
             let outcome = match next_write {
                 Pending::Set { set, reply } => {
                     let next = set.session.as_ref().map(|_| sequence + 1);
-                    match apply(&mut tx, &set, next) {
+                    let versions = Versions {
+                        staged: &staged,
+                        hot: &self.hot,
+                    };
+                    match apply(&mut tx, &set, next, &versions) {
                         Ok(()) => {
+                            for (write, _) in &set.messages {
+                                staged.insert(write.record.id().clone(), write.record.version);
+                            }
                             let EncodedSet { session, messages } = *set;
                             let event = session.map(|(change, _)| {
                                 sequence += 1;
@@ -516,15 +561,42 @@ fn fail_all(batch: &mut Vec<Pending>, error: &StoreError) {
 
 /// Applies one write set inside its own savepoint; `sequence` is the
 /// event number for its session change.
-fn apply(tx: &mut Transaction<'_>, set: &EncodedSet, sequence: Option<u64>) -> Result<(), StoreError> {
+fn apply(
+    tx: &mut Transaction<'_>,
+    set: &EncodedSet,
+    sequence: Option<u64>,
+    versions: &Versions<'_>,
+) -> Result<(), StoreError> {
     let sp = tx.savepoint().map_err(backend)?;
     if let (Some((change, body)), Some(sequence)) = (&set.session, sequence) {
         apply_session(&sp, change, body, sequence)?;
     }
     for (write, body) in &set.messages {
-        apply_message(&sp, write, body)?;
+        apply_message(&sp, write, body, versions)?;
     }
     sp.commit().map_err(backend)
+}
+
+/// Where a message's current version is: written earlier in this
+/// transaction, else in [`Hot`] (open messages, leases included), else on
+/// disk.
+struct Versions<'a> {
+    staged: &'a HashMap<MessageId, u64>,
+    hot: &'a Mutex<Hot>,
+}
+
+impl Versions<'_> {
+    fn current(&self, conn: &Connection, id: &MessageId) -> Result<Option<u64>, StoreError> {
+        if let Some(version) = self.staged.get(id) {
+            return Ok(Some(*version));
+        }
+        if let Some(version) = self.hot.lock().unwrap_or_else(PoisonError::into_inner).version(id) {
+            return Ok(Some(version));
+        }
+        conn.prepare_cached("SELECT version FROM messages WHERE message_id = ?1")
+            .and_then(|mut stmt| stmt.query_row([id.as_str()], |r| r.get(0)).optional())
+            .map_err(backend)
+    }
 }
 
 fn apply_session(conn: &Connection, change: &SessionChange, body: &str, sequence: u64) -> Result<(), StoreError> {
@@ -602,13 +674,15 @@ fn message_state_code(state: MessageState) -> i64 {
     }
 }
 
-fn apply_message(conn: &Connection, write: &MessageWrite, body: &str) -> Result<(), StoreError> {
+fn apply_message(
+    conn: &Connection,
+    write: &MessageWrite,
+    body: &str,
+    versions: &Versions<'_>,
+) -> Result<(), StoreError> {
     let record = &write.record;
     let id = record.id().as_str();
-    let stored: Option<u64> = conn
-        .prepare_cached("SELECT version FROM messages WHERE message_id = ?1")
-        .and_then(|mut stmt| stmt.query_row([id], |r| r.get(0)).optional())
-        .map_err(backend)?;
+    let stored = versions.current(conn, record.id())?;
     check_version(message_record(record), write.expected, stored)?;
     if write.require_recipient {
         let registered = conn
@@ -699,6 +773,17 @@ fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// Claims live in [`Hot`] only: a crash forgets them and the messages
+    /// are queued again, as they still are on disk.
+    async fn lease(&self, writes: Vec<MessageWrite>) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(WriterRequest::Lease((writes, reply)))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     async fn write(&self, set: WriteSet) -> Result<Option<Arc<SessionEvent>>, StoreError> {
         let session = match set.session {
             Some(change) => {

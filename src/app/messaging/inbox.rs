@@ -36,14 +36,9 @@ impl Messaging {
             // Noted before the write: if the stream goes away while it
             // commits, the guard still releases the deliveries.
             claimed.iter().for_each(|record| guard.claimed(record));
-            match self
-                .store
-                .write(WriteSet {
-                    session: None,
-                    messages: writes,
-                })
-                .await
-            {
+            // A claim need not be durable: after a crash the message is
+            // simply queued again.
+            match self.store.lease(writes).await {
                 Ok(_) => {
                     claimed
                         .iter()
