@@ -1100,6 +1100,20 @@ async fn metrics_report_real_values_as_json_and_prometheus_text() {
     )
     .await;
 
+    // Made-up paths do not become labels, with or without a gRPC content type.
+    for path in [
+        "/agentbus.v1.MessageService/Bogus123",
+        "/agents/random-xyz",
+        "/nowhere-abc",
+    ] {
+        let _ = http
+            .request(Method::POST, path)
+            .header("content-type", "application/grpc")
+            .send()
+            .await
+            .unwrap();
+    }
+
     let metrics = http.ok_plain(Method::GET, "/metrics").await;
     assert_eq!(metrics["total_messages"], 2);
     assert_eq!(metrics["active_sessions"], 1);
@@ -1142,6 +1156,9 @@ async fn metrics_report_real_values_as_json_and_prometheus_text() {
             text.ends_with("# EOF\n"),
             content_type.starts_with("application/openmetrics")
         );
+        for made_up in ["Bogus123", "random-xyz", "nowhere-abc"] {
+            assert!(!text.contains(made_up), "{made_up} became a label:\n{text}");
+        }
     }
 }
 

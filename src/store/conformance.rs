@@ -597,8 +597,14 @@ async fn leases_are_version_checked_and_seen_by_writes(store: &dyn Store) {
     ));
     let ack = next(&claimed, MessageState::Acked);
     store.write(ack.clone().into()).await.unwrap();
-    assert_eq!(store.get_message(queued.id()).await.unwrap(), Some(ack.record));
+    assert_eq!(store.get_message(queued.id()).await.unwrap(), Some(ack.record.clone()));
     assert_eq!(store.inbox_depth(&agent("opencode://backend")).await.unwrap(), 0);
+    // Leasing a message that closed meanwhile is a lost race, not an error.
+    let late = next(&claimed, MessageState::Delivered);
+    assert!(matches!(
+        store.lease(vec![late]).await,
+        Err(StoreError::Conflict { .. })
+    ));
 }
 
 async fn closed_store_refuses_writes(store: &dyn Store) {

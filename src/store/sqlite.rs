@@ -150,10 +150,22 @@ impl Hot {
     }
 
     /// Claims kept in memory only: checked and applied all or nothing.
+    /// Only open messages can be leased: one that is no longer open (acked,
+    /// dead-lettered meanwhile) is a lost race, a conflict, as in the memory
+    /// store, which still holds its later version.
     fn lease(&mut self, writes: Vec<MessageWrite>) -> Result<(), StoreError> {
         for write in &writes {
             let current = self.open.get(write.record.id()).map(|m| m.version);
-            check_version(message_record(&write.record), write.expected, current)?;
+            match (write.expected, current) {
+                (Some(expected), None) => {
+                    return Err(StoreError::Conflict {
+                        record: message_record(&write.record)(),
+                        expected,
+                        actual: 0,
+                    });
+                }
+                _ => check_version(message_record(&write.record), write.expected, current)?,
+            }
         }
         writes.into_iter().for_each(|write| self.message(write.record));
         Ok(())

@@ -2,21 +2,44 @@
 //! prototype's JSON by default, Prometheus text or OpenMetrics when the
 //! client asks for `text/plain` or `application/openmetrics-text`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prost_reflect::DescriptorPool;
 use serde_json::json;
 
 use super::errors::code_name;
 use super::http::{ErrorCode, Gateway, HttpError};
 use crate::app::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS, THROUGHPUT_WINDOW_SECS};
 use crate::domain::message::MessageType;
+use crate::pb;
+
+/// The paths of every RPC the server serves.
+static KNOWN_RPCS: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let mut paths: HashSet<String> = [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if let Ok(pool) = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET) {
+        for service in pool.services() {
+            for method in service.methods() {
+                paths.insert(format!("/{}/{}", service.full_name(), method.name()));
+            }
+        }
+    }
+    paths
+});
 
 /// Per route: answers by code, and the latency of unary calls.
 #[derive(Default)]
@@ -87,12 +110,16 @@ pub async fn record(State(metrics): State<Arc<RequestMetrics>>, request: Request
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let (transport, route) = match (grpc, matched) {
-        (true, Some(_)) => ("grpc", request.uri().path().to_owned()),
-        (false, Some(template)) => ("http", format!("{} {template}", request.method())),
-        (_, None) => (if grpc { "grpc" } else { "http" }, "unmatched".to_owned()),
+    // Labels come from a fixed set (known RPCs, route templates), whatever
+    // paths clients send, so the metrics cannot grow without bound.
+    let path = request.uri().path();
+    let matched = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    let route = match matched {
+        _ if grpc && KNOWN_RPCS.contains(path) => path.to_owned(),
+        Some(template) => format!("{} {template}", request.method()),
+        None => "unmatched".to_owned(),
     };
+    let transport = if grpc { "grpc" } else { "http" };
     let started = Instant::now();
     let response = next.run(request).await;
     let code = if grpc {
@@ -113,12 +140,6 @@ pub async fn record(State(metrics): State<Arc<RequestMetrics>>, request: Request
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
         || (grpc && is_streaming_rpc(&route));
-    // Unknown methods of a known service would otherwise each get a label.
-    let route = if grpc && code == "UNIMPLEMENTED" {
-        "unmatched".to_owned()
-    } else {
-        route
-    };
     let stats = metrics.route(transport, route);
     *stats
         .codes

@@ -134,12 +134,18 @@ impl Messaging {
                         return;
                     }
                 }
-                // Sleep until something is due, arrives, or the heartbeat.
-                let next = match messaging.store.next_available(&agent).await {
-                    Ok(next) => next,
-                    Err(e) => {
-                        yield Err(e.into());
-                        return;
+                // Sleep until something is due, arrives, or the heartbeat;
+                // at the prefetch limit, until an ack wakes us or one of our
+                // deliveries reaches its ack deadline.
+                let next = if room == 0 {
+                    guard.earliest_deadline()
+                } else {
+                    match messaging.store.next_available(&agent).await {
+                        Ok(next) => next,
+                        Err(e) => {
+                            yield Err(e.into());
+                            return;
+                        }
                     }
                 };
                 let until_next = next
@@ -233,8 +239,10 @@ impl StreamGuard {
     }
 
     /// How many deliveries of this stream still await their ack; forgets
-    /// the rest (acked, released or redelivered).
+    /// the rest (acked, released, redelivered, or past their ack deadline,
+    /// which the sweeper owns).
     async fn outstanding(&self, store: &Arc<dyn Store>) -> std::result::Result<usize, StoreError> {
+        self.prune();
         let claims: Vec<(MessageId, u64)> = self
             .lock()
             .iter()
@@ -250,6 +258,10 @@ impl StreamGuard {
             }
         }
         Ok(outstanding)
+    }
+
+    fn earliest_deadline(&self) -> Option<Timestamp> {
+        self.lock().values().map(|(_, deadline)| *deadline).min()
     }
 
     /// Forgets claims whose ack deadline passed: the sweeper owns them now.

@@ -436,8 +436,12 @@ impl Messaging {
         deadline: Option<Instant>,
     ) -> Result<SendOutcome> {
         let id = record.id().clone();
-        let answered = |reply: Message| {
-            self.settle_sync_reply(&reply);
+        // `settle`: ack the reply, handed over in this response. Not when the
+        // caller may already have given up: then it stays in the inbox.
+        let answered = |reply: Message, settle: bool| {
+            if settle {
+                self.settle_sync_reply(&reply);
+            }
             SendOutcome {
                 message_id: id.clone(),
                 state: MessageState::Answered,
@@ -446,20 +450,21 @@ impl Messaging {
         };
         // A reply may already be stored (a resend of an answered request).
         if let Some(reply) = self.stored_reply(&record).await? {
-            return Ok(answered(reply));
+            return Ok(answered(reply, true));
         }
         let left = u64::try_from(record.expires_at.unix_micros() - Timestamp::now().unix_micros()).unwrap_or(0);
         let expires = Instant::now() + Duration::from_micros(left);
+        // `deadline` already ends a margin before the caller gives up.
         let until = deadline.map_or(expires, |d| d.min(expires));
         let Some(receiver) = wait.receiver.take() else {
             return Err(Error::internal("reply already awaited"));
         };
         if let Ok(Ok(reply)) = tokio::time::timeout_at(until, receiver).await {
-            return Ok(answered(reply));
+            return Ok(answered(reply, true));
         }
         // A reply may have landed just as the wait ended.
         if let Some(reply) = self.stored_reply(&record).await? {
-            return Ok(answered(reply));
+            return Ok(answered(reply, false));
         }
         // Expire on its own task: the caller's deadline may cancel this one.
         let messaging = self.clone();
@@ -544,25 +549,23 @@ impl Messaging {
         }))
     }
 
-    pub async fn ack(&self, agent: &AgentId, id: &MessageId) -> Result<MessageState> {
-        self.acknowledge(agent, id, false).await
-    }
-
     /// A reply handed to its SYNC caller in the SendMessage response has
     /// been delivered: ack it, so it does not also wait in the caller's
     /// inbox (and dead-letter there if the caller never opens one).
     fn settle_sync_reply(self: &Arc<Self>, reply: &Message) {
         let (messaging, agent, id) = (self.clone(), reply.recipient.agent_id.clone(), reply.message_id.clone());
         tokio::spawn(async move {
-            if let Err(error) = messaging.acknowledge(&agent, &id, true).await {
+            if let Err(error) = messaging.ack(&agent, &id).await {
                 tracing::debug!(%error, message_id = %id, "a SYNC reply stays in the inbox");
             }
         });
     }
 
-    /// `handed_over`: the message reached its recipient outside its inbox
-    /// (a SYNC reply), so it may be acked before any inbox delivery.
-    async fn acknowledge(&self, agent: &AgentId, id: &MessageId, handed_over: bool) -> Result<MessageState> {
+    /// Acknowledges a message addressed to `agent`. A queued one may be
+    /// acked too: a SYNC reply handed over in a response, or a delivery
+    /// whose claim a restart forgot (claims are leases) and that the agent
+    /// had received before it.
+    pub async fn ack(&self, agent: &AgentId, id: &MessageId) -> Result<MessageState> {
         for _ in 0..MAX_ATTEMPTS {
             let record = self.get(id).await?;
             if &record.recipient != agent {
@@ -578,12 +581,6 @@ impl Messaging {
                         "message {id} is {}: {}",
                         state_name(record.state),
                         record.reason
-                    )));
-                }
-                // Not yet delivered to this recipient (a fallback, say).
-                MessageState::Queued if record.attempts == 0 && !handed_over => {
-                    return Err(Error::failed_precondition(format!(
-                        "message {id} has not been delivered yet"
                     )));
                 }
                 MessageState::Queued | MessageState::Delivered => {}
