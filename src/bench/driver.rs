@@ -35,8 +35,20 @@ pub struct Measured {
     pub errors: u64,
     pub first_errors: Vec<String>,
     pub elapsed: Duration,
-    /// When measuring started, for sampling the server around it.
-    pub started: Instant,
+}
+
+impl Measured {
+    /// The same run, measured at the receiving end: `ops` arrivals with
+    /// their `latency` (send errors stay the sender's).
+    pub fn arrivals(&self, latency: Histogram<u64>, ops: u64) -> Measured {
+        Measured {
+            latency,
+            ops,
+            errors: self.errors,
+            first_errors: self.first_errors.clone(),
+            elapsed: self.elapsed,
+        }
+    }
 }
 
 struct Shared {
@@ -216,6 +228,5 @@ async fn finish(tasks: Vec<tokio::task::JoinHandle<Tally>>, shared: &Shared) -> 
         } else {
             shared.stop_at - shared.measure_from
         },
-        started: shared.measure_from,
     }
 }

@@ -548,14 +548,7 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
             args,
             "e2e",
             bus.label.clone(),
-            &Measured {
-                latency: arrival,
-                ops: received,
-                errors: measured.errors,
-                first_errors: measured.first_errors.clone(),
-                elapsed: measured.elapsed,
-                started: measured.started,
-            },
+            &measured.arrivals(arrival, received),
             used,
         );
         let send_p99 = measured.latency.value_at_quantile(0.99) as f64 / 1000.0;
@@ -712,14 +705,7 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
         args,
         "watch",
         bus.label.clone(),
-        &Measured {
-            latency: arrival,
-            ops: delivered,
-            errors: measured.errors,
-            first_errors: measured.first_errors.clone(),
-            elapsed: measured.elapsed,
-            started: measured.started,
-        },
+        &measured.arrivals(arrival, delivered),
         used,
     );
     report.extra.insert("subscribers".into(), json!(args.subscribers));
@@ -772,7 +758,6 @@ async fn watch_idle(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
         errors: 0,
         first_errors: Vec::new(),
         elapsed: opened_in,
-        started,
     };
     let mut report = Report::new(args, "watch-idle", bus.label.clone(), &measured, None);
     report.extra.insert("subscribers".into(), json!(args.subscribers));
