@@ -154,8 +154,14 @@ fn normalize(addr: &str) -> String {
     }
 }
 
-fn sinks(count: usize) -> Vec<String> {
-    (0..count.max(1)).map(|i| format!("bench://sink-{i}")).collect()
+/// Registers `count` receiving agents and the sending client; returns the
+/// receivers' ids.
+async fn register_sinks(bus: &Bus, count: usize) -> Result<Vec<String>, String> {
+    let sinks: Vec<String> = (0..count.max(1)).map(|i| format!("bench://sink-{i}")).collect();
+    let mut agents = sinks.clone();
+    agents.push(CLIENT.to_owned());
+    bus.register(&agents).await?;
+    Ok(sinks)
 }
 
 fn now_micros() -> u64 {
@@ -373,10 +379,7 @@ impl CpuWindow {
 }
 
 async fn send(args: &BenchArgs, bus: &Bus, sync: bool) -> Result<Report, String> {
-    let sinks = sinks(args.agents);
-    let mut agents = sinks.clone();
-    agents.push(CLIENT.to_owned());
-    bus.register(&agents).await?;
+    let sinks = register_sinks(bus, args.agents).await?;
     let mode = if sync { OnDelivery::Reply } else { OnDelivery::Ack };
     let receivers = Receivers::start(bus, &sinks, mode).await?;
     let bytes = args.payload;
@@ -432,10 +435,7 @@ pub async fn echo_peer(args: &BenchArgs) -> Result<Report, String> {
 }
 
 async fn http_send(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
-    let sinks = sinks(args.agents);
-    let mut agents = sinks.clone();
-    agents.push(CLIENT.to_owned());
-    bus.register(&agents).await?;
+    let sinks = register_sinks(bus, args.agents).await?;
     let receivers = Receivers::start(bus, &sinks, OnDelivery::Ack).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.workers())
@@ -498,10 +498,7 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
     } else {
         args.rate.clone()
     };
-    let sinks = sinks(args.agents);
-    let mut agents = sinks.clone();
-    agents.push(CLIENT.to_owned());
-    bus.register(&agents).await?;
+    let sinks = register_sinks(bus, args.agents).await?;
     let mut reports = Vec::new();
     let mut sustained: Option<f64> = None;
     for rate in rates {

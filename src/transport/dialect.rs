@@ -97,7 +97,8 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
-fn type_name(value: &Json) -> &'static str {
+/// "a string", "an array"...: what a JSON value is, for error messages.
+pub(super) fn type_name(value: &Json) -> &'static str {
     match value {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",

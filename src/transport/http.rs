@@ -106,7 +106,7 @@ impl IntoResponse for HttpError {
     }
 }
 
-fn json_response(status: StatusCode, body: &Json) -> Response {
+pub(super) fn json_response(status: StatusCode, body: &Json) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response
         .headers_mut()
@@ -242,21 +242,10 @@ async fn json_body(
         Ok(Json::Object(object)) => Ok(object),
         Ok(other) => Err(Error::invalid(
             "request body",
-            format!("expected a JSON object, got {}", kind_of(&other)),
+            format!("expected a JSON object, got {}", dialect::type_name(&other)),
         )
         .into()),
         Err(e) => Err(HttpError::invalid(format!("request body is not valid JSON: {e}"))),
-    }
-}
-
-fn kind_of(value: &Json) -> &'static str {
-    match value {
-        Json::Array(_) => "an array",
-        Json::String(_) => "a string",
-        Json::Number(_) => "a number",
-        Json::Bool(_) => "a boolean",
-        Json::Null => "null",
-        Json::Object(_) => "an object",
     }
 }
 

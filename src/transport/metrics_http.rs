@@ -15,7 +15,7 @@ use prost_reflect::DescriptorPool;
 use serde_json::json;
 
 use super::errors::code_name;
-use super::http::{ErrorCode, Gateway, HttpError};
+use super::http::{ErrorCode, Gateway, HttpError, json_response};
 use crate::app::metrics::{Histogram, HistogramSnapshot, LATENCY_BUCKETS, THROUGHPUT_WINDOW_SECS};
 use crate::domain::message::MessageType;
 use crate::pb;
@@ -211,11 +211,7 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Resu
             },
             "requests": {"total": all, "errors": errors},
         });
-        let mut response = (StatusCode::OK, body.to_string()).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return Ok(response);
+        return Ok(json_response(StatusCode::OK, &body));
     }
     let open = matches!(kind, Format::OpenMetrics);
     let mut out = Exposition {
