@@ -501,6 +501,13 @@ async fn write_sets_are_all_or_nothing(store: &dyn Store) {
     // Without a session change there is no event.
     let lone = message("m3", "codex://frontend", Priority::Low, 3);
     assert_eq!(store.write(insert(&lone).into()).await.unwrap(), None);
+    // A closed message, no longer kept in memory by the SQLite store, still
+    // refuses its id.
+    store.write(next(&lone, MessageState::Acked).into()).await.unwrap();
+    let again = store.write(insert(&first).into()).await.unwrap_err();
+    assert_eq!(again, StoreError::AlreadyExists("message m1".into()));
+    let again = store.write(insert(&lone).into()).await.unwrap_err();
+    assert_eq!(again, StoreError::AlreadyExists("message m3".into()));
 }
 
 async fn inbox_limit_counts_open_messages(store: &dyn Store) {

@@ -455,24 +455,16 @@ impl Writer {
             Err(e) => return fail_all(batch, &backend(e)),
         };
         let mut sequence = self.last;
-        // Message versions written earlier in this transaction: Hot shows
-        // them only after the commit.
-        let mut staged: HashMap<MessageId, u64> = HashMap::new();
+        let mut staged = Staged::default();
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut pending = batch.drain(..);
         while let Some(next_write) = pending.next() {
             let outcome = match next_write {
                 Pending::Set { set, reply } => {
                     let next = set.session.as_ref().map(|_| sequence + 1);
-                    let versions = Versions {
-                        staged: &staged,
-                        hot: &self.hot,
-                    };
-                    match apply(&mut tx, &set, next, &versions) {
-                        Ok(()) => {
-                            for (write, _) in &set.messages {
-                                staged.insert(write.record.id().clone(), write.record.version);
-                            }
+                    match apply(&mut tx, &set, next, &staged, &self.hot) {
+                        Ok(changes) => {
+                            staged.merge(changes);
                             let EncodedSet { session, messages } = *set;
                             let event = session.map(|(change, _)| {
                                 sequence += 1;
@@ -484,7 +476,13 @@ impl Writer {
                         Err(e) => Outcome::Set(reply, Err(e), Vec::new()),
                     }
                 }
-                Pending::Rows { write, reply, hot } => Outcome::Rows(reply, in_savepoint(&mut tx, write), hot),
+                Pending::Rows { write, reply, hot } => {
+                    let result = in_savepoint(&mut tx, write);
+                    if let (Ok(_), Some(change)) = (&result, &hot) {
+                        staged.agent(change);
+                    }
+                    Outcome::Rows(reply, result, hot)
+                }
             };
             let failed = outcome.is_err();
             outcomes.push(outcome);
@@ -577,37 +575,114 @@ fn apply(
     tx: &mut Transaction<'_>,
     set: &EncodedSet,
     sequence: Option<u64>,
-    versions: &Versions<'_>,
-) -> Result<(), StoreError> {
+    earlier: &Staged,
+    hot: &Mutex<Hot>,
+) -> Result<Staged, StoreError> {
     let sp = tx.savepoint().map_err(backend)?;
     if let (Some((change, body)), Some(sequence)) = (&set.session, sequence) {
         apply_session(&sp, change, body, sequence)?;
     }
+    let mut staged = Staged::default();
     for (write, body) in &set.messages {
-        apply_message(&sp, write, body, versions)?;
+        let view = View {
+            set: &staged,
+            earlier,
+            hot,
+        };
+        let was_open = apply_message(&sp, write, body, &view)?;
+        staged.message(&write.record, was_open);
     }
-    sp.commit().map_err(backend)
+    sp.commit().map_err(backend)?;
+    Ok(staged)
 }
 
-/// Where a message's current version is: written earlier in this
-/// transaction, else in [`Hot`] (open messages, leases included), else on
-/// disk.
-struct Versions<'a> {
-    staged: &'a HashMap<MessageId, u64>,
+/// What earlier writes of the transaction being built changed: [`Hot`]
+/// shows it only after the commit.
+#[derive(Default)]
+struct Staged {
+    /// Version and whether it is open.
+    messages: HashMap<MessageId, (u64, bool)>,
+    /// Change in open messages per recipient.
+    opened: HashMap<AgentId, i64>,
+    /// Agents registered (true) or removed (false).
+    agents: HashMap<AgentId, bool>,
+}
+
+impl Staged {
+    fn message(&mut self, record: &MessageRecord, was_open: bool) {
+        let open = record.state.is_open();
+        self.messages.insert(record.id().clone(), (record.version, open));
+        if open != was_open {
+            *self.opened.entry(record.recipient.clone()).or_default() += if open { 1 } else { -1 };
+        }
+    }
+
+    fn agent(&mut self, change: &HotChange) {
+        match change {
+            HotChange::PutAgent(agent) => self.agents.insert(agent.id().clone(), true),
+            HotChange::DeleteAgent(id) => self.agents.insert(id.clone(), false),
+        };
+    }
+
+    /// Adds the changes of a later write set.
+    fn merge(&mut self, later: Staged) {
+        self.messages.extend(later.messages);
+        for (agent, delta) in later.opened {
+            *self.opened.entry(agent).or_default() += delta;
+        }
+        self.agents.extend(later.agents);
+    }
+}
+
+/// The state a write in the transaction sees: its own write set's changes,
+/// over the earlier sets' ([`Staged`]), over [`Hot`], over the disk for
+/// messages that are no longer open.
+struct View<'a> {
+    set: &'a Staged,
+    earlier: &'a Staged,
     hot: &'a Mutex<Hot>,
 }
 
-impl Versions<'_> {
-    fn current(&self, conn: &Connection, id: &MessageId) -> Result<Option<u64>, StoreError> {
-        if let Some(version) = self.staged.get(id) {
-            return Ok(Some(*version));
+impl View<'_> {
+    fn layers(&self) -> [&Staged; 2] {
+        [self.set, self.earlier]
+    }
+
+    /// The message's current version and whether it is open. New messages
+    /// are not looked up on disk: the primary key refuses one stored there.
+    fn message(&self, conn: &Connection, write: &MessageWrite) -> Result<(Option<u64>, bool), StoreError> {
+        let id = write.record.id();
+        if let Some((version, open)) = self.layers().iter().find_map(|staged| staged.messages.get(id)) {
+            return Ok((Some(*version), *open));
         }
-        if let Some(version) = self.hot.lock().unwrap_or_else(PoisonError::into_inner).version(id) {
-            return Ok(Some(version));
+        if let Some(version) = self.hot().version(id) {
+            return Ok((Some(version), true));
         }
-        conn.prepare_cached("SELECT version FROM messages WHERE message_id = ?1")
+        if write.expected.is_none() {
+            return Ok((None, false));
+        }
+        let stored = conn
+            .prepare_cached("SELECT version FROM messages WHERE message_id = ?1")
             .and_then(|mut stmt| stmt.query_row([id.as_str()], |r| r.get(0)).optional())
-            .map_err(backend)
+            .map_err(backend)?;
+        Ok((stored, false))
+    }
+
+    fn is_registered(&self, agent: &AgentId) -> bool {
+        match self.layers().iter().find_map(|staged| staged.agents.get(agent)) {
+            Some(registered) => *registered,
+            None => self.hot().agents.contains_key(agent),
+        }
+    }
+
+    fn open_count(&self, agent: &AgentId) -> u64 {
+        let staged: i64 = self.layers().iter().filter_map(|staged| staged.opened.get(agent)).sum();
+        let open = self.hot().index.open_count(agent) as i64 + staged;
+        open.max(0) as u64
+    }
+
+    fn hot(&self) -> MutexGuard<'_, Hot> {
+        self.hot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -686,36 +761,22 @@ fn message_state_code(state: MessageState) -> i64 {
     }
 }
 
-fn apply_message(
-    conn: &Connection,
-    write: &MessageWrite,
-    body: &str,
-    versions: &Versions<'_>,
-) -> Result<(), StoreError> {
+/// Writes the message; answers whether its previous version was open.
+fn apply_message(conn: &Connection, write: &MessageWrite, body: &str, view: &View<'_>) -> Result<bool, StoreError> {
     let record = &write.record;
     let id = record.id().as_str();
-    let stored = versions.current(conn, record.id())?;
+    let (stored, was_open) = view.message(conn, write)?;
     check_version(message_record(record), write.expected, stored)?;
-    if write.require_recipient {
-        let registered = conn
-            .prepare_cached("SELECT 1 FROM agents WHERE agent_id = ?1")
-            .and_then(|mut stmt| stmt.exists([record.recipient.as_str()]))
-            .map_err(backend)?;
-        if !registered {
-            return Err(StoreError::NotFound(format!("agent {}", record.recipient)));
-        }
+    if write.require_recipient && !view.is_registered(&record.recipient) {
+        return Err(StoreError::NotFound(format!("agent {}", record.recipient)));
     }
-    if let (None, Some(limit)) = (write.expected, write.inbox_limit) {
-        let open: u64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM messages WHERE recipient = ?1 AND state IN (1, 2)")
-            .and_then(|mut stmt| stmt.query_row([record.recipient.as_str()], |r| r.get(0)))
-            .map_err(backend)?;
-        if open >= limit {
-            return Err(StoreError::InboxFull {
-                agent: record.recipient.clone(),
-                limit,
-            });
-        }
+    if let (None, Some(limit)) = (write.expected, write.inbox_limit)
+        && view.open_count(&record.recipient) >= limit
+    {
+        return Err(StoreError::InboxFull {
+            agent: record.recipient.clone(),
+            limit,
+        });
     }
     let state = message_state_code(record.state);
     let columns = params![
@@ -740,10 +801,13 @@ fn apply_message(
          (message_id, recipient, state, priority, accepted_at, available_at, expires_at, in_reply_to, version, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     };
-    conn.prepare_cached(sql)
-        .and_then(|mut stmt| stmt.execute(columns))
-        .map_err(backend)?;
-    Ok(())
+    match conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute(columns)) {
+        Ok(_) => Ok(was_open),
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+            Err(StoreError::AlreadyExists(message_record(record)()))
+        }
+        Err(e) => Err(backend(e)),
+    }
 }
 
 struct ReadPool {
