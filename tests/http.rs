@@ -719,6 +719,47 @@ async fn the_inbox_streams_as_sse_and_acks_over_http() {
     let status = http.ok(Method::GET, "/messages/crit", None).await;
     assert_eq!(status["status"]["state"], "acked");
     assert_eq!(status["status"]["attempts"], 1);
+    // Several at once, one result each; the raw agent id works in the path.
+    let batch = http
+        .ok(
+            Method::POST,
+            &format!("/agents/{BACKEND}/messages/ack"),
+            Some(json!({"message_ids": ["low1", "low2", "crit", "nope"]})),
+        )
+        .await;
+    let results: Vec<_> = batch["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["message_id"].clone(), r["state"].clone(), r["code"].clone()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (json!("low1"), json!("acked"), json!(0)),
+            (json!("low2"), json!("acked"), json!(0)),
+            (json!("crit"), json!("acked"), json!(0)),
+            (json!("nope"), json!(null), json!(5)),
+        ]
+    );
+    http.fails(
+        Method::POST,
+        &format!("/agents/{}/messages/ack", encoded(BACKEND)),
+        Some(json!({"message_ids": []})),
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "message_ids",
+    )
+    .await;
+    http.fails(
+        Method::POST,
+        &format!("/agents/{}/messages/ack", encoded(BACKEND)),
+        Some(json!({"agent_id": REVIEWER, "message_ids": ["low1"]})),
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "the path says",
+    )
+    .await;
     http.fails(
         Method::POST,
         &format!("/agents/{}/messages/crit/ack", encoded(REVIEWER)),

@@ -854,6 +854,83 @@ async fn max_in_flight_holds_back_deliveries_until_acks() {
 }
 
 #[tokio::test]
+async fn ack_messages_acks_a_batch_with_one_result_per_id() {
+    let (bus, _agents, mut messages) = bus_with_agents(&[]).await;
+    for id in ["b1", "b2", "b3", "other"] {
+        let to = if id == "other" { FRONTEND } else { BACKEND };
+        send(&mut messages, message(id, ORCHESTRATOR, to)).await.unwrap();
+    }
+    let mut backend = inbox(&mut messages, BACKEND).await;
+    for _ in 0..3 {
+        next_delivery(&mut backend, Duration::from_secs(5)).await;
+    }
+    ack(&mut messages, BACKEND, "b3").await;
+    let ids = ["b1", "b2", "b1", "b3", "missing", "other"];
+    let results = messages
+        .ack_messages(pb::AckMessagesRequest {
+            agent_id: BACKEND.into(),
+            message_ids: ids.iter().map(|id| id.to_string()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let summary: Vec<(String, pb::MessageState, i32)> = results
+        .iter()
+        .map(|r| (r.message_id.clone(), r.state(), r.code))
+        .collect();
+    let acked = |id: &str| (id.to_owned(), pb::MessageState::Acked, 0);
+    let failed = |id: &str, code: Code| (id.to_owned(), pb::MessageState::Unspecified, code as i32);
+    assert_eq!(
+        summary,
+        [
+            acked("b1"),
+            acked("b2"),
+            acked("b1"),
+            acked("b3"),
+            failed("missing", Code::NotFound),
+            failed("other", Code::FailedPrecondition),
+        ]
+    );
+    assert!(
+        results[5].error.contains("addressed to codex://frontend"),
+        "{}",
+        results[5].error
+    );
+    for id in ["b1", "b2"] {
+        assert_eq!(status_of(&mut messages, id).await.state(), pb::MessageState::Acked);
+    }
+    assert_eq!(
+        status_of(&mut messages, "other").await.state(),
+        pb::MessageState::Queued
+    );
+    // Acked for good: nothing is delivered again.
+    assert_no_delivery(&mut backend, Duration::from_millis(300)).await;
+
+    // Malformed requests fail as a whole, naming the field.
+    let request = |ids: Vec<String>| pb::AckMessagesRequest {
+        agent_id: BACKEND.into(),
+        message_ids: ids,
+    };
+    assert_status(
+        messages.ack_messages(request(Vec::new())).await,
+        Code::InvalidArgument,
+        "message_ids: between 1 and 1000 ids, got 0",
+    );
+    assert_status(
+        messages.ack_messages(request(vec!["b1".into(); 1001])).await,
+        Code::InvalidArgument,
+        "got 1001",
+    );
+    assert_status(
+        messages.ack_messages(request(vec!["b1".into(), String::new()])).await,
+        Code::InvalidArgument,
+        "message_ids[1]",
+    );
+    drop(bus);
+}
+
+#[tokio::test]
 async fn unregistering_dead_letters_the_inbox() {
     let (bus, mut agents, mut messages) = bus_with_agents(&[]).await;
     let mut backend = inbox(&mut bus.messages().await, BACKEND).await;

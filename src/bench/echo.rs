@@ -41,6 +41,13 @@ impl MessageService for Echo {
         Err(Status::unimplemented("the echo peer only answers SendMessage"))
     }
 
+    async fn ack_messages(
+        &self,
+        _: Request<pb::AckMessagesRequest>,
+    ) -> Result<Response<pb::AckMessagesResponse>, Status> {
+        Err(Status::unimplemented("the echo peer only answers SendMessage"))
+    }
+
     async fn get_message(&self, _: Request<pb::GetMessageRequest>) -> Result<Response<pb::GetMessageResponse>, Status> {
         Err(Status::unimplemented("the echo peer only answers SendMessage"))
     }

@@ -103,6 +103,11 @@ pub struct BenchArgs {
     /// Receiving agents (send, send-sync, e2e, http-send).
     #[arg(long, default_value_t = 4)]
     pub agents: usize,
+    /// Receivers acknowledge up to this many deliveries per AckMessages
+    /// call, one call in flight per agent; 1: one AckMessage per delivery,
+    /// up to 256 in flight per agent.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub ack_batch: u32,
     /// watch: number of subscribers.
     #[arg(long, default_value_t = 100)]
     pub subscribers: usize,

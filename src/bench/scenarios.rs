@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use prost_types::value::Kind;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -246,7 +246,7 @@ struct Receivers {
 }
 
 impl Receivers {
-    async fn start(bus: &Bus, agents: &[String], mode: OnDelivery) -> Result<Self, String> {
+    async fn start(bus: &Bus, agents: &[String], mode: OnDelivery, ack_batch: u32) -> Result<Self, String> {
         let acked = Arc::new(AtomicU64::new(0));
         let latency = Arc::new(Mutex::new(histogram()));
         let received = Arc::new(Mutex::new(HashSet::new()));
@@ -262,8 +262,14 @@ impl Receivers {
                 .await
                 .map_err(|s| format!("cannot open the inbox of {agent}: {}", s.message()))?
                 .into_inner();
-            let (acked, latency, received, agent) = (acked.clone(), latency.clone(), received.clone(), agent.clone());
-            let acks = Arc::new(Semaphore::new(256));
+            let (to_ack, ids) = mpsc::unbounded_channel();
+            let acker = Acker {
+                client: client.clone(),
+                agent: agent.clone(),
+                acked: acked.clone(),
+            };
+            tasks.push(tokio::spawn(acker.run(ids, ack_batch as usize)));
+            let (latency, received, agent) = (latency.clone(), received.clone(), agent.clone());
             tasks.push(tokio::spawn(async move {
                 while let Ok(Some(item)) = stream.message().await {
                     let Some(pb::receive_messages_response::Kind::Delivery(delivery)) = item.kind else {
@@ -281,29 +287,21 @@ impl Receivers {
                             .unwrap_or_else(PoisonError::into_inner)
                             .insert(message.message_id.clone());
                     }
-                    let Ok(permit) = acks.clone().acquire_owned().await else {
+                    if to_ack.send(message.message_id.clone()).is_err() {
                         return;
-                    };
-                    let (mut client, acked, agent) = (client.clone(), acked.clone(), agent.clone());
-                    tokio::spawn(async move {
-                        let ack = pb::AckMessageRequest {
-                            agent_id: agent.clone(),
-                            message_id: message.message_id.clone(),
-                        };
-                        if client.ack_message(ack).await.is_ok() {
-                            acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if mode == OnDelivery::Reply {
-                            let sender = message.sender.map(|s| s.agent_id).unwrap_or_default();
-                            let mut reply = self::message(&agent, &sender, payload(16, None), false);
-                            reply.message_type = pb::MessageType::TaskResponse as i32;
-                            reply.in_reply_to = message.message_id;
+                    }
+                    if mode == OnDelivery::Reply {
+                        let mut client = client.clone();
+                        let sender = message.sender.map(|s| s.agent_id).unwrap_or_default();
+                        let mut reply = self::message(&agent, &sender, payload(16, None), false);
+                        reply.message_type = pb::MessageType::TaskResponse as i32;
+                        reply.in_reply_to = message.message_id;
+                        tokio::spawn(async move {
                             let _ = client
                                 .send_message(pb::SendMessageRequest { message: Some(reply) })
                                 .await;
-                        }
-                        drop(permit);
-                    });
+                        });
+                    }
                 }
             }));
         }
@@ -325,6 +323,50 @@ impl Receivers {
             task.abort();
         }
         self.acked.load(Ordering::Relaxed)
+    }
+}
+
+/// Acknowledges one agent's deliveries as they arrive.
+struct Acker {
+    client: MessageServiceClient<Authed>,
+    agent: String,
+    acked: Arc<AtomicU64>,
+}
+
+impl Acker {
+    /// With `batch` > 1, what arrived while the previous AckMessages call
+    /// was in flight goes in the next one; with 1, each delivery gets its own
+    /// AckMessage, up to 256 in flight.
+    async fn run(self, mut ids: mpsc::UnboundedReceiver<String>, batch: usize) {
+        let calls = Arc::new(Semaphore::new(if batch == 1 { 256 } else { 1 }));
+        let mut taken = Vec::with_capacity(batch);
+        while ids.recv_many(&mut taken, batch).await > 0 {
+            let Ok(permit) = calls.clone().acquire_owned().await else {
+                return;
+            };
+            let (mut client, acked, agent) = (self.client.clone(), self.acked.clone(), self.agent.clone());
+            let message_ids = std::mem::take(&mut taken);
+            tokio::spawn(async move {
+                let done = if let [message_id] = &message_ids[..] {
+                    let ack = pb::AckMessageRequest {
+                        agent_id: agent,
+                        message_id: message_id.clone(),
+                    };
+                    u64::from(client.ack_message(ack).await.is_ok())
+                } else {
+                    let acks = pb::AckMessagesRequest {
+                        agent_id: agent,
+                        message_ids,
+                    };
+                    client.ack_messages(acks).await.map_or(0, |response| {
+                        let results = response.into_inner().results;
+                        results.iter().filter(|r| r.code == 0).count() as u64
+                    })
+                };
+                acked.fetch_add(done, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
     }
 }
 
@@ -381,7 +423,7 @@ impl CpuWindow {
 async fn send(args: &BenchArgs, bus: &Bus, sync: bool) -> Result<Report, String> {
     let sinks = register_sinks(bus, args.agents).await?;
     let mode = if sync { OnDelivery::Reply } else { OnDelivery::Ack };
-    let receivers = Receivers::start(bus, &sinks, mode).await?;
+    let receivers = Receivers::start(bus, &sinks, mode, args.ack_batch).await?;
     let bytes = args.payload;
     let (measured, cpu) = measure(bus, args.workers(), args.timing(), |i| {
         let client = bus.messages(bus.channel(i));
@@ -406,6 +448,7 @@ async fn send(args: &BenchArgs, bus: &Bus, sync: bool) -> Result<Report, String>
     let mut report = Report::new(args, name, bus.label.clone(), &measured, cpu);
     let acked = receivers.drain(0, Duration::ZERO).await;
     report.extra.insert("acked_by_receivers".into(), json!(acked));
+    report.extra.insert("ack_batch".into(), json!(args.ack_batch));
     Ok(report)
 }
 
@@ -436,7 +479,7 @@ pub async fn echo_peer(args: &BenchArgs) -> Result<Report, String> {
 
 async fn http_send(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
     let sinks = register_sinks(bus, args.agents).await?;
-    let receivers = Receivers::start(bus, &sinks, OnDelivery::Ack).await?;
+    let receivers = Receivers::start(bus, &sinks, OnDelivery::Ack, args.ack_batch).await?;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.workers())
         .tcp_nodelay(true)
@@ -487,6 +530,7 @@ async fn http_send(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
     report.in_flight = 1;
     let acked = receivers.drain(0, Duration::ZERO).await;
     report.extra.insert("acked_by_receivers".into(), json!(acked));
+    report.extra.insert("ack_batch".into(), json!(args.ack_batch));
     Ok(report)
 }
 
@@ -502,7 +546,7 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
     let mut reports = Vec::new();
     let mut sustained: Option<f64> = None;
     for rate in rates {
-        let receivers = Receivers::start(bus, &sinks, OnDelivery::Time).await?;
+        let receivers = Receivers::start(bus, &sinks, OnDelivery::Time, args.ack_batch).await?;
         let sent_measured = Arc::new(AtomicU64::new(0));
         let timing = args.timing();
         let cpu = CpuWindow::start(bus, timing);

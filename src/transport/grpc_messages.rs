@@ -20,6 +20,9 @@ use crate::pb::message_service_server::MessageService;
 
 type GrpcResult<T> = Result<Response<T>, Status>;
 
+/// Most ids in one AckMessages call.
+const MAX_ACKS: usize = 1000;
+
 fn agent_id(field: &str, value: &str) -> Result<AgentId, Status> {
     AgentId::parse_field(field, value).map_err(status)
 }
@@ -187,6 +190,44 @@ impl MessageService for MessageGrpc {
         Ok(Response::new(pb::AckMessageResponse {
             state: convert::message_state(state) as i32,
         }))
+    }
+
+    async fn ack_messages(&self, request: Request<pb::AckMessagesRequest>) -> GrpcResult<pb::AckMessagesResponse> {
+        let r = request.get_ref();
+        let agent = agent_id("agent_id", &r.agent_id)?;
+        let field = "message_ids";
+        if r.message_ids.is_empty() || r.message_ids.len() > MAX_ACKS {
+            let why = format!("between 1 and {MAX_ACKS} ids, got {}", r.message_ids.len());
+            return Err(status(Error::invalid(field, why)));
+        }
+        let ids = r
+            .message_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| MessageId::parse_field(&format!("{field}[{i}]"), id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(status)?;
+        let results = self.messaging.ack_many(&agent, &ids).await;
+        let results = ids
+            .iter()
+            .zip(results)
+            .map(|(id, result)| {
+                let mut answer = pb::AckResult {
+                    message_id: id.as_str().to_owned(),
+                    ..Default::default()
+                };
+                match result {
+                    Ok(state) => answer.state = convert::message_state(state) as i32,
+                    Err(e) => {
+                        let failed = status(e);
+                        answer.code = failed.code() as i32;
+                        answer.error = failed.message().to_owned();
+                    }
+                }
+                answer
+            })
+            .collect();
+        Ok(Response::new(pb::AckMessagesResponse { results }))
     }
 
     async fn get_message(&self, request: Request<pb::GetMessageRequest>) -> GrpcResult<pb::GetMessageResponse> {

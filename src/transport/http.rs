@@ -379,10 +379,18 @@ async fn list_agents(State(gw): Gw, RawQuery(raw): RawQuery) -> HttpResult {
     ok(call(request, |r| gw.agents.list_agents(r)).await?)
 }
 
-/// `/agents/{agent_id}`, `/agents/{agent_id}/messages` and
-/// `/agents/{agent_id}/messages/{message_id}/ack`. The agent id may be
-/// URL-encoded or not (`opencode://backend` has slashes).
-async fn agent_route(State(gw): Gw, method: Method, Path(rest): Path<String>, RawQuery(raw): RawQuery) -> HttpResult {
+/// `/agents/{agent_id}`, `/agents/{agent_id}/messages`,
+/// `/agents/{agent_id}/messages/{message_id}/ack` and
+/// `/agents/{agent_id}/messages/ack` (body `{"message_ids": [...]}`). The
+/// agent id may be URL-encoded or not (`opencode://backend` has slashes).
+async fn agent_route(
+    State(gw): Gw,
+    method: Method,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResult {
     let (agent_id, sub) = split_agent_path(&rest);
     let segments: Vec<&str> = sub.split('/').filter(|s| !s.is_empty()).collect();
     let mut request = Map::new();
@@ -400,7 +408,12 @@ async fn agent_route(State(gw): Gw, method: Method, Path(rest): Path<String>, Ra
             request.insert("message_id".into(), Json::String((*message_id).to_owned()));
             ok(call(request, |r| gw.messages.ack_message(r)).await?)
         }
-        (method, [] | ["messages"] | ["messages", _, "ack"]) => Err(HttpError::new(
+        (Method::POST, ["messages", "ack"]) => {
+            let mut body = json_body(&headers, body, gw.max_body_bytes, true).await?;
+            from_path(&mut body, "agent_id", agent_id)?;
+            ok(call(body, |r| gw.messages.ack_messages(r)).await?)
+        }
+        (method, [] | ["messages"] | ["messages", "ack"] | ["messages", _, "ack"]) => Err(HttpError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "UNIMPLEMENTED",
             format!("{method} is not allowed on /agents/{rest}"),

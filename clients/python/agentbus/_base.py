@@ -522,6 +522,16 @@ class ClientBase:
         req = message_service_pb2.AckMessageRequest(agent_id=agent_id, message_id=_message_id(message))
         return self._unary("MessageService", "AckMessage", req, lambda r: r.state)
 
+    def ack_many(self, agent_id: str, messages: Sequence[Any]) -> list[message_service_pb2.AckResult]:
+        """Acknowledges up to 1000 deliveries (ids, ``Message`` or ``Delivery``)
+        as ``agent_id`` in one call and one commit. Returns one ``AckResult``
+        per item, in order: ``code`` 0 and the ``state``, or the gRPC code and
+        ``error`` that ``ack`` would have raised for that item alone."""
+        req = message_service_pb2.AckMessagesRequest(
+            agent_id=agent_id, message_ids=[_message_id(m) for m in messages]
+        )
+        return self._unary("MessageService", "AckMessages", req, lambda r: list(r.results))
+
     def get_message(self, message_id: str) -> message_pb2.MessageStatus:
         """Delivery bookkeeping of one message (``MessageStatus``)."""
         req = message_service_pb2.GetMessageRequest(message_id=message_id)

@@ -198,6 +198,22 @@ def test_ack_and_get_message_errors(client, pair, uid):
         client.get_message(f"never-sent-{uid}")
 
 
+def test_ack_many_answers_each_id(client, pair, uid):
+    orc, backend = pair
+    for n in (1, 2):
+        client.send(orc, backend, payload=n, message_id=f"many{n}-{uid}")
+    with client.inbox(backend, auto_ack=False) as inbox:
+        deliveries = [inbox.receive(timeout=5) for _ in range(2)]
+    results = client.ack_many(backend, [deliveries[0], f"many2-{uid}", f"never-sent-{uid}"])
+    assert [(r.message_id, r.code) for r in results] == [
+        (f"many1-{uid}", 0), (f"many2-{uid}", 0), (f"never-sent-{uid}", grpc.StatusCode.NOT_FOUND.value[0]),
+    ]
+    assert results[0].state == message_pb2.MESSAGE_STATE_ACKED and "never-sent" in results[2].error
+    assert client.get_message(f"many2-{uid}").state == message_pb2.MESSAGE_STATE_ACKED
+    with pytest.raises(agentbus.InvalidArgumentError):
+        client.ack_many(backend, [])
+
+
 def test_messages_in_a_session_track_tasks(client, pair, uid):
     orc, backend = pair
     outsider = f"codex://outsider-{uid}"

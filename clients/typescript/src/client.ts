@@ -25,7 +25,7 @@ import {
   type MessageState,
   type MessageStatus,
 } from "./gen/agentbus/v1/message_pb.js";
-import { MessageService } from "./gen/agentbus/v1/message_service_pb.js";
+import { MessageService, type AckResult } from "./gen/agentbus/v1/message_service_pb.js";
 import type { Session, SessionEvent } from "./gen/agentbus/v1/session_pb.js";
 import { SessionService } from "./gen/agentbus/v1/session_service_pb.js";
 import {
@@ -475,6 +475,16 @@ export class AgentBusClient {
   async ack(agentId: string, messageId: string, options?: CallOptions): Promise<MessageState> {
     const res = await this.messages.ackMessage({ agentId, messageId }, options);
     return res.state;
+  }
+
+  /**
+   * Acknowledges up to 1000 messages of one agent in one call and one commit.
+   * One result per id, in order: `code` 0 and the `state`, or the gRPC code
+   * and `error` that `ack` would have thrown for that id alone.
+   */
+  async ackMany(agentId: string, messageIds: string[], options?: CallOptions): Promise<AckResult[]> {
+    const res = await this.messages.ackMessages({ agentId, messageIds }, options);
+    return res.results;
   }
 
   /** Delivery bookkeeping of a message. */

@@ -125,6 +125,26 @@ describe("messages", () => {
     assert.equal(await bus.ack(worker, messageId), MessageState.ACKED);
   });
 
+  test("ackMany acknowledges several messages with one result each", async () => {
+    const worker = await freshAgent("many");
+    const sent: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      sent.push((await bus.send({ sender: ORCH, recipient: worker, messageType: MessageType.STATUS_UPDATE })).messageId);
+    }
+    const results = await bus.ackMany(worker, [...sent, "never-sent-many"]);
+    assert.deepEqual(
+      results.map((r) => [r.messageId, r.code, r.state]),
+      [
+        [sent[0], 0, MessageState.ACKED],
+        [sent[1], 0, MessageState.ACKED],
+        ["never-sent-many", Code.NotFound, MessageState.UNSPECIFIED],
+      ],
+    );
+    assert.match(results[2]?.error ?? "", /never-sent-many/);
+    assert.equal((await bus.getMessage(sent[1] ?? "")).state, MessageState.ACKED);
+    await rejectsWithCode(bus.ackMany(worker, []), Code.InvalidArgument, /message_ids/);
+  });
+
   test("maxInFlight holds deliveries back until the previous one is acked", async () => {
     const worker = await freshAgent("prefetch");
     const ids: string[] = [];

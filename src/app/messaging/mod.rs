@@ -5,7 +5,7 @@
 //! Every state change is a compare-and-swap on the message record in the
 //! store, so several streams, the sweeper and acks never lose updates.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -568,35 +568,13 @@ impl Messaging {
     pub async fn ack(&self, agent: &AgentId, id: &MessageId) -> Result<MessageState> {
         for _ in 0..MAX_ATTEMPTS {
             let record = self.get(id).await?;
-            if &record.recipient != agent {
-                return Err(Error::failed_precondition(format!(
-                    "message {id} is addressed to {}, not {agent}",
-                    record.recipient
-                )));
-            }
-            match record.state {
-                MessageState::Acked | MessageState::Answered => return Ok(record.state),
-                MessageState::DeadLettered | MessageState::Expired => {
-                    return Err(Error::failed_precondition(format!(
-                        "message {id} is {}: {}",
-                        state_name(record.state),
-                        record.reason
-                    )));
-                }
-                MessageState::Queued | MessageState::Delivered => {}
-            }
             let now = self.tick();
-            let mut acked = record.clone();
-            acked.state = MessageState::Acked;
-            acked.acked_at = Some(now);
-            match self.store.write(swap(&record, acked).into()).await {
+            let Some(write) = ack_write(agent, &record, now)? else {
+                return Ok(record.state);
+            };
+            match self.store.write(write.into()).await {
                 Ok(_) => {
-                    let latency = now.unix_micros().saturating_sub(record.accepted_at.unix_micros());
-                    let latency = Duration::from_micros(u64::try_from(latency).unwrap_or(0));
-                    self.metrics.acked(record.message.message_type, latency);
-                    self.presence.touch(agent);
-                    // A stream at its prefetch limit has room again.
-                    self.presence.wake(agent);
+                    self.acked(agent, &record, now);
                     return Ok(MessageState::Acked);
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -604,6 +582,96 @@ impl Messaging {
             }
         }
         Err(Error::aborted(format!("message {id} is changing too fast; retry")))
+    }
+
+    /// Acknowledges several messages addressed to `agent` in one commit;
+    /// one result per id, in order, each as [`Messaging::ack`] would answer.
+    pub async fn ack_many(&self, agent: &AgentId, ids: &[MessageId]) -> Vec<Result<MessageState>> {
+        let now = self.tick();
+        // `None`: answered by the write below.
+        let mut results: Vec<Option<Result<MessageState>>> = Vec::with_capacity(ids.len());
+        let mut writes = Vec::new();
+        let mut records = Vec::new();
+        // Each id is written once; a repeat shares the write's result.
+        let mut writing: HashSet<&MessageId> = HashSet::new();
+        for id in ids {
+            if writing.contains(id) {
+                results.push(None);
+                continue;
+            }
+            let step = match self.get(id).await {
+                Ok(record) => ack_write(agent, &record, now).map(|write| (write, record)),
+                Err(e) => Err(e),
+            };
+            results.push(match step {
+                Ok((Some(write), record)) => {
+                    writing.insert(id);
+                    writes.push(write);
+                    records.push(record);
+                    None
+                }
+                Ok((None, record)) => Some(Ok(record.state)),
+                Err(e) => Some(Err(e)),
+            });
+        }
+        let outcome = if writes.is_empty() {
+            Ok(None)
+        } else {
+            let set = WriteSet {
+                session: None,
+                messages: writes,
+            };
+            self.store.write(set).await
+        };
+        if outcome.is_ok() {
+            records.iter().for_each(|record| self.acked(agent, record, now));
+        }
+        let mut answered = Vec::with_capacity(ids.len());
+        for (id, result) in ids.iter().zip(results) {
+            answered.push(match (result, &outcome) {
+                (Some(result), _) => result,
+                (None, Ok(_)) => Ok(MessageState::Acked),
+                // One of them changed meanwhile (redelivered, expired): each
+                // on its own finds out which.
+                (None, Err(StoreError::Conflict { .. })) => self.ack(agent, id).await,
+                (None, Err(e)) => Err(e.clone().into()),
+            });
+        }
+        answered
+    }
+
+    fn acked(&self, agent: &AgentId, record: &MessageRecord, now: Timestamp) {
+        let latency = now.unix_micros().saturating_sub(record.accepted_at.unix_micros());
+        let latency = Duration::from_micros(u64::try_from(latency).unwrap_or(0));
+        self.metrics.acked(record.message.message_type, latency);
+        self.presence.touch(agent);
+        // A stream at its prefetch limit has room again.
+        self.presence.wake(agent);
+    }
+}
+
+/// The write that acknowledges `record`; `None` if it already is.
+fn ack_write(agent: &AgentId, record: &MessageRecord, now: Timestamp) -> Result<Option<MessageWrite>> {
+    let id = record.id();
+    if &record.recipient != agent {
+        return Err(Error::failed_precondition(format!(
+            "message {id} is addressed to {}, not {agent}",
+            record.recipient
+        )));
+    }
+    match record.state {
+        MessageState::Acked | MessageState::Answered => Ok(None),
+        MessageState::DeadLettered | MessageState::Expired => Err(Error::failed_precondition(format!(
+            "message {id} is {}: {}",
+            state_name(record.state),
+            record.reason
+        ))),
+        MessageState::Queued | MessageState::Delivered => {
+            let mut acked = record.clone();
+            acked.state = MessageState::Acked;
+            acked.acked_at = Some(now);
+            Ok(Some(swap(record, acked)))
+        }
     }
 }
 

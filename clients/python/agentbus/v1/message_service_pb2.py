@@ -26,7 +26,7 @@ from agentbus.v1 import message_pb2 as agentbus_dot_v1_dot_message__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agentbus/v1/message_service.proto\x12\x0b\x61gentbus.v1\x1a\x19\x61gentbus/v1/message.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x12SendMessageRequest\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.agentbus.v1.Message\"\x8a\x01\n\x13SendMessageResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.agentbus.v1.MessageState\x12#\n\x05reply\x18\x04 \x01(\x0b\x32\x14.agentbus.v1.Message\"A\n\x16ReceiveMessagesRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rmax_in_flight\x18\x02 \x01(\r\"~\n\x17ReceiveMessagesResponse\x12)\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x15.agentbus.v1.DeliveryH\x00\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.agentbus.v1.InboxHeartbeatH\x00\x42\x06\n\x04kind\"t\n\x08\x44\x65livery\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.agentbus.v1.Message\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x30\n\x0c\x61\x63k_deadline\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x0eInboxHeartbeat\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binbox_depth\x18\x02 \x01(\x04\"9\n\x11\x41\x63kMessageRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\">\n\x12\x41\x63kMessageResponse\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.agentbus.v1.MessageState\"\'\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"@\n\x12GetMessageResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.agentbus.v1.MessageStatus2\xe0\x02\n\x0eMessageService\x12P\n\x0bSendMessage\x12\x1f.agentbus.v1.SendMessageRequest\x1a .agentbus.v1.SendMessageResponse\x12^\n\x0fReceiveMessages\x12#.agentbus.v1.ReceiveMessagesRequest\x1a$.agentbus.v1.ReceiveMessagesResponse0\x01\x12M\n\nAckMessage\x12\x1e.agentbus.v1.AckMessageRequest\x1a\x1f.agentbus.v1.AckMessageResponse\x12M\n\nGetMessage\x12\x1e.agentbus.v1.GetMessageRequest\x1a\x1f.agentbus.v1.GetMessageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!agentbus/v1/message_service.proto\x12\x0b\x61gentbus.v1\x1a\x19\x61gentbus/v1/message.proto\x1a\x1fgoogle/protobuf/timestamp.proto\";\n\x12SendMessageRequest\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.agentbus.v1.Message\"\x8a\x01\n\x13SendMessageResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12(\n\x05state\x18\x03 \x01(\x0e\x32\x19.agentbus.v1.MessageState\x12#\n\x05reply\x18\x04 \x01(\x0b\x32\x14.agentbus.v1.Message\"A\n\x16ReceiveMessagesRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x15\n\rmax_in_flight\x18\x02 \x01(\r\"~\n\x17ReceiveMessagesResponse\x12)\n\x08\x64\x65livery\x18\x01 \x01(\x0b\x32\x15.agentbus.v1.DeliveryH\x00\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.agentbus.v1.InboxHeartbeatH\x00\x42\x06\n\x04kind\"t\n\x08\x44\x65livery\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.agentbus.v1.Message\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x30\n\x0c\x61\x63k_deadline\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x0eInboxHeartbeat\x12-\n\ttimestamp\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0binbox_depth\x18\x02 \x01(\x04\"9\n\x11\x41\x63kMessageRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\">\n\x12\x41\x63kMessageResponse\x12(\n\x05state\x18\x01 \x01(\x0e\x32\x19.agentbus.v1.MessageState\";\n\x12\x41\x63kMessagesRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x13\n\x0bmessage_ids\x18\x02 \x03(\t\">\n\x13\x41\x63kMessagesResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.agentbus.v1.AckResult\"f\n\tAckResult\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.agentbus.v1.MessageState\x12\x0c\n\x04\x63ode\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\'\n\x11GetMessageRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\"@\n\x12GetMessageResponse\x12*\n\x06status\x18\x01 \x01(\x0b\x32\x1a.agentbus.v1.MessageStatus2\xb2\x03\n\x0eMessageService\x12P\n\x0bSendMessage\x12\x1f.agentbus.v1.SendMessageRequest\x1a .agentbus.v1.SendMessageResponse\x12^\n\x0fReceiveMessages\x12#.agentbus.v1.ReceiveMessagesRequest\x1a$.agentbus.v1.ReceiveMessagesResponse0\x01\x12M\n\nAckMessage\x12\x1e.agentbus.v1.AckMessageRequest\x1a\x1f.agentbus.v1.AckMessageResponse\x12P\n\x0b\x41\x63kMessages\x12\x1f.agentbus.v1.AckMessagesRequest\x1a .agentbus.v1.AckMessagesResponse\x12M\n\nGetMessage\x12\x1e.agentbus.v1.GetMessageRequest\x1a\x1f.agentbus.v1.GetMessageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,10 +49,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACKMESSAGEREQUEST']._serialized_end=768
   _globals['_ACKMESSAGERESPONSE']._serialized_start=770
   _globals['_ACKMESSAGERESPONSE']._serialized_end=832
-  _globals['_GETMESSAGEREQUEST']._serialized_start=834
-  _globals['_GETMESSAGEREQUEST']._serialized_end=873
-  _globals['_GETMESSAGERESPONSE']._serialized_start=875
-  _globals['_GETMESSAGERESPONSE']._serialized_end=939
-  _globals['_MESSAGESERVICE']._serialized_start=942
-  _globals['_MESSAGESERVICE']._serialized_end=1294
+  _globals['_ACKMESSAGESREQUEST']._serialized_start=834
+  _globals['_ACKMESSAGESREQUEST']._serialized_end=893
+  _globals['_ACKMESSAGESRESPONSE']._serialized_start=895
+  _globals['_ACKMESSAGESRESPONSE']._serialized_end=957
+  _globals['_ACKRESULT']._serialized_start=959
+  _globals['_ACKRESULT']._serialized_end=1061
+  _globals['_GETMESSAGEREQUEST']._serialized_start=1063
+  _globals['_GETMESSAGEREQUEST']._serialized_end=1102
+  _globals['_GETMESSAGERESPONSE']._serialized_start=1104
+  _globals['_GETMESSAGERESPONSE']._serialized_end=1168
+  _globals['_MESSAGESERVICE']._serialized_start=1171
+  _globals['_MESSAGESERVICE']._serialized_end=1605
 # @@protoc_insertion_point(module_scope)

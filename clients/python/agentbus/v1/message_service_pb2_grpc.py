@@ -51,6 +51,11 @@ class MessageServiceStub:
                 request_serializer=agentbus_dot_v1_dot_message__service__pb2.AckMessageRequest.SerializeToString,
                 response_deserializer=agentbus_dot_v1_dot_message__service__pb2.AckMessageResponse.FromString,
                 _registered_method=True)
+        self.AckMessages = channel.unary_unary(
+                '/agentbus.v1.MessageService/AckMessages',
+                request_serializer=agentbus_dot_v1_dot_message__service__pb2.AckMessagesRequest.SerializeToString,
+                response_deserializer=agentbus_dot_v1_dot_message__service__pb2.AckMessagesResponse.FromString,
+                _registered_method=True)
         self.GetMessage = channel.unary_unary(
                 '/agentbus.v1.MessageService/GetMessage',
                 request_serializer=agentbus_dot_v1_dot_message__service__pb2.GetMessageRequest.SerializeToString,
@@ -83,6 +88,15 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AckMessages(self, request, context):
+        """Acknowledges up to 1000 messages of one agent in one call and one
+        commit. Each id gets its own result: one that fails leaves the others
+        acknowledged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMessage(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -106,6 +120,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.AckMessage,
                     request_deserializer=agentbus_dot_v1_dot_message__service__pb2.AckMessageRequest.FromString,
                     response_serializer=agentbus_dot_v1_dot_message__service__pb2.AckMessageResponse.SerializeToString,
+            ),
+            'AckMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckMessages,
+                    request_deserializer=agentbus_dot_v1_dot_message__service__pb2.AckMessagesRequest.FromString,
+                    response_serializer=agentbus_dot_v1_dot_message__service__pb2.AckMessagesResponse.SerializeToString,
             ),
             'GetMessage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMessage,
@@ -196,6 +215,33 @@ class MessageService:
             '/agentbus.v1.MessageService/AckMessage',
             agentbus_dot_v1_dot_message__service__pb2.AckMessageRequest.SerializeToString,
             agentbus_dot_v1_dot_message__service__pb2.AckMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentbus.v1.MessageService/AckMessages',
+            agentbus_dot_v1_dot_message__service__pb2.AckMessagesRequest.SerializeToString,
+            agentbus_dot_v1_dot_message__service__pb2.AckMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentbus/v1/message_service.proto.
  */
 export const file_agentbus_v1_message_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFhZ2VudGJ1cy92MS9tZXNzYWdlX3NlcnZpY2UucHJvdG8SC2FnZW50YnVzLnYxIjsKElNlbmRNZXNzYWdlUmVxdWVzdBIlCgdtZXNzYWdlGAEgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZSKKAQoTU2VuZE1lc3NhZ2VSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoCBISCgptZXNzYWdlX2lkGAIgASgJEigKBXN0YXRlGAMgASgOMhkuYWdlbnRidXMudjEuTWVzc2FnZVN0YXRlEiMKBXJlcGx5GAQgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZSJBChZSZWNlaXZlTWVzc2FnZXNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhUKDW1heF9pbl9mbGlnaHQYAiABKA0ifgoXUmVjZWl2ZU1lc3NhZ2VzUmVzcG9uc2USKQoIZGVsaXZlcnkYASABKAsyFS5hZ2VudGJ1cy52MS5EZWxpdmVyeUgAEjAKCWhlYXJ0YmVhdBgCIAEoCzIbLmFnZW50YnVzLnYxLkluYm94SGVhcnRiZWF0SABCBgoEa2luZCJ0CghEZWxpdmVyeRIlCgdtZXNzYWdlGAEgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZRIPCgdhdHRlbXB0GAIgASgNEjAKDGFja19kZWFkbGluZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVAoOSW5ib3hIZWFydGJlYXQSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtpbmJveF9kZXB0aBgCIAEoBCI5ChFBY2tNZXNzYWdlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIj4KEkFja01lc3NhZ2VSZXNwb25zZRIoCgVzdGF0ZRgBIAEoDjIZLmFnZW50YnVzLnYxLk1lc3NhZ2VTdGF0ZSInChFHZXRNZXNzYWdlUmVxdWVzdBISCgptZXNzYWdlX2lkGAEgASgJIkAKEkdldE1lc3NhZ2VSZXNwb25zZRIqCgZzdGF0dXMYASABKAsyGi5hZ2VudGJ1cy52MS5NZXNzYWdlU3RhdHVzMuACCg5NZXNzYWdlU2VydmljZRJQCgtTZW5kTWVzc2FnZRIfLmFnZW50YnVzLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBogLmFnZW50YnVzLnYxLlNlbmRNZXNzYWdlUmVzcG9uc2USXgoPUmVjZWl2ZU1lc3NhZ2VzEiMuYWdlbnRidXMudjEuUmVjZWl2ZU1lc3NhZ2VzUmVxdWVzdBokLmFnZW50YnVzLnYxLlJlY2VpdmVNZXNzYWdlc1Jlc3BvbnNlMAESTQoKQWNrTWVzc2FnZRIeLmFnZW50YnVzLnYxLkFja01lc3NhZ2VSZXF1ZXN0Gh8uYWdlbnRidXMudjEuQWNrTWVzc2FnZVJlc3BvbnNlEk0KCkdldE1lc3NhZ2USHi5hZ2VudGJ1cy52MS5HZXRNZXNzYWdlUmVxdWVzdBofLmFnZW50YnVzLnYxLkdldE1lc3NhZ2VSZXNwb25zZWIGcHJvdG8z", [file_agentbus_v1_message, file_google_protobuf_timestamp]);
+  fileDesc("CiFhZ2VudGJ1cy92MS9tZXNzYWdlX3NlcnZpY2UucHJvdG8SC2FnZW50YnVzLnYxIjsKElNlbmRNZXNzYWdlUmVxdWVzdBIlCgdtZXNzYWdlGAEgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZSKKAQoTU2VuZE1lc3NhZ2VSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoCBISCgptZXNzYWdlX2lkGAIgASgJEigKBXN0YXRlGAMgASgOMhkuYWdlbnRidXMudjEuTWVzc2FnZVN0YXRlEiMKBXJlcGx5GAQgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZSJBChZSZWNlaXZlTWVzc2FnZXNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhUKDW1heF9pbl9mbGlnaHQYAiABKA0ifgoXUmVjZWl2ZU1lc3NhZ2VzUmVzcG9uc2USKQoIZGVsaXZlcnkYASABKAsyFS5hZ2VudGJ1cy52MS5EZWxpdmVyeUgAEjAKCWhlYXJ0YmVhdBgCIAEoCzIbLmFnZW50YnVzLnYxLkluYm94SGVhcnRiZWF0SABCBgoEa2luZCJ0CghEZWxpdmVyeRIlCgdtZXNzYWdlGAEgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZRIPCgdhdHRlbXB0GAIgASgNEjAKDGFja19kZWFkbGluZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVAoOSW5ib3hIZWFydGJlYXQSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtpbmJveF9kZXB0aBgCIAEoBCI5ChFBY2tNZXNzYWdlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIj4KEkFja01lc3NhZ2VSZXNwb25zZRIoCgVzdGF0ZRgBIAEoDjIZLmFnZW50YnVzLnYxLk1lc3NhZ2VTdGF0ZSI7ChJBY2tNZXNzYWdlc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEwoLbWVzc2FnZV9pZHMYAiADKAkiPgoTQWNrTWVzc2FnZXNSZXNwb25zZRInCgdyZXN1bHRzGAEgAygLMhYuYWdlbnRidXMudjEuQWNrUmVzdWx0ImYKCUFja1Jlc3VsdBISCgptZXNzYWdlX2lkGAEgASgJEigKBXN0YXRlGAIgASgOMhkuYWdlbnRidXMudjEuTWVzc2FnZVN0YXRlEgwKBGNvZGUYAyABKAUSDQoFZXJyb3IYBCABKAkiJwoRR2V0TWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSJAChJHZXRNZXNzYWdlUmVzcG9uc2USKgoGc3RhdHVzGAEgASgLMhouYWdlbnRidXMudjEuTWVzc2FnZVN0YXR1czKyAwoOTWVzc2FnZVNlcnZpY2USUAoLU2VuZE1lc3NhZ2USHy5hZ2VudGJ1cy52MS5TZW5kTWVzc2FnZVJlcXVlc3QaIC5hZ2VudGJ1cy52MS5TZW5kTWVzc2FnZVJlc3BvbnNlEl4KD1JlY2VpdmVNZXNzYWdlcxIjLmFnZW50YnVzLnYxLlJlY2VpdmVNZXNzYWdlc1JlcXVlc3QaJC5hZ2VudGJ1cy52MS5SZWNlaXZlTWVzc2FnZXNSZXNwb25zZTABEk0KCkFja01lc3NhZ2USHi5hZ2VudGJ1cy52MS5BY2tNZXNzYWdlUmVxdWVzdBofLmFnZW50YnVzLnYxLkFja01lc3NhZ2VSZXNwb25zZRJQCgtBY2tNZXNzYWdlcxIfLmFnZW50YnVzLnYxLkFja01lc3NhZ2VzUmVxdWVzdBogLmFnZW50YnVzLnYxLkFja01lc3NhZ2VzUmVzcG9uc2USTQoKR2V0TWVzc2FnZRIeLmFnZW50YnVzLnYxLkdldE1lc3NhZ2VSZXF1ZXN0Gh8uYWdlbnRidXMudjEuR2V0TWVzc2FnZVJlc3BvbnNlYgZwcm90bzM", [file_agentbus_v1_message, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message agentbus.v1.SendMessageRequest
@@ -217,6 +217,84 @@ export const AckMessageResponseSchema: GenMessage<AckMessageResponse> = /*@__PUR
   messageDesc(file_agentbus_v1_message_service, 7);
 
 /**
+ * @generated from message agentbus.v1.AckMessagesRequest
+ */
+export type AckMessagesRequest = Message<"agentbus.v1.AckMessagesRequest"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: repeated string message_ids = 2;
+   */
+  messageIds: string[];
+};
+
+/**
+ * Describes the message agentbus.v1.AckMessagesRequest.
+ * Use `create(AckMessagesRequestSchema)` to create a new message.
+ */
+export const AckMessagesRequestSchema: GenMessage<AckMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_message_service, 8);
+
+/**
+ * @generated from message agentbus.v1.AckMessagesResponse
+ */
+export type AckMessagesResponse = Message<"agentbus.v1.AckMessagesResponse"> & {
+  /**
+   * One per requested id, in request order.
+   *
+   * @generated from field: repeated agentbus.v1.AckResult results = 1;
+   */
+  results: AckResult[];
+};
+
+/**
+ * Describes the message agentbus.v1.AckMessagesResponse.
+ * Use `create(AckMessagesResponseSchema)` to create a new message.
+ */
+export const AckMessagesResponseSchema: GenMessage<AckMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_message_service, 9);
+
+/**
+ * @generated from message agentbus.v1.AckResult
+ */
+export type AckResult = Message<"agentbus.v1.AckResult"> & {
+  /**
+   * @generated from field: string message_id = 1;
+   */
+  messageId: string;
+
+  /**
+   * The state after the call, when `code` is 0.
+   *
+   * @generated from field: agentbus.v1.MessageState state = 2;
+   */
+  state: MessageState;
+
+  /**
+   * A gRPC status code (0 OK, 5 NOT_FOUND, 9 FAILED_PRECONDITION, ...) and
+   * its message, as AckMessage would have failed for this id alone.
+   *
+   * @generated from field: int32 code = 3;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string error = 4;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message agentbus.v1.AckResult.
+ * Use `create(AckResultSchema)` to create a new message.
+ */
+export const AckResultSchema: GenMessage<AckResult> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_message_service, 10);
+
+/**
  * @generated from message agentbus.v1.GetMessageRequest
  */
 export type GetMessageRequest = Message<"agentbus.v1.GetMessageRequest"> & {
@@ -231,7 +309,7 @@ export type GetMessageRequest = Message<"agentbus.v1.GetMessageRequest"> & {
  * Use `create(GetMessageRequestSchema)` to create a new message.
  */
 export const GetMessageRequestSchema: GenMessage<GetMessageRequest> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_message_service, 8);
+  messageDesc(file_agentbus_v1_message_service, 11);
 
 /**
  * @generated from message agentbus.v1.GetMessageResponse
@@ -248,7 +326,7 @@ export type GetMessageResponse = Message<"agentbus.v1.GetMessageResponse"> & {
  * Use `create(GetMessageResponseSchema)` to create a new message.
  */
 export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_message_service, 9);
+  messageDesc(file_agentbus_v1_message_service, 12);
 
 /**
  * Sends, receives and acknowledges messages. Delivery is at least once:
@@ -283,6 +361,18 @@ export const MessageService: GenService<{
     methodKind: "unary";
     input: typeof AckMessageRequestSchema;
     output: typeof AckMessageResponseSchema;
+  },
+  /**
+   * Acknowledges up to 1000 messages of one agent in one call and one
+   * commit. Each id gets its own result: one that fails leaves the others
+   * acknowledged.
+   *
+   * @generated from rpc agentbus.v1.MessageService.AckMessages
+   */
+  ackMessages: {
+    methodKind: "unary";
+    input: typeof AckMessagesRequestSchema;
+    output: typeof AckMessagesResponseSchema;
   },
   /**
    * @generated from rpc agentbus.v1.MessageService.GetMessage
