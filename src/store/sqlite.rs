@@ -34,7 +34,7 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 /// Requests waiting for the writer before callers wait to enqueue.
 const WRITE_QUEUE: usize = 4096;
 const READERS: usize = 4;
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -74,10 +74,13 @@ CREATE TABLE IF NOT EXISTS messages (
     version      INTEGER NOT NULL,
     body         TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_by_inbox ON messages(recipient, state, priority DESC, accepted_at);
-CREATE INDEX IF NOT EXISTS messages_by_deadline ON messages(state, available_at);
 -- Version 2: deadlines are served from memory; this index only cost writes.
 DROP INDEX IF EXISTS messages_by_expiry;
+-- Version 3: inboxes and deadlines are served from memory too; only opening
+-- the store looks for open messages, and this index holds only those.
+DROP INDEX IF EXISTS messages_by_inbox;
+DROP INDEX IF EXISTS messages_by_deadline;
+CREATE INDEX IF NOT EXISTS messages_open ON messages(state) WHERE state IN (1, 2);
 CREATE INDEX IF NOT EXISTS messages_by_reply ON messages(in_reply_to, accepted_at) WHERE in_reply_to IS NOT NULL;
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
@@ -791,11 +794,11 @@ fn apply_message(conn: &Connection, write: &MessageWrite, body: &str, view: &Vie
         record.version,
         body
     ];
-    // An UPDATE only touches the indexes whose columns changed (state and
-    // deadlines on claims and acks); REPLACE would rewrite them all.
+    // An UPDATE sets only what changes after the insert, so the index on
+    // replies is left alone; REPLACE would rewrite every index.
     let sql = if stored.is_some() {
-        "UPDATE messages SET recipient = ?2, state = ?3, priority = ?4, accepted_at = ?5, available_at = ?6,
-         expires_at = ?7, in_reply_to = ?8, version = ?9, body = ?10 WHERE message_id = ?1"
+        "UPDATE messages SET recipient = ?2, state = ?3, available_at = ?6, expires_at = ?7, version = ?9, body = ?10
+         WHERE message_id = ?1"
     } else {
         "INSERT INTO messages
          (message_id, recipient, state, priority, accepted_at, available_at, expires_at, in_reply_to, version, body)
@@ -1194,6 +1197,56 @@ mod tests {
             task_id: None,
             timestamp: Timestamp::now(),
         }
+    }
+
+    /// A version 2 file (with its inbox and deadline indexes) opens as
+    /// version 3: those indexes replaced by the one on open messages, which
+    /// the load of open messages uses.
+    #[tokio::test]
+    async fn a_version_2_file_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bus.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (message_id TEXT PRIMARY KEY, recipient TEXT NOT NULL, state INTEGER NOT NULL,
+                 priority INTEGER NOT NULL, accepted_at INTEGER NOT NULL, available_at INTEGER NOT NULL,
+                 expires_at INTEGER NOT NULL, in_reply_to TEXT, version INTEGER NOT NULL, body TEXT NOT NULL);
+                 CREATE INDEX messages_by_inbox ON messages(recipient, state, priority DESC, accepted_at);
+                 CREATE INDEX messages_by_deadline ON messages(state, available_at);
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let options = SqliteOptions {
+            path: path.clone(),
+            synchronous: Synchronous::Normal,
+            feed_capacity: 16,
+            max_batch: 64,
+        };
+        SqliteStore::open(&options).unwrap().close().await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            indexes,
+            ["messages_by_reply", "messages_open", "sqlite_autoindex_messages_1"]
+        );
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT body FROM messages WHERE state IN (1, 2)",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("messages_open"), "{plan}");
     }
 
     /// A write that makes SQLite drop the whole transaction, as a full disk
