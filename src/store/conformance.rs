@@ -367,7 +367,7 @@ async fn agents_register_update_list_delete(store: &dyn Store) {
     assert_eq!(store.get_agent(first.id()).await.unwrap(), None);
 }
 
-fn message(id: &str, to: &str, priority: Priority, accepted: i64) -> MessageRecord {
+pub(super) fn message(id: &str, to: &str, priority: Priority, accepted: i64) -> MessageRecord {
     let message = Message {
         message_id: MessageId::parse_field("message_id", id).unwrap(),
         timestamp: Timestamp::from_unix_micros(accepted),
@@ -385,7 +385,7 @@ fn message(id: &str, to: &str, priority: Priority, accepted: i64) -> MessageReco
     MessageRecord::queued(message, (agent(to), 0), accepted, std::time::Duration::from_secs(1), 7)
 }
 
-fn insert(record: &MessageRecord) -> MessageWrite {
+pub(super) fn insert(record: &MessageRecord) -> MessageWrite {
     MessageWrite {
         record: record.clone(),
         expected: None,
@@ -565,7 +565,7 @@ async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
 }
 
 /// The next version of `record` in `state`, written over `record`.
-fn next(record: &MessageRecord, state: MessageState) -> MessageWrite {
+pub(super) fn next(record: &MessageRecord, state: MessageState) -> MessageWrite {
     let mut next = record.clone();
     next.state = state;
     next.version += 1;

@@ -10,7 +10,7 @@
 //! updated by the writer thread after each commit in commit order, so the
 //! hot path (recipient lookups, inbox claims, sweeps, acks) reads no SQL.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -122,6 +122,9 @@ struct Hot {
     agents: BTreeMap<AgentId, Agent>,
     open: HashMap<MessageId, MessageRecord>,
     index: MessageIndex,
+    /// Open messages the writer's current transaction changes: until it is
+    /// done, their leases wait behind it.
+    staging: HashSet<MessageId>,
 }
 
 impl Hot {
@@ -447,12 +450,17 @@ impl Writer {
         }
     }
 
-    /// Commits the batch in one transaction, then publishes the events in
-    /// sequence order and answers each request.
     fn commit(&mut self, batch: &mut Vec<Pending>) {
         if batch.is_empty() {
             return;
         }
+        self.commit_batch(batch);
+        self.hot.lock().unwrap_or_else(PoisonError::into_inner).staging.clear();
+    }
+
+    /// Commits the batch in one transaction, then publishes the events in
+    /// sequence order and answers each request.
+    fn commit_batch(&mut self, batch: &mut Vec<Pending>) {
         let mut tx = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => return fail_all(batch, &backend(e)),
@@ -658,9 +666,12 @@ impl View<'_> {
         if let Some((version, open)) = self.layers().iter().find_map(|staged| staged.messages.get(id)) {
             return Ok((Some(*version), *open));
         }
-        if let Some(version) = self.hot().version(id) {
+        let mut hot = self.hot();
+        if let Some(version) = hot.version(id) {
+            hot.staging.insert(id.clone());
             return Ok((Some(version), true));
         }
+        drop(hot);
         if write.expected.is_none() {
             return Ok((None, false));
         }
@@ -855,6 +866,17 @@ impl Store for SqliteStore {
     /// Claims live in [`Hot`] only: a crash forgets them and the messages
     /// are queued again, as they still are on disk.
     async fn lease(&self, writes: Vec<MessageWrite>) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        {
+            // Most claims touch nothing the writer is busy with: no need to
+            // queue behind it (two thread switches).
+            let mut hot = self.hot();
+            if !writes.iter().any(|write| hot.staging.contains(write.record.id())) {
+                return hot.lease(writes);
+            }
+        }
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(WriterRequest::Lease((writes, reply)))
@@ -1197,6 +1219,59 @@ mod tests {
             task_id: None,
             timestamp: Timestamp::now(),
         }
+    }
+
+    /// A claim of a message the writer's open transaction is changing waits
+    /// for that commit, so it cannot succeed against the version the write
+    /// replaces (both would win).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lease_waits_for_a_staged_write_of_its_message() {
+        use crate::domain::message::Priority;
+        use crate::store::conformance::{insert, message, next};
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            path: dir.path().join("bus.sqlite3"),
+            synchronous: Synchronous::Normal,
+            feed_capacity: 16,
+            max_batch: 64,
+        };
+        let store = Arc::new(SqliteStore::open(&options).unwrap());
+        let queued = message("contended", "opencode://backend", Priority::Medium, 1);
+        Store::write(store.as_ref(), insert(&queued).into()).await.unwrap();
+        let sleep = |ms| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let pause = move |_: &Connection| {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    Ok(0)
+                };
+                store.write(pause, None).await
+            })
+        };
+        // Hold the writer, so the ack and a second pause form one batch; the
+        // lease comes while that batch pauses with the ack staged.
+        let busy = sleep(200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ack = tokio::spawn({
+            let store = store.clone();
+            let acked = next(&queued, MessageState::Acked);
+            async move { Store::write(store.as_ref(), acked.into()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let pause = sleep(300);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let lease = store.lease(vec![next(&queued, MessageState::Delivered)]).await;
+        assert!(matches!(lease, Err(StoreError::Conflict { .. })), "{lease:?}");
+        for task in [busy, pause] {
+            task.await.unwrap().unwrap();
+        }
+        ack.await.unwrap().unwrap();
+        let stored = store.get_message(queued.id()).await.unwrap().unwrap();
+        assert_eq!(stored.state, MessageState::Acked);
+        // Nothing staged now: a claim of an open message goes straight in.
+        let other = message("free", "opencode://backend", Priority::Medium, 2);
+        Store::write(store.as_ref(), insert(&other).into()).await.unwrap();
+        store.lease(vec![next(&other, MessageState::Delivered)]).await.unwrap();
     }
 
     /// A version 2 file (with its inbox and deadline indexes) opens as
