@@ -212,6 +212,9 @@ async fn list_pages_and_filters(store: &dyn Store) {
         })
         .await
         .unwrap();
+    // Read back as ended (the SQLite store keeps only active ones in memory).
+    let reread = store.get_session(&l1.session_id).await.unwrap().unwrap();
+    assert_eq!((reread.state, reread.version), (SessionState::Completed, 2));
 
     let mut query = SessionQuery {
         limit: 2,

@@ -6,9 +6,10 @@
 //! version conflict fails that request alone. Reads use a small pool of
 //! separate connections and never wait for the writer.
 //!
-//! Agents and open (queued or delivered) messages are also kept in memory,
-//! updated by the writer thread after each commit in commit order, so the
-//! hot path (recipient lookups, inbox claims, sweeps, acks) reads no SQL.
+//! Agents, open (queued or delivered) messages and active sessions are also
+//! kept in memory, updated by the writer thread after each commit in commit
+//! order, so the hot path (recipient lookups, inbox claims, sweeps, acks,
+//! session updates) reads no SQL.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -125,6 +126,8 @@ struct Hot {
     /// Open messages the writer's current transaction changes: until it is
     /// done, their leases wait behind it.
     staging: HashSet<MessageId>,
+    /// Active sessions.
+    sessions: HashMap<SessionId, Session>,
 }
 
 impl Hot {
@@ -141,6 +144,17 @@ impl Hot {
         for record in query_messages(conn, "SELECT body FROM messages WHERE state IN (1, 2)", [])? {
             hot.message(record);
         }
+        let active: Vec<String> = conn
+            .prepare("SELECT body FROM sessions WHERE state = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_map([state_code(SessionState::Active)], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(backend)?;
+        for body in active {
+            let session = parse_session(&body)?;
+            hot.sessions.insert(session.session_id.clone(), session);
+        }
         Ok(hot)
     }
 
@@ -152,6 +166,15 @@ impl Hot {
         if record.state.is_open() {
             self.index.add(&record, false);
             self.open.insert(record.id().clone(), record);
+        }
+    }
+
+    /// Applies a committed session change.
+    fn session(&mut self, session: &Session) {
+        if session.is_active() {
+            self.sessions.insert(session.session_id.clone(), session.clone());
+        } else {
+            self.sessions.remove(&session.session_id);
         }
     }
 
@@ -520,8 +543,11 @@ impl Writer {
             for outcome in outcomes {
                 match outcome {
                     Outcome::Set(reply, result, records) => {
-                        if result.is_ok() {
+                        if let Ok(event) = &result {
                             records.into_iter().for_each(|record| hot.message(record));
+                            if let Some(event) = event {
+                                hot.session(&event.session);
+                            }
                         }
                         replies.push(Outcome::Set(reply, result, Vec::new()));
                     }
@@ -908,6 +934,9 @@ impl Store for SqliteStore {
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
+        if let Some(session) = self.hot().sessions.get(id) {
+            return Ok(Some(session.clone()));
+        }
         let id = id.as_str().to_owned();
         self.read(move |conn| {
             let body: Option<String> = conn
