@@ -20,6 +20,8 @@ pub struct Presence {
 struct Entry {
     streams: usize,
     wake: Arc<Notify>,
+    /// Acks: only streams with a prefetch limit wait for these.
+    acked: Arc<Notify>,
     last_seen: Option<Timestamp>,
 }
 
@@ -28,15 +30,25 @@ impl Presence {
         self.agents.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// What an agent's streams wait on.
-    pub fn waker(&self, agent: &AgentId) -> Arc<Notify> {
-        self.lock().entry(agent.clone()).or_default().wake.clone()
+    /// What an agent's streams wait on: work, and acks.
+    pub fn wakers(&self, agent: &AgentId) -> (Arc<Notify>, Arc<Notify>) {
+        let mut agents = self.lock();
+        let entry = agents.entry(agent.clone()).or_default();
+        (entry.wake.clone(), entry.acked.clone())
     }
 
-    /// Wakes every stream of `agent` that is waiting.
+    /// Wakes every stream of `agent` that is waiting: a message arrived or
+    /// became due, or the agent was unregistered.
     pub fn wake(&self, agent: &AgentId) {
         if let Some(entry) = self.lock().get(agent) {
             entry.wake.notify_waiters();
+        }
+    }
+
+    /// Wakes the streams of `agent` waiting at their prefetch limit.
+    pub fn acked(&self, agent: &AgentId) {
+        if let Some(entry) = self.lock().get(agent) {
+            entry.acked.notify_waiters();
         }
     }
 

@@ -204,6 +204,10 @@ impl Store for MemoryStore {
         Ok(self.lock().agents.get(id).cloned())
     }
 
+    async fn is_registered(&self, id: &AgentId) -> Result<bool, StoreError> {
+        Ok(self.lock().agents.contains_key(id))
+    }
+
     async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError> {
         use std::ops::Bound;
         let inner = self.lock();

@@ -180,6 +180,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_agent(&self, id: &AgentId) -> Result<Option<Agent>, StoreError>;
 
+    /// Whether the agent is registered, without copying it.
+    async fn is_registered(&self, id: &AgentId) -> Result<bool, StoreError> {
+        Ok(self.get_agent(id).await?.is_some())
+    }
+
     /// Agents in id order, starting after `after`.
     async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError>;
 

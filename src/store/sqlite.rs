@@ -1105,6 +1105,10 @@ impl Store for SqliteStore {
         Ok(self.hot().agents.get(id).cloned())
     }
 
+    async fn is_registered(&self, id: &AgentId) -> Result<bool, StoreError> {
+        Ok(self.hot().agents.contains_key(id))
+    }
+
     async fn list_agents(&self, after: Option<&AgentId>, limit: usize) -> Result<Vec<Agent>, StoreError> {
         let hot = self.hot();
         let agents = match after {

@@ -79,15 +79,19 @@ impl Messaging {
             let heartbeat = messaging.config.heartbeat;
             let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
             idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let waker = messaging.presence.waker(&agent);
+            let (waker, acks) = messaging.presence.wakers(&agent);
             // Registration was checked when the stream opened; after each
             // wake-up (unregistering wakes the agent) it is checked again
             // before anything more is claimed.
             let mut check_registration = false;
             loop {
                 let woken = waker.notified();
-                tokio::pin!(woken);
+                let acked = acks.notified();
+                tokio::pin!(woken, acked);
                 woken.as_mut().enable();
+                if max_in_flight.is_some() {
+                    acked.as_mut().enable();
+                }
                 if check_registration {
                     match messaging.is_registered(&agent).await {
                         Ok(true) => check_registration = false,
@@ -157,6 +161,7 @@ impl Messaging {
                     biased;
                     () = shutdown.cancelled() => Wake::Shutdown,
                     () = &mut woken => Wake::Work,
+                    () = &mut acked, if max_in_flight.is_some() => Wake::Acked,
                     () = tokio::time::sleep(until_next) => Wake::Work,
                     _ = idle.tick() => Wake::Idle,
                 };
@@ -166,6 +171,7 @@ impl Messaging {
                         return;
                     }
                     Wake::Work => check_registration = true,
+                    Wake::Acked => {}
                     Wake::Idle => {
                         check_registration = true;
                         guard.prune();
@@ -204,6 +210,8 @@ impl Messaging {
 enum Wake {
     Shutdown,
     Work,
+    /// An ack made room under the prefetch limit.
+    Acked,
     Idle,
 }
 

@@ -140,7 +140,7 @@ impl Messaging {
     }
 
     async fn is_registered(&self, agent: &AgentId) -> Result<bool> {
-        Ok(self.store.get_agent(agent).await?.is_some())
+        Ok(self.store.is_registered(agent).await?)
     }
 
     pub async fn get(&self, id: &MessageId) -> Result<MessageRecord> {
@@ -646,7 +646,7 @@ impl Messaging {
         self.metrics.acked(record.message.message_type, latency);
         self.presence.touch(agent);
         // A stream at its prefetch limit has room again.
-        self.presence.wake(agent);
+        self.presence.acked(agent);
     }
 }
 
