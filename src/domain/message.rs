@@ -322,9 +322,31 @@ impl MessageRecord {
 
 /// FNV-1a: stable across builds and versions, unlike std's hasher.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+    fnv1a(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// The [`fingerprint`] of `value`'s JSON, hashed as it is written rather
+/// than from a buffer.
+pub fn json_fingerprint<T: serde::Serialize>(value: &T) -> serde_json::Result<u64> {
+    struct Fnv(u64);
+    impl std::io::Write for Fnv {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 = fnv1a(self.0, bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hash = Fnv(fingerprint(b""));
+    serde_json::to_writer(&mut hash, value)?;
+    Ok(hash.0)
 }
 
 #[cfg(test)]
@@ -353,5 +375,9 @@ mod tests {
         assert_eq!(fingerprint(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fingerprint(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(fingerprint(b"ab"), fingerprint(b"ba"));
+        // Fingerprints stored by earlier versions (from a buffer) still match.
+        let value = serde_json::json!({"payload": {"n": [1, 2.5, "x"]}, "to": "opencode://backend"});
+        let buffered = fingerprint(&serde_json::to_vec(&value).unwrap());
+        assert_eq!(json_fingerprint(&value).unwrap(), buffered);
     }
 }

@@ -22,7 +22,7 @@ use super::metrics::Metrics;
 use super::presence::Presence;
 use crate::domain::message::{
     AgentRef, BUS_AGENT, DeliveryMode, Message, MessageId, MessageRecord, MessageState, MessageType, Priority, Routing,
-    fingerprint,
+    json_fingerprint,
 };
 use crate::domain::session::{Session, SessionEventKind, SessionLimits, Task, TaskState};
 use crate::domain::{AgentId, Error, ErrorKind, JsonObject, Result, Timestamp};
@@ -153,7 +153,7 @@ impl Messaging {
     /// Accepts a message. With SYNC delivery waits for the reply, at most
     /// until the routing timeout or `deadline`, whichever comes first.
     pub async fn send(self: &Arc<Self>, new: NewMessage, deadline: Option<Instant>) -> Result<SendOutcome> {
-        let print = fingerprint(&serde_json::to_vec(&new).map_err(|e| Error::internal(e.to_string()))?);
+        let print = json_fingerprint(&new).map_err(|e| Error::internal(e.to_string()))?;
         let client_id = new.message_id.is_some();
         let message = Message {
             message_id: new.message_id.unwrap_or_else(MessageId::generate),
