@@ -722,7 +722,7 @@ async fn sync_send_without_reply_hits_the_deadline() {
 
 #[tokio::test]
 async fn resends_are_idempotent() {
-    let (_bus, _agents, mut messages) = bus_with_agents(&[]).await;
+    let (bus, _agents, mut messages) = bus_with_agents(&[]).await;
     let original = message("once", ORCHESTRATOR, BACKEND);
     let first = send(&mut messages, original.clone()).await.unwrap();
     let second = send(&mut messages, original.clone()).await.unwrap();
@@ -745,6 +745,23 @@ async fn resends_are_idempotent() {
     let mut changed = original.clone();
     changed.priority = pb::Priority::Critical as i32;
     assert_status(send(&mut messages, changed).await, Code::AlreadyExists, "already used");
+    // The first send's answer stands even when a new send would now fail:
+    // here the recipient is gone.
+    drop(backend);
+    let mut agents = bus.agents().await;
+    agents
+        .unregister_agent(pb::UnregisterAgentRequest {
+            agent_id: BACKEND.into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&mut messages, original.clone()).await.unwrap().state(),
+        pb::MessageState::Acked
+    );
+    let mut fresh = original.clone();
+    fresh.message_id = "never-sent".into();
+    assert_status(send(&mut messages, fresh).await, Code::NotFound, "not registered");
     let mut other_sender = original;
     other_sender.sender = Some(pb::AgentRef {
         agent_id: FRONTEND.into(),

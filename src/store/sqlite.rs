@@ -318,6 +318,7 @@ impl SqliteStore {
         let readers = Arc::new(ReadPool {
             path: options.path.clone(),
             idle: Mutex::new(Vec::new()),
+            turns: Arc::new(tokio::sync::Semaphore::new(READERS)),
         });
         Ok(Self {
             writer,
@@ -357,14 +358,22 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let pool = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
+        // The turn is the task's: a caller that gives up does not free it.
+        let turn = pool
+            .turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let task = tokio::task::spawn_blocking(move || {
             let conn = pool.take()?;
             let result = query(&conn);
             pool.give(conn);
+            drop(turn);
             result
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+        });
+        task.await
+            .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
     }
 }
 
@@ -850,9 +859,13 @@ fn apply_message(conn: &Connection, write: &MessageWrite, body: &str, view: &Vie
     }
 }
 
+/// At most [`READERS`] connections, each used by one blocking task at a
+/// time: further reads wait for a turn instead of opening connections (and
+/// blocking threads) of their own.
 struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl ReadPool {

@@ -197,21 +197,26 @@ impl Messaging {
         print: u64,
         resend_possible: bool,
     ) -> std::result::Result<MessageRecord, Accepted> {
-        // A resend is answered from the first send, whatever changed since.
-        // Only a client-chosen id can be a resend.
-        if resend_possible
-            && self
-                .store
-                .get_message(&message.message_id)
-                .await
-                .map_err(Error::from)?
-                .is_some()
-        {
-            return Err(self.duplicate(&message, print).await);
+        match self.insert(&message, print).await {
+            // A resend is answered from the first send, whatever changed
+            // since: a check that failed (the recipient is gone, the session
+            // ended, the inbox is full) may have failed because of that. Only
+            // a client-chosen id can be a resend. A resend that passes every
+            // check meets its first send's id in the store.
+            Err(Accepted::Failed(error)) if resend_possible => {
+                match self.store.get_message(&message.message_id).await {
+                    Ok(Some(_)) => Err(self.duplicate(&message, print).await),
+                    _ => Err(Accepted::Failed(error)),
+                }
+            }
+            accepted => accepted,
         }
+    }
+
+    async fn insert(&self, message: &Message, print: u64) -> std::result::Result<MessageRecord, Accepted> {
         for _ in 0..MAX_ATTEMPTS {
-            let target = self.resolve_recipient(&message).await?;
-            let session = self.check_session(&message).await?;
+            let target = self.resolve_recipient(message).await?;
+            let session = self.check_session(message).await?;
             let now = self.tick();
             let timeout = message.routing.timeout.unwrap_or(self.config.message_timeout);
             let record = MessageRecord::queued(message.clone(), target, now, timeout, print);
@@ -225,11 +230,11 @@ impl Messaging {
                 session: None,
                 messages: vec![insert],
             };
-            let answers = self.answered(&message).await?;
+            let answers = self.answered(message).await?;
             let is_reply = answers.is_some();
             set.messages.extend(answers);
             if let Some(session) = session {
-                set.session = self.task_change(session, &message, now).await?;
+                set.session = self.task_change(session, message, now).await?;
             }
             match self.store.write(set).await {
                 Ok(_) => {
@@ -237,12 +242,12 @@ impl Messaging {
                     self.presence.wake(&record.recipient);
                     self.presence.touch(&message.sender.agent_id);
                     if let (true, Some(original)) = (is_reply, &message.in_reply_to) {
-                        self.fulfil_reply(original, &message);
+                        self.fulfil_reply(original, message);
                     }
                     return Ok(record);
                 }
                 Err(StoreError::AlreadyExists(what)) if what == format!("message {}", message.message_id) => {
-                    return Err(self.duplicate(&message, print).await);
+                    return Err(self.duplicate(message, print).await);
                 }
                 // The recipient was unregistered meanwhile: resolve again.
                 Err(StoreError::NotFound(what)) if what.starts_with("agent ") => continue,
