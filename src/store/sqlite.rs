@@ -1316,6 +1316,15 @@ mod tests {
     use super::*;
     use crate::domain::session::{NewSession, SessionLimits};
 
+    fn test_options(path: PathBuf) -> SqliteOptions {
+        SqliteOptions {
+            path,
+            synchronous: Synchronous::Normal,
+            feed_capacity: 16,
+            max_batch: 64,
+        }
+    }
+
     fn session(id: &str) -> SessionChange {
         let new = NewSession {
             session_id: Some(SessionId::parse(id).unwrap()),
@@ -1342,12 +1351,7 @@ mod tests {
         use crate::domain::message::Priority;
         use crate::store::conformance::{insert, message, next};
         let dir = tempfile::tempdir().unwrap();
-        let options = SqliteOptions {
-            path: dir.path().join("bus.sqlite3"),
-            synchronous: Synchronous::Normal,
-            feed_capacity: 16,
-            max_batch: 64,
-        };
+        let options = test_options(dir.path().join("bus.sqlite3"));
         let store = Arc::new(SqliteStore::open(&options).unwrap());
         let queued = message("contended", "opencode://backend", Priority::Medium, 1);
         Store::write(store.as_ref(), insert(&queued).into()).await.unwrap();
@@ -1395,12 +1399,7 @@ mod tests {
         use crate::store::conformance::{insert, message};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bus.sqlite3");
-        let options = SqliteOptions {
-            path: path.clone(),
-            synchronous: Synchronous::Normal,
-            feed_capacity: 16,
-            max_batch: 64,
-        };
+        let options = test_options(path.clone());
         let store = SqliteStore::open(&options).unwrap();
         let before = std::fs::metadata(&path).unwrap().len();
         for i in 0..500 {
@@ -1435,12 +1434,7 @@ mod tests {
             )
             .unwrap();
         }
-        let options = SqliteOptions {
-            path: path.clone(),
-            synchronous: Synchronous::Normal,
-            feed_capacity: 16,
-            max_batch: 64,
-        };
+        let options = test_options(path.clone());
         SqliteStore::open(&options).unwrap().close().await.unwrap();
         let conn = Connection::open(&path).unwrap();
         let indexes: Vec<String> = conn
@@ -1472,12 +1466,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rolled_back_transaction_fails_its_whole_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let options = SqliteOptions {
-            path: dir.path().join("bus.sqlite3"),
-            synchronous: Synchronous::Normal,
-            feed_capacity: 16,
-            max_batch: 64,
-        };
+        let options = test_options(dir.path().join("bus.sqlite3"));
         let store = Arc::new(SqliteStore::open(&options).unwrap());
         // Hold the writer so the next three writes queue up as one batch.
         let busy = {
