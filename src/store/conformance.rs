@@ -565,6 +565,29 @@ async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
         .await;
     assert!(matches!(full, Err(StoreError::InboxFull { limit: 2, .. })), "{full:?}");
     assert_eq!(store.inbox_depth(&agent("codex://frontend")).await.unwrap(), 0);
+    // Handing an open message to another recipient (a fallback) moves it
+    // between their counts within the set too.
+    let held = message("handed", "codex://frontend", Priority::Low, 2);
+    store.write(insert(&held).into()).await.unwrap();
+    let mut moved = next(&held, MessageState::Queued);
+    moved.record.recipient = agent("codex://fallback");
+    let set = |writes| WriteSet {
+        session: None,
+        messages: writes,
+    };
+    let to_fallback = |id: &str| MessageWrite {
+        inbox_limit: Some(1),
+        ..insert(&message(id, "codex://fallback", Priority::Low, 3))
+    };
+    let over = store.write(set(vec![moved.clone(), to_fallback("f4")])).await;
+    assert!(matches!(over, Err(StoreError::InboxFull { limit: 1, .. })), "{over:?}");
+    let to_frontend = MessageWrite {
+        inbox_limit: Some(1),
+        ..insert(&message("f5", "codex://frontend", Priority::Low, 3))
+    };
+    store.write(set(vec![moved, to_frontend])).await.unwrap();
+    assert_eq!(store.inbox_depth(&agent("codex://fallback")).await.unwrap(), 1);
+    assert_eq!(store.inbox_depth(&agent("codex://frontend")).await.unwrap(), 1);
 }
 
 /// The next version of `record` in `state`, written over `record`.

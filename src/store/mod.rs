@@ -59,7 +59,11 @@ pub struct SessionChange {
 #[derive(Debug, Clone)]
 pub struct MessageWrite {
     pub record: MessageRecord,
-    /// `None`: the message must not exist yet.
+    /// `None`: the message must not exist yet. A taken id fails with
+    /// [`StoreError::AlreadyExists`], but when it belongs to a closed message
+    /// the SQLite store may first fail `inbox_limit` or `require_recipient`:
+    /// a caller that must tell a resend apart looks the id up after a
+    /// failure (as `Messaging` does).
     pub expected: Option<u64>,
     /// For new messages: fail with [`StoreError::InboxFull`] if the
     /// recipient already has this many open messages.

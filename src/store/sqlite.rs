@@ -200,11 +200,6 @@ impl Hot {
         Ok(())
     }
 
-    /// The version of an open message, leases included.
-    fn version(&self, id: &MessageId) -> Option<u64> {
-        self.open.get(id).map(|m| m.version)
-    }
-
     fn apply(&mut self, change: HotChange) {
         match change {
             HotChange::PutAgent(agent) => {
@@ -653,8 +648,8 @@ fn apply(
             earlier,
             hot,
         };
-        let was_open = apply_message(&sp, write, body, &view)?;
-        staged.message(&write.record, was_open);
+        let was_open_for = apply_message(&sp, write, body, &view)?;
+        staged.message(&write.record, was_open_for);
     }
     sp.commit().map_err(backend)?;
     Ok(staged)
@@ -664,8 +659,8 @@ fn apply(
 /// shows it only after the commit.
 #[derive(Default)]
 struct Staged {
-    /// Version and whether it is open.
-    messages: HashMap<MessageId, (u64, bool)>,
+    /// Version, and the recipient while it is open.
+    messages: HashMap<MessageId, (u64, Option<AgentId>)>,
     /// Change in open messages per recipient.
     opened: HashMap<AgentId, i64>,
     /// Agents registered (true) or removed (false).
@@ -673,12 +668,17 @@ struct Staged {
 }
 
 impl Staged {
-    fn message(&mut self, record: &MessageRecord, was_open: bool) {
-        let open = record.state.is_open();
-        self.messages.insert(record.id().clone(), (record.version, open));
-        if open != was_open {
-            *self.opened.entry(record.recipient.clone()).or_default() += if open { 1 } else { -1 };
+    /// `was_open_for`: the recipient of the previous version, if it was open
+    /// (a fallback handover moves an open message to another recipient).
+    fn message(&mut self, record: &MessageRecord, was_open_for: Option<AgentId>) {
+        if let Some(previous) = was_open_for {
+            *self.opened.entry(previous).or_default() -= 1;
         }
+        let open_for = record.state.is_open().then(|| record.recipient.clone());
+        if let Some(recipient) = &open_for {
+            *self.opened.entry(recipient.clone()).or_default() += 1;
+        }
+        self.messages.insert(record.id().clone(), (record.version, open_for));
     }
 
     fn agent(&mut self, change: &HotChange) {
@@ -712,27 +712,29 @@ impl View<'_> {
         [self.set, self.earlier]
     }
 
-    /// The message's current version and whether it is open. New messages
-    /// are not looked up on disk: the primary key refuses one stored there.
-    fn message(&self, conn: &Connection, write: &MessageWrite) -> Result<(Option<u64>, bool), StoreError> {
+    /// The message's current version, and its recipient if it is open. New
+    /// messages are not looked up on disk: the primary key refuses one
+    /// stored there.
+    fn message(&self, conn: &Connection, write: &MessageWrite) -> Result<(Option<u64>, Option<AgentId>), StoreError> {
         let id = write.record.id();
-        if let Some((version, open)) = self.layers().iter().find_map(|staged| staged.messages.get(id)) {
-            return Ok((Some(*version), *open));
+        if let Some((version, open_for)) = self.layers().iter().find_map(|staged| staged.messages.get(id)) {
+            return Ok((Some(*version), open_for.clone()));
         }
         let mut hot = self.hot();
-        if let Some(version) = hot.version(id) {
+        if let Some(open) = hot.open.get(id) {
+            let found = (Some(open.version), Some(open.recipient.clone()));
             hot.staging.insert(id.clone());
-            return Ok((Some(version), true));
+            return Ok(found);
         }
         drop(hot);
         if write.expected.is_none() {
-            return Ok((None, false));
+            return Ok((None, None));
         }
         let stored = conn
             .prepare_cached("SELECT version FROM messages WHERE message_id = ?1")
             .and_then(|mut stmt| stmt.query_row([id.as_str()], |r| r.get(0)).optional())
             .map_err(backend)?;
-        Ok((stored, false))
+        Ok((stored, None))
     }
 
     fn is_registered(&self, agent: &AgentId) -> bool {
@@ -828,11 +830,17 @@ fn message_state_code(state: MessageState) -> i64 {
     }
 }
 
-/// Writes the message; answers whether its previous version was open.
-fn apply_message(conn: &Connection, write: &MessageWrite, body: &str, view: &View<'_>) -> Result<bool, StoreError> {
+/// Writes the message; answers the recipient of its previous version if that
+/// was open.
+fn apply_message(
+    conn: &Connection,
+    write: &MessageWrite,
+    body: &str,
+    view: &View<'_>,
+) -> Result<Option<AgentId>, StoreError> {
     let record = &write.record;
     let id = record.id().as_str();
-    let (stored, was_open) = view.message(conn, write)?;
+    let (stored, was_open_for) = view.message(conn, write)?;
     check_version(message_record(record), write.expected, stored)?;
     if write.require_recipient && !view.is_registered(&record.recipient) {
         return Err(StoreError::NotFound(format!("agent {}", record.recipient)));
@@ -869,7 +877,7 @@ fn apply_message(conn: &Connection, write: &MessageWrite, body: &str, view: &Vie
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     };
     match conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute(columns)) {
-        Ok(_) => Ok(was_open),
+        Ok(_) => Ok(was_open_for),
         Err(rusqlite::Error::SqliteFailure(e, _)) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
             Err(StoreError::AlreadyExists(message_record(record)()))
         }
