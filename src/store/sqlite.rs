@@ -291,15 +291,8 @@ impl SqliteStore {
         ))
         .map_err(|e| open_error(&options.path, e))?;
         migrate(&conn).map_err(|e| open_error(&options.path, e))?;
-        // The writer waits only for the checkpointer's RESTART (see
-        // [`Checkpointer`]), which is short: retry often rather than with
-        // SQLite's default back-off of up to 100 ms a sleep. Five seconds
-        // in all, like the busy timeout it replaces.
-        conn.busy_handler(Some(|retries| {
-            std::thread::sleep(std::time::Duration::from_micros(100));
-            retries < 50_000
-        }))
-        .map_err(|e| open_error(&options.path, e))?;
+        conn.busy_handler(Some(retry_soon))
+            .map_err(|e| open_error(&options.path, e))?;
         let hot = Arc::new(Mutex::new(Hot::load(&conn)?));
         let last: u64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM session_events", [], |r| r.get(0))
@@ -905,10 +898,19 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 /// About 32 MiB of 4 KiB pages.
 const WAL_RESTART: i64 = 8192;
 
+/// The busy handler of the writer and the checkpointer: each waits only for
+/// the other (a RESTART checkpoint, a commit), which is short, so it retries
+/// every 100 µs rather than with SQLite's default back-off of sleeps up to
+/// 100 ms. At least five seconds in all, like the busy timeout it replaces.
+fn retry_soon(retries: i32) -> bool {
+    std::thread::sleep(std::time::Duration::from_micros(100));
+    retries < 50_000
+}
+
 impl Checkpointer {
     fn start(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(|e| open_error(path, e))?;
-        conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(backend)?;
+        let mut conn = Connection::open(path).map_err(|e| open_error(path, e))?;
+        conn.busy_handler(Some(retry_soon)).map_err(backend)?;
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         // (busy, frames in the WAL, frames copied)
         let checkpoint = move |mode: &str| {
