@@ -133,26 +133,14 @@ struct Hot {
 impl Hot {
     fn load(conn: &Connection) -> Result<Self, StoreError> {
         let mut hot = Hot::default();
-        let bodies: Vec<String> = conn
-            .prepare("SELECT body FROM agents")
-            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
-            .map_err(backend)?;
-        for body in bodies {
-            let agent: Agent = decode(&body)?;
+        for agent in query_bodies::<Agent>(conn, "SELECT body FROM agents", [])? {
             hot.agents.insert(agent.id().clone(), agent);
         }
-        for record in query_messages(conn, "SELECT body FROM messages WHERE state IN (1, 2)", [])? {
+        for record in query_bodies(conn, "SELECT body FROM messages WHERE state IN (1, 2)", [])? {
             hot.message(record);
         }
-        let active: Vec<String> = conn
-            .prepare("SELECT body FROM sessions WHERE state = ?1")
-            .and_then(|mut stmt| {
-                stmt.query_map([state_code(SessionState::Active)], |r| r.get(0))?
-                    .collect()
-            })
-            .map_err(backend)?;
-        for body in active {
-            let session = parse_session(&body)?;
+        let active = [state_code(SessionState::Active)];
+        for session in query_bodies::<Session>(conn, "SELECT body FROM sessions WHERE state = ?1", active)? {
             hot.sessions.insert(session.session_id.clone(), session);
         }
         Ok(hot)
@@ -284,15 +272,14 @@ impl SqliteStore {
             Synchronous::Full => "FULL",
             Synchronous::Normal => "NORMAL",
         };
+        conn.busy_handler(Some(retry_soon))
+            .map_err(|e| open_error(&options.path, e))?;
         // No automatic checkpoints in commits: see [`Checkpointer`].
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;
-             PRAGMA wal_autocheckpoint = 0;"
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(|e| open_error(&options.path, e))?;
         migrate(&conn).map_err(|e| open_error(&options.path, e))?;
-        conn.busy_handler(Some(retry_soon))
-            .map_err(|e| open_error(&options.path, e))?;
         let hot = Arc::new(Mutex::new(Hot::load(&conn)?));
         let last: u64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM session_events", [], |r| r.get(0))
@@ -1087,23 +1074,9 @@ impl Store for SqliteStore {
 
     async fn idle_sessions(&self, before: Timestamp, limit: usize) -> Result<Vec<Session>, StoreError> {
         self.read(move |conn| {
-            let bodies: Vec<String> = conn
-                .prepare_cached(
-                    "SELECT body FROM sessions WHERE state = ?1 AND updated_at < ?2 ORDER BY updated_at LIMIT ?3",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_map(
-                        params![
-                            state_code(SessionState::Active),
-                            before.unix_micros(),
-                            i64::try_from(limit).unwrap_or(i64::MAX)
-                        ],
-                        |r| r.get(0),
-                    )?
-                    .collect()
-                })
-                .map_err(backend)?;
-            bodies.iter().map(|b| parse_session(b)).collect()
+            let sql = "SELECT body FROM sessions WHERE state = ?1 AND updated_at < ?2 ORDER BY updated_at LIMIT ?3";
+            let active = state_code(SessionState::Active);
+            query_bodies(conn, sql, params![active, before.unix_micros(), to_i64(limit as u64)])
         })
         .await
     }
@@ -1227,7 +1200,7 @@ impl Store for SqliteStore {
         }
         let id = id.as_str().to_owned();
         self.read(move |conn| {
-            query_messages(conn, "SELECT body FROM messages WHERE message_id = ?1", params![id]).map(first)
+            query_bodies(conn, "SELECT body FROM messages WHERE message_id = ?1", params![id]).map(first)
         })
         .await
     }
@@ -1236,7 +1209,7 @@ impl Store for SqliteStore {
         let id = id.as_str().to_owned();
         self.read(move |conn| {
             let sql = "SELECT body FROM messages WHERE in_reply_to = ?1 ORDER BY accepted_at LIMIT ?2";
-            query_messages(conn, sql, params![id, to_i64(limit as u64)])
+            query_bodies(conn, sql, params![id, to_i64(limit as u64)])
         })
         .await
     }
@@ -1295,11 +1268,12 @@ impl Store for SqliteStore {
     }
 }
 
-fn query_messages(
+/// Runs `sql`, which selects one JSON body per row, and decodes the bodies.
+fn query_bodies<T: serde::de::DeserializeOwned>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
-) -> Result<Vec<MessageRecord>, StoreError> {
+) -> Result<Vec<T>, StoreError> {
     let bodies: Vec<String> = conn
         .prepare_cached(sql)
         .and_then(|mut stmt| stmt.query_map(params, |r| r.get(0))?.collect())
