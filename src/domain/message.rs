@@ -320,19 +320,19 @@ impl MessageRecord {
     }
 }
 
-/// FNV-1a: stable across builds and versions, unlike std's hasher.
-pub fn fingerprint(bytes: &[u8]) -> u64 {
-    fnv1a(0xcbf2_9ce4_8422_2325, bytes)
-}
+/// FNV-1a's starting value.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// FNV-1a over `bytes`, continuing from `hash`: stable across builds and
+/// versions, unlike std's hasher.
 fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(hash, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-/// The [`fingerprint`] of `value`'s JSON, hashed as it is written rather
-/// than from a buffer.
+/// FNV-1a of `value`'s JSON, hashed as it is written: the same value as
+/// hashing the serialized bytes, which is what earlier versions stored.
 pub fn json_fingerprint<T: serde::Serialize>(value: &T) -> serde_json::Result<u64> {
     struct Fnv(u64);
     impl std::io::Write for Fnv {
@@ -344,7 +344,7 @@ pub fn json_fingerprint<T: serde::Serialize>(value: &T) -> serde_json::Result<u6
             Ok(())
         }
     }
-    let mut hash = Fnv(fingerprint(b""));
+    let mut hash = Fnv(FNV_OFFSET);
     serde_json::to_writer(&mut hash, value)?;
     Ok(hash.0)
 }
@@ -372,6 +372,7 @@ mod tests {
 
     #[test]
     fn fingerprints_are_stable() {
+        let fingerprint = |bytes: &[u8]| fnv1a(FNV_OFFSET, bytes);
         assert_eq!(fingerprint(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fingerprint(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(fingerprint(b"ab"), fingerprint(b"ba"));
