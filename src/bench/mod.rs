@@ -19,6 +19,8 @@ use serde_json::{Map, Value as Json};
 
 use driver::{Measured, Timing};
 
+use crate::app::messaging::MAX_ACKS;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
@@ -106,7 +108,7 @@ pub struct BenchArgs {
     /// Receivers acknowledge up to this many deliveries per AckMessages
     /// call, one call in flight per agent; 1: one AckMessage per delivery,
     /// up to 256 in flight per agent.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=MAX_ACKS as i64))]
     pub ack_batch: u32,
     /// watch: number of subscribers.
     #[arg(long, default_value_t = 100)]

@@ -11,7 +11,7 @@ use super::convert::timestamp;
 use super::convert_messages as convert;
 use super::grpc::status;
 use crate::app::agents::{Agents, ListAgents};
-use crate::app::messaging::{InboxItem, Messaging};
+use crate::app::messaging::{InboxItem, MAX_ACKS, Messaging};
 use crate::domain::message::MessageId;
 use crate::domain::{AgentId, Error};
 use crate::pb;
@@ -19,9 +19,6 @@ use crate::pb::agent_service_server::AgentService;
 use crate::pb::message_service_server::MessageService;
 
 type GrpcResult<T> = Result<Response<T>, Status>;
-
-/// Most ids in one AckMessages call.
-const MAX_ACKS: usize = 1000;
 
 fn agent_id(field: &str, value: &str) -> Result<AgentId, Status> {
     AgentId::parse_field(field, value).map_err(status)

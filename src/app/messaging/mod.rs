@@ -33,6 +33,8 @@ mod sweep;
 
 use sweep::DeadLetter;
 
+/// Most ids in one AckMessages call.
+pub const MAX_ACKS: usize = 1000;
 /// Retries of a write that lost a race with another writer.
 const MAX_ATTEMPTS: usize = 32;
 /// Due messages handled per sweep query.
