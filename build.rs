@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Decode errors are INVALID_ARGUMENT, not tonic-prost's INTERNAL.
+        .codec_path("crate::transport::codec::AgentbusCodec")
         .compile_fds_with_config(fds, config)?;
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! Server configuration: defaults, then an optional TOML file, then
 //! `AGENT_BUS_*` environment variables, then command-line flags.
 
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
@@ -24,7 +26,7 @@ pub enum StoreKind {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     pub api_key: Option<String>,
     pub insecure: bool,
     pub store: StoreKind,
@@ -56,12 +58,21 @@ pub struct Config {
     pub retry_backoff: Duration,
     /// Open messages per recipient before sends are RESOURCE_EXHAUSTED.
     pub inbox_limit: u64,
+    /// Open connections at most (the prototype's `maxConnections`); lowered
+    /// at start to what the open-file limit allows.
+    pub max_connections: usize,
+    /// A connection that sends no complete request head within this is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: ListenAddr {
+                host: "127.0.0.1".into(),
+                port: 8080,
+            },
             api_key: None,
             insecure: false,
             store: StoreKind::Sqlite,
@@ -79,6 +90,8 @@ impl Default for Config {
             message_timeout: Duration::from_secs(300),
             retry_backoff: Duration::from_secs(1),
             inbox_limit: 10_000,
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -89,9 +102,11 @@ pub struct ServeArgs {
     /// TOML file with any of the settings below (keys in snake_case).
     #[arg(long, env = "AGENT_BUS_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080; env AGENT_BUS_HOST / AGENT_BUS_PORT].
+    /// Address to listen on: HOST:PORT, where HOST is an IP address (IPv6 in
+    /// brackets) or a name such as localhost
+    /// [default: 127.0.0.1:8080; env AGENT_BUS_HOST / AGENT_BUS_PORT].
     #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
     /// Require this key from every client (metadata `x-agent-api-key` or `authorization: Bearer`).
     #[arg(long, env = "AGENT_BUS_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -139,6 +154,12 @@ pub struct ServeArgs {
     pub retry_backoff: Option<Duration>,
     #[arg(long, env = "AGENT_BUS_INBOX_LIMIT")]
     pub inbox_limit: Option<u64>,
+    /// Open connections at most [default: 10000, lowered to fit the open-file limit].
+    #[arg(long, env = "AGENT_BUS_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Close connections that send no complete request head within this, e.g. 10s.
+    #[arg(long, env = "AGENT_BUS_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
+    pub header_read_timeout: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,13 +185,13 @@ impl Config {
             None => Self::default(),
         };
         if let Some(host) = env("AGENT_BUS_HOST").filter(|h| !h.is_empty()) {
-            config.listen.set_ip(parse_host(&host)?);
+            config.listen.host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
         }
         if let Some(port) = env("AGENT_BUS_PORT").filter(|p| !p.is_empty()) {
             let port = port.parse().map_err(|_| {
                 ConfigError::Invalid(format!("AGENT_BUS_PORT: {port:?} is not a port number (0-65535)"))
             })?;
-            config.listen.set_port(port);
+            config.listen.port = port;
         }
         config.apply(args);
         config.validate()?;
@@ -214,6 +235,8 @@ impl Config {
         set(&mut self.message_timeout, &args.message_timeout);
         set(&mut self.retry_backoff, &args.retry_backoff);
         set(&mut self.inbox_limit, &args.inbox_limit);
+        set(&mut self.max_connections, &args.max_connections);
+        set(&mut self.header_read_timeout, &args.header_read_timeout);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -234,6 +257,7 @@ impl Config {
             ("retry_backoff", self.retry_backoff, 10 * MS, HOUR),
             ("shutdown_grace", self.shutdown_grace, Duration::ZERO, HOUR),
             ("shutdown_drain", self.shutdown_drain, Duration::ZERO, HOUR),
+            ("header_read_timeout", self.header_read_timeout, 100 * MS, HOUR),
         ];
         for (name, value, min, max) in durations {
             if !(min..=max).contains(&value) {
@@ -262,13 +286,15 @@ impl Config {
             ),
             ("inbox_limit", self.inbox_limit, 1, 10_000_000),
             ("watch_buffer", self.watch_buffer as u64, 1, 1_000_000),
+            ("max_connections", self.max_connections as u64, 1, 1_000_000),
         ];
         for (name, value, min, max) in counts {
             if !(min..=max).contains(&value) {
                 return invalid(format!("{name} must be between {min} and {max}, got {value}"));
             }
         }
-        if self.api_key.is_none() && !self.listen.ip().is_loopback() && !self.insecure {
+        let addresses = self.listen.resolve().map_err(ConfigError::Invalid)?;
+        if self.api_key.is_none() && !addresses.iter().all(|a| a.ip().is_loopback()) && !self.insecure {
             return invalid(format!(
                 "refusing to listen on {} without an API key: anyone who can reach it could drive the bus. \
                  Set --api-key (or AGENT_BUS_API_KEY), listen on a loopback address, or pass --insecure",
@@ -284,14 +310,66 @@ impl Config {
     }
 }
 
-fn parse_host(host: &str) -> Result<IpAddr, ConfigError> {
-    match host {
-        "localhost" => Ok(IpAddr::from([127, 0, 0, 1])),
-        _ => host.parse().map_err(|_| {
-            ConfigError::Invalid(format!(
-                "AGENT_BUS_HOST: {host:?} is not an IP address (or `localhost`)"
-            ))
-        }),
+/// Where to listen: an IP address or a host name, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ListenAddr {
+    /// The addresses the host resolves to (a name may give several).
+    pub fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+        let addresses: Vec<SocketAddr> = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve the listen address {self}: {e}"))?
+            .collect();
+        if addresses.is_empty() {
+            return Err(format!("the listen address {self} resolves to no address"));
+        }
+        Ok(addresses)
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let invalid =
+            |why: &str| format!("{text:?} is not HOST:PORT ({why}), e.g. 127.0.0.1:8080, localhost:0, [::1]:8080");
+        let (host, port) = match text.strip_prefix('[') {
+            Some(rest) => {
+                let (host, rest) = rest.split_once(']').ok_or_else(|| invalid("no closing bracket"))?;
+                (host, rest.strip_prefix(':').ok_or_else(|| invalid("no port"))?)
+            }
+            None => text.rsplit_once(':').ok_or_else(|| invalid("no port"))?,
+        };
+        if host.is_empty() || host.contains(['/', ' ']) || (host.contains(':') && !text.starts_with('[')) {
+            return Err(invalid("write IPv6 addresses in brackets"));
+        }
+        let port = port.parse().map_err(|_| invalid("the port must be 0-65535"))?;
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -354,7 +432,7 @@ mod tests {
             ..Default::default()
         };
         let config = load(&args, &[]).unwrap();
-        assert_eq!((config.listen.port(), config.max_participants), (9000, 3));
+        assert_eq!((config.listen.port, config.max_participants), (9000, 3));
         assert_eq!(config.heartbeat_interval, Duration::from_secs(5));
 
         let config = load(&args, &[("AGENT_BUS_PORT", "9100")]).unwrap();
@@ -362,7 +440,7 @@ mod tests {
 
         args.listen = Some("127.0.0.1:9200".parse().unwrap());
         let config = load(&args, &[("AGENT_BUS_PORT", "9100")]).unwrap();
-        assert_eq!(config.listen.port(), 9200);
+        assert_eq!(config.listen.port, 9200);
     }
 
     #[test]
@@ -454,5 +532,30 @@ mod tests {
             ..Default::default()
         };
         assert!(load(&args, &[("AGENT_BUS_HOST", "0.0.0.0")]).is_ok());
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_checks_what_they_resolve_to() {
+        let named = ServeArgs {
+            listen: Some("localhost:0".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = load(&named, &[]).unwrap();
+        assert_eq!(config.listen.to_string(), "localhost:0");
+        assert!(config.listen.resolve().unwrap().iter().all(|a| a.ip().is_loopback()));
+        let v6: ListenAddr = "[::1]:8080".parse().unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.port, v6.to_string()),
+            ("::1", 8080, "[::1]:8080".into())
+        );
+        for bad in ["localhost", "::1:8080", ":8080", "host:99999", "[::1]8080", "a b:1"] {
+            assert!(bad.parse::<ListenAddr>().is_err(), "{bad}");
+        }
+        let unresolvable = ServeArgs {
+            listen: Some("no-such-host.invalid:8080".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = load(&unresolvable, &[]).unwrap_err();
+        assert!(err.to_string().contains("cannot resolve the listen address"), "{err}");
     }
 }

@@ -64,7 +64,9 @@ fn send_sync_gets_every_reply() {
 
 #[test]
 fn e2e_sweeps_rates_without_loss() {
-    let reports = bench(&["e2e", "--rate", "200,400", "--agents", "8"]);
+    // A generous p99 budget: this checks the sweep's bookkeeping, not the
+    // speed of a debug build sharing two cores with the other tests.
+    let reports = bench(&["e2e", "--rate", "200,400", "--agents", "8", "--max-p99", "60s"]);
     assert_eq!(reports.len(), 2);
     for (report, rate) in reports.iter().zip([200.0, 400.0]) {
         check(report, "e2e");

@@ -3,13 +3,15 @@
 
 use std::sync::Arc;
 
+use subtle::ConstantTimeEq;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
 pub const API_KEY_HEADER: &str = "x-agent-api-key";
 
 /// Accepts a call when no key is configured, or when it carries the key in
-/// `x-agent-api-key: KEY` or `authorization: Bearer KEY`.
+/// `x-agent-api-key: KEY` or `authorization: Bearer KEY`. Every credential
+/// it carries must be valid: a right key beside a wrong one fails.
 #[derive(Clone, Default)]
 pub struct ApiKeyAuth {
     key: Option<Arc<[u8]>>,
@@ -22,56 +24,91 @@ impl ApiKeyAuth {
         }
     }
 
-    /// Checks the presented credentials; the comparison takes the same time
-    /// wherever the first differing byte is.
-    pub fn check(&self, api_key: Option<&[u8]>, authorization: Option<&[u8]>) -> Result<(), &'static str> {
+    /// Checks every value of the two headers; each comparison takes the same
+    /// time wherever the first differing byte is.
+    pub fn check<'a>(
+        &self,
+        api_keys: impl IntoIterator<Item = &'a [u8]>,
+        authorizations: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), &'static str> {
         let Some(expected) = &self.key else {
             return Ok(());
         };
-        let bearer = authorization.and_then(|value| {
-            let (scheme, token) = value.split_at_checked(7)?;
-            scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
-        });
-        match api_key.or(bearer) {
-            None => Err("missing API key: send metadata `x-agent-api-key: <key>` or `authorization: Bearer <key>`"),
-            Some(given) if constant_time_eq(given, expected) => Ok(()),
-            Some(_) => Err("invalid API key"),
+        let mut presented = 0;
+        for authorization in authorizations {
+            let token = authorization
+                .split_at_checked(7)
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+                .map(|(_, token)| token)
+                .ok_or("invalid authorization header: expected `Bearer <key>`")?;
+            check_key(token, expected)?;
+            presented += 1;
         }
+        for key in api_keys {
+            check_key(key, expected)?;
+            presented += 1;
+        }
+        if presented == 0 {
+            return Err("missing API key: send metadata `x-agent-api-key: <key>` or `authorization: Bearer <key>`");
+        }
+        Ok(())
+    }
+}
+
+fn check_key(given: &[u8], expected: &[u8]) -> Result<(), &'static str> {
+    // The length is not secret (subtle answers false at once when it
+    // differs); the content is.
+    if bool::from(given.ct_eq(expected)) {
+        Ok(())
+    } else {
+        Err("invalid API key")
     }
 }
 
 impl Interceptor for ApiKeyAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let metadata = request.metadata();
-        let header = |name: &str| metadata.get(name).map(|v| v.as_bytes());
-        self.check(header(API_KEY_HEADER), header("authorization"))
+        let values = |name: &'static str| metadata.get_all(name).into_iter().map(|v| v.as_bytes());
+        self.check(values(API_KEY_HEADER), values("authorization"))
             .map_err(Status::unauthenticated)?;
         Ok(request)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // The length is not secret; the content is.
-    if a.len() != b.len() {
-        return false;
-    }
-    let difference = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(difference) == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn check(auth: &ApiKeyAuth, key: Option<&[u8]>, authorization: Option<&[u8]>) -> Result<(), &'static str> {
+        auth.check(key, authorization)
+    }
+
     #[test]
     fn accepts_either_header_and_rejects_others() {
         let auth = ApiKeyAuth::new(Some("s3cret"));
-        assert!(auth.check(Some(b"s3cret"), None).is_ok());
-        assert!(auth.check(None, Some(b"Bearer s3cret")).is_ok());
-        assert!(auth.check(None, Some(b"bearer s3cret")).is_ok());
-        assert!(auth.check(Some(b"s3cres"), None).is_err());
-        assert!(auth.check(None, Some(b"Basic s3cret")).is_err());
-        assert!(auth.check(None, None).is_err());
-        assert!(ApiKeyAuth::new(None).check(None, None).is_ok());
+        assert!(check(&auth, Some(b"s3cret"), None).is_ok());
+        assert!(check(&auth, None, Some(b"Bearer s3cret")).is_ok());
+        assert!(check(&auth, None, Some(b"bearer s3cret")).is_ok());
+        assert!(check(&auth, Some(b"s3cret"), Some(b"Bearer s3cret")).is_ok());
+        assert!(check(&auth, Some(b"s3cres"), None).is_err());
+        assert!(check(&auth, None, Some(b"Basic s3cret")).is_err());
+        assert!(check(&auth, None, None).is_err());
+        assert!(check(&ApiKeyAuth::new(None), None, None).is_ok());
+    }
+
+    #[test]
+    fn any_invalid_credential_fails_the_call() {
+        let auth = ApiKeyAuth::new(Some("s3cret"));
+        assert_eq!(
+            check(&auth, Some(b"s3cret"), Some(b"Bearer wrong")),
+            Err("invalid API key")
+        );
+        assert_eq!(
+            check(&auth, Some(b"wrong"), Some(b"Bearer s3cret")),
+            Err("invalid API key")
+        );
+        assert!(check(&auth, Some(b"s3cret"), Some(b"Basic czNjcmV0")).is_err());
+        let two_keys: [&[u8]; 2] = [b"s3cret", b"wrong"];
+        assert!(auth.check(two_keys, None).is_err());
     }
 }

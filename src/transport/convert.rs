@@ -18,6 +18,12 @@ use crate::pb;
 /// 100, so deeper values could not cross gRPC anyway.
 pub const MAX_JSON_DEPTH: usize = 32;
 
+/// protobuf Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+pub const MIN_TIMESTAMP_SECONDS: i64 = -62_135_596_800;
+pub const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+/// protobuf Duration's maximum, about 10,000 years.
+pub const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
+
 pub fn timestamp(t: Timestamp) -> prost_types::Timestamp {
     let micros = t.unix_micros();
     prost_types::Timestamp {
@@ -38,6 +44,15 @@ pub fn duration_from(field: &str, d: &prost_types::Duration) -> Result<Duration>
         return Err(Error::invalid(
             field,
             format!("must be a non-negative duration, got {}s {}ns", d.seconds, d.nanos),
+        ));
+    }
+    if d.seconds > MAX_DURATION_SECONDS {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{}s is beyond protobuf Duration's maximum of {MAX_DURATION_SECONDS}s",
+                d.seconds
+            ),
         ));
     }
     Ok(Duration::new(d.seconds as u64, d.nanos as u32))
@@ -110,11 +125,18 @@ pub fn timestamp_from(field: &str, t: &prost_types::Timestamp) -> Result<Timesta
             format!("nanos must be within 0..1e9, got {}", t.nanos),
         ));
     }
-    t.seconds
-        .checked_mul(1_000_000)
-        .and_then(|micros| micros.checked_add(i64::from(t.nanos / 1000)))
-        .map(Timestamp::from_unix_micros)
-        .ok_or_else(|| Error::invalid(field, format!("{}s is out of range", t.seconds)))
+    if !(MIN_TIMESTAMP_SECONDS..=MAX_TIMESTAMP_SECONDS).contains(&t.seconds) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{}s is outside protobuf Timestamp's range (years 0001 to 9999)",
+                t.seconds
+            ),
+        ));
+    }
+    Ok(Timestamp::from_unix_micros(
+        t.seconds * 1_000_000 + i64::from(t.nanos / 1000),
+    ))
 }
 
 pub fn json_object(object: &JsonObject) -> prost_types::Struct {

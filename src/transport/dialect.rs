@@ -274,17 +274,14 @@ fn decode_well_known(desc: &MessageDescriptor, value: &Json, path: &str) -> Resu
             let Json::String(text) = value else {
                 return Err(wrong_type(path, "an RFC 3339 timestamp string", value));
             };
-            let t = parse_rfc3339(text)
-                .ok_or_else(|| Error::invalid(path, format!("{text:?} is not an RFC 3339 timestamp")))?;
+            let t = parse_rfc3339(text).map_err(|why| Error::invalid(path, why))?;
             message.transcode_from(&convert::timestamp(t))
         }
         "google.protobuf.Duration" => {
-            let d = parse_duration(value).ok_or_else(|| {
-                Error::invalid(
-                    path,
-                    format!("expected a duration such as \"300s\" or \"1.5s\", got {value}"),
-                )
-            })?;
+            let Json::String(text) = value else {
+                return Err(wrong_type(path, "a duration string such as \"300s\"", value));
+            };
+            let d = parse_duration(text).map_err(|why| Error::invalid(path, why))?;
             message.transcode_from(&convert::duration(d))
         }
         "google.protobuf.Struct" => {
@@ -310,30 +307,29 @@ fn decode_well_known(desc: &MessageDescriptor, value: &Json, path: &str) -> Resu
 
 /// A duration as the dialect spells it (`300s`, `1.5s`, `250ms`, `5m`).
 pub fn duration(text: &str) -> Option<std::time::Duration> {
-    parse_duration(&Json::String(text.to_owned()))
+    parse_duration(text).ok()
 }
 
-/// `"300s"`, `"1.5s"` (the protobuf JSON form), `"250ms"`, `"5m"` (humantime),
-/// or a number of seconds.
-fn parse_duration(value: &Json) -> Option<std::time::Duration> {
-    match value {
-        Json::Number(n) => n
-            .as_f64()
-            .filter(|s| *s >= 0.0)
-            .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok()),
-        Json::String(s) => {
-            let s = s.trim();
-            if let Some(seconds) = s.strip_suffix('s').filter(|n| !n.ends_with(['m', 'n', 'u', 'µ']))
-                && let Ok(secs) = seconds.parse::<f64>()
-            {
-                return (secs >= 0.0)
-                    .then(|| std::time::Duration::try_from_secs_f64(secs).ok())
-                    .flatten();
-            }
-            humantime::parse_duration(s).ok()
-        }
-        _ => None,
+/// `"300s"`, `"1.5s"` (the protobuf JSON form), or a humantime duration
+/// such as `"250ms"`, `"5m"`, `"1h30m"`; no spaces, never a bare number
+/// (whose unit would be a guess).
+fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let refused = || format!("expected a duration such as \"300s\", \"1.5s\" or \"250ms\", got {text:?}");
+    if text.is_empty() || text.chars().any(char::is_whitespace) {
+        return Err(refused());
     }
+    if let Some(seconds) = text.strip_suffix('s').filter(|n| !n.ends_with(['m', 'n', 'u', 'µ']))
+        && let Ok(secs) = seconds.parse::<f64>()
+    {
+        if !(0.0..=convert::MAX_DURATION_SECONDS as f64).contains(&secs) {
+            return Err(format!(
+                "{text:?} is outside 0s to {}s, protobuf Duration's range",
+                convert::MAX_DURATION_SECONDS
+            ));
+        }
+        return std::time::Duration::try_from_secs_f64(secs).map_err(|_| refused());
+    }
+    humantime::parse_duration(text).map_err(|_| refused())
 }
 
 fn format_duration(seconds: i64, nanos: i32) -> String {
@@ -431,110 +427,35 @@ fn encode_well_known(message: &DynamicMessage) -> Option<Json> {
     })
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; `t` or a space may separate date
-/// and time.
-fn parse_rfc3339(text: &str) -> Option<Timestamp> {
-    let b = text.trim().as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(range)?;
-        part.iter().all(u8::is_ascii_digit).then_some(())?;
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
-    if separators.iter().any(|(i, c)| b.get(*i) != Some(c)) || !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
-        return None;
+/// An RFC 3339 timestamp (`time`'s parser: offsets at most 23:59), with
+/// `T`, `t` or a space between date and time, within protobuf Timestamp's
+/// range (years 0001 to 9999 in UTC).
+fn parse_rfc3339(text: &str) -> std::result::Result<Timestamp, String> {
+    use time::format_description::well_known::Rfc3339;
+    if !matches!(text.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
+        return Err(format!(
+            "{text:?} is not an RFC 3339 timestamp such as \"2025-02-02T11:00:00Z\""
+        ));
     }
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
+    let parsed = time::OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| format!("{text:?} is not an RFC 3339 timestamp such as \"2025-02-02T11:00:00Z\": {e}"))?;
+    let seconds = parsed.unix_timestamp();
+    if !(convert::MIN_TIMESTAMP_SECONDS..=convert::MAX_TIMESTAMP_SECONDS).contains(&seconds) {
+        return Err(format!("{text:?} is outside years 0001 to 9999 (UTC)"));
     }
-    let mut rest = &b[19..];
-    let mut micros = 0i64;
-    if let Some((b'.', fraction)) = rest.split_first() {
-        let len = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
-        if len == 0 {
-            return None;
-        }
-        for (i, digit) in fraction[..len].iter().enumerate().take(6) {
-            micros += i64::from(digit - b'0') * 10i64.pow(5 - i as u32);
-        }
-        rest = &fraction[len..];
-    }
-    let offset_seconds = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let hours = std::str::from_utf8(&[*h1, *h2]).ok()?.parse::<i64>().ok()?;
-            let minutes = std::str::from_utf8(&[*m1, *m2]).ok()?.parse::<i64>().ok()?;
-            let offset = hours * 3600 + minutes * 60;
-            if *sign == b'-' { -offset } else { offset }
-        }
-        _ => return None,
-    };
-    let seconds =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset_seconds;
-    Some(Timestamp::from_unix_micros(seconds * 1_000_000 + micros))
+    Ok(Timestamp::from_unix_micros(
+        seconds * 1_000_000 + i64::from(parsed.microsecond()),
+    ))
 }
 
 /// RFC 3339 in UTC with microseconds, e.g. `2026-11-24T02:20:13.123456Z`.
 fn format_rfc3339(t: Timestamp) -> String {
-    let micros = t.unix_micros();
-    let (days, rest) = (micros.div_euclid(86_400_000_000), micros.rem_euclid(86_400_000_000));
-    let (year, month, day) = civil_from_days(days);
-    let seconds = rest / 1_000_000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60,
-        rest % 1_000_000
-    )
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if month <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        month,
-        day,
-    )
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.unix_micros()) * 1000)
+        .ok()
+        .and_then(|at| at.format(FORMAT).ok())
+        .unwrap_or_else(|| format!("{}us since the Unix epoch", t.unix_micros()))
 }
 
 #[cfg(test)]
@@ -554,15 +475,25 @@ mod tests {
             format_rfc3339(Timestamp::from_unix_micros(951_782_400_000_001)),
             "2000-02-29T00:00:00.000001Z"
         );
+        assert_eq!(parse_rfc3339("2025-02-02 11:00:00z").unwrap(), t);
+        assert_eq!(parse_rfc3339("2025-02-02t10:00:00-01:00").unwrap(), t);
         for bad in [
             "2025-02-30T00:00:00Z",
             "2025-02-02",
             "2025-02-02T11:00:00",
             "2025-13-01T00:00:00Z",
+            "2025-02-02T11:00:00+25:00",
+            "2025-02-02T11:00:00+24:00",
+            "2025-02-02T11:00:00+0100",
+            "2025-02-02X11:00:00Z",
+            "0000-12-31T23:59:59Z",
+            "0001-01-01T00:30:00+01:00",
+            " 2025-02-02T11:00:00Z",
             "x",
         ] {
-            assert!(parse_rfc3339(bad).is_none(), "{bad}");
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }
+        assert!(parse_rfc3339("9999-12-31T23:59:59.999999Z").is_ok());
     }
 
     #[test]
@@ -618,6 +549,26 @@ mod tests {
             (
                 json!({"routing": {"timeout": "soon"}}),
                 "routing.timeout: expected a duration",
+            ),
+            (
+                json!({"routing": {"timeout": 5}}),
+                "routing.timeout: expected a duration string such as \"300s\", got a number",
+            ),
+            (
+                json!({"routing": {"timeout": "5 s"}}),
+                "routing.timeout: expected a duration",
+            ),
+            (
+                json!({"routing": {"timeout": "-1s"}}),
+                "routing.timeout: \"-1s\" is outside 0s to 315576000000s",
+            ),
+            (
+                json!({"routing": {"timeout": "9223372036854775807s"}}),
+                "routing.timeout: \"9223372036854775807s\" is outside 0s to 315576000000s",
+            ),
+            (
+                json!({"timestamp": "2025-02-02T11:00:00+25:00"}),
+                "timestamp: \"2025-02-02T11:00:00+25:00\" is not an RFC 3339 timestamp",
             ),
             (
                 json!({"routing": {"fallback_agents": "x"}}),

@@ -68,6 +68,24 @@ pub fn http_status(code: Code) -> StatusCode {
     row(code).1
 }
 
+/// The code name for an HTTP error status made outside our handlers (a
+/// rejection by axum or a layer).
+pub fn code_of_http_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        405 | 501 => "UNIMPLEMENTED",
+        408 | 504 => "DEADLINE_EXCEEDED",
+        409 => "ABORTED",
+        412 => "FAILED_PRECONDITION",
+        413 | 429 | 431 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        500..=599 => "INTERNAL",
+        _ => "INVALID_ARGUMENT",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +98,10 @@ mod tests {
         }
         assert_eq!(http_status(status(Error::not_found("x")).code()), StatusCode::NOT_FOUND);
         assert_eq!(code_name(Code::FailedPrecondition), "FAILED_PRECONDITION");
+        assert_eq!(
+            code_of_http_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+            "INVALID_ARGUMENT"
+        );
+        assert_eq!(code_of_http_status(StatusCode::PAYLOAD_TOO_LARGE), "RESOURCE_EXHAUSTED");
     }
 }

@@ -113,14 +113,45 @@ impl AgentService for AgentGrpc {
     }
 }
 
+/// What a stored message may grow by on its way out: the fields the server
+/// fills in (id, timestamp, frameworks) and the answer around it (Delivery,
+/// MessageStatus with recipient and reason, a SYNC reply's response).
+pub const MESSAGE_ENVELOPE_BYTES: usize = 4096;
+
 pub struct MessageGrpc {
     messaging: Arc<Messaging>,
     shutdown: CancellationToken,
+    /// The largest message a send accepts, in protobuf bytes: whatever is
+    /// accepted must be deliverable to a client whose receive limit is
+    /// max_message_bytes (grpcurl's and grpc's default is 4 MiB).
+    max_encoded_message: usize,
 }
 
 impl MessageGrpc {
-    pub fn new(messaging: Arc<Messaging>, shutdown: CancellationToken) -> Self {
-        Self { messaging, shutdown }
+    pub fn new(messaging: Arc<Messaging>, shutdown: CancellationToken, max_message_bytes: usize) -> Self {
+        Self {
+            messaging,
+            shutdown,
+            max_encoded_message: max_message_bytes.saturating_sub(MESSAGE_ENVELOPE_BYTES),
+        }
+    }
+
+    /// Sizes the message as gRPC will send it, whichever transport it came
+    /// by (JSON can grow several times as protobuf: `[1,1,...]`).
+    fn check_size(&self, message: &pb::Message) -> Result<(), Status> {
+        let size = prost::Message::encoded_len(message);
+        if size > self.max_encoded_message {
+            return Err(status(Error::invalid(
+                "message",
+                format!(
+                    "encodes to {size} bytes of protobuf; a message may take at most {} \
+                     (max_message_bytes less {MESSAGE_ENVELOPE_BYTES} for the delivery around it): \
+                     shrink the payload",
+                    self.max_encoded_message
+                ),
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -128,7 +159,11 @@ impl MessageGrpc {
 impl MessageService for MessageGrpc {
     async fn send_message(&self, request: Request<pb::SendMessageRequest>) -> GrpcResult<pb::SendMessageResponse> {
         let deadline = wait_until(&request);
-        let new = convert::new_message_from(request.into_inner().message).map_err(status)?;
+        let message = request.into_inner().message;
+        if let Some(message) = &message {
+            self.check_size(message)?;
+        }
+        let new = convert::new_message_from(message).map_err(status)?;
         let outcome = self.messaging.send(new, deadline).await.map_err(status)?;
         Ok(Response::new(pb::SendMessageResponse {
             accepted: true,

@@ -27,10 +27,11 @@ use serde_json::{Map, Value as Json, json};
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use tower_http::decompression::RequestDecompressionLayer;
 
 use super::auth::{API_KEY_HEADER, ApiKeyAuth};
 use super::dialect;
-use super::errors::{code_name, http_status, status};
+use super::errors::{code_name, code_of_http_status, http_status, status};
 use super::grpc::SessionGrpc;
 use super::grpc_messages::{AgentGrpc, MessageGrpc};
 use super::metrics_http::{self, RequestMetrics};
@@ -148,7 +149,47 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/health", get(health))
         .merge(authenticated)
         .method_not_allowed_fallback(method_not_allowed)
+        // gzip bodies are decoded (and the body limit applies to what they
+        // decode to); any other Content-Encoding is 415.
+        .layer(RequestDecompressionLayer::new())
+        .layer(middleware::from_fn(json_errors))
         .with_state(gateway)
+}
+
+/// Gives every error answer the JSON shape, including those made outside
+/// our handlers: axum's extractor rejections (such as a path that is not
+/// UTF-8) and the decompression layer's 415. Their text becomes `error`.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let encoding = request.headers().get(header::CONTENT_ENCODING).cloned();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match Limited::new(body, 16 * 1024).collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = match (status, encoding) {
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(encoding)) if text.is_empty() => format!(
+            "Content-Encoding {:?} is not supported; send the body as it is or gzip-compressed",
+            String::from_utf8_lossy(encoding.as_bytes())
+        ),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_owned(),
+        _ => text,
+    };
+    let mut answer = HttpError::new(status, code_of_http_status(status), message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 /// Answers requests no route matched: gRPC calls get UNIMPLEMENTED, the
@@ -181,8 +222,11 @@ async fn method_not_allowed(request: Request) -> Response {
 
 async fn authenticate(State(gw): Gw, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
-    match gw.auth.check(header(API_KEY_HEADER), header("authorization")) {
+    let values = |name: &'static str| headers.get_all(name).into_iter().map(HeaderValue::as_bytes);
+    match gw
+        .auth
+        .check(values(API_KEY_HEADER), values(header::AUTHORIZATION.as_str()))
+    {
         Ok(()) => next.run(request).await,
         Err(reason) => HttpError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", reason).into_response(),
     }
@@ -227,6 +271,14 @@ async fn json_body(
             format!("request body is larger than the limit of {limit} bytes"),
         )
     };
+    // Refused before a byte of it is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
     let bytes: Bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => return Err(too_large()),
@@ -262,15 +314,29 @@ fn from_path(object: &mut Map<String, Json>, key: &str, value: &str) -> Result<(
     }
 }
 
-/// `If-Match: 7` (or `"7"`, `W/"7"`) becomes `expected_version`.
+/// `If-Match: "7"` (or `7`) becomes `expected_version`; `*` asks for no
+/// particular version. If-Match compares entity tags strongly (RFC 9110
+/// 13.1.1), so a weak tag such as `W/"7"` never matches: 412.
 fn if_match(headers: &HeaderMap, object: &mut Map<String, Json>) -> Result<(), HttpError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(());
     };
     let text = value.to_str().unwrap_or("").trim();
-    let version = text
-        .trim_start_matches("W/")
-        .trim_matches('"')
+    if text == "*" {
+        return Ok(());
+    }
+    if text.starts_with("W/") {
+        return Err(HttpError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "FAILED_PRECONDITION",
+            format!(
+                "If-Match: {text} is a weak entity tag, and If-Match compares strongly (RFC 9110), \
+                 so it never matches; send the ETag as given, e.g. \"7\""
+            ),
+        ));
+    }
+    let unquoted = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    let version = unquoted
         .parse::<u64>()
         .map_err(|_| Error::invalid("If-Match", format!("expected a session version number, got {text:?}")))?;
     object.insert("expected_version".into(), Json::from(version));

@@ -15,16 +15,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
 use super::auth::ApiKeyAuth;
+use super::codec;
 use super::grpc::SessionGrpc;
 use super::grpc_messages::{AgentGrpc, MessageGrpc};
 use super::health::ShutdownAwareHealth;
 use super::http::{self, Gateway};
+use super::listener::{self, ConnectionLimits};
 use super::metrics_http::{self, RequestMetrics};
 use crate::app::agents::Agents;
 use crate::app::messaging::{Messaging, MessagingConfig};
@@ -40,6 +41,12 @@ use crate::pb::session_service_server::SessionServiceServer;
 use crate::store::memory::MemoryStore;
 use crate::store::sqlite::{DEFAULT_MAX_BATCH, SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
+
+/// Answers may exceed max_message_bytes by this much. Sends are sized so
+/// that their deliveries fit max_message_bytes; this spare room keeps a
+/// message stored before that check (or any answer we sized wrong)
+/// deliverable to clients with a larger limit instead of failing the stream.
+const RESPONSE_HEADROOM: usize = 64 * 1024;
 
 /// Services whose health is reported besides the overall `""`.
 const SERVICE_NAMES: [&str; 3] = [
@@ -112,7 +119,7 @@ pub async fn serve(
     ));
     let session_service = SessionServiceServer::from_arc(session_grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+        .max_encoding_message_size(config.max_message_bytes + RESPONSE_HEADROOM);
 
     let presence = Arc::new(Presence::default());
     let metrics = Arc::new(Metrics::default());
@@ -133,11 +140,15 @@ pub async fn serve(
     let agent_grpc = Arc::new(AgentGrpc::new(agents));
     let agent_service = AgentServiceServer::from_arc(agent_grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
-    let message_grpc = Arc::new(MessageGrpc::new(messaging.clone(), shutdown.clone()));
+        .max_encoding_message_size(config.max_message_bytes + RESPONSE_HEADROOM);
+    let message_grpc = Arc::new(MessageGrpc::new(
+        messaging.clone(),
+        shutdown.clone(),
+        config.max_message_bytes,
+    ));
     let message_service = MessageServiceServer::from_arc(message_grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+        .max_encoding_message_size(config.max_message_bytes + RESPONSE_HEADROOM);
     let requests = Arc::new(RequestMetrics::default());
     let gateway = Arc::new(Gateway {
         sessions: session_grpc,
@@ -158,6 +169,7 @@ pub async fn serve(
         .add_service(InterceptedService::new(agent_service, auth.clone()))
         .add_service(InterceptedService::new(message_service, auth))
         .into_axum_router()
+        .layer(axum::middleware::from_fn(codec::request_errors))
         .merge(http::router(gateway))
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn_with_state(requests, metrics_http::record));
@@ -186,7 +198,11 @@ pub async fn serve(
         }
     };
 
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let limits = ConnectionLimits {
+        max_connections: listener::fit_descriptor_limit(config.max_connections),
+        header_read_timeout: config.header_read_timeout,
+    };
+    let incoming = listener::incoming(listener, limits);
     let server = tonic::transport::Server::builder()
         // HTTP/1.1 is accepted for the JSON gateway on this port.
         .accept_http1(true)

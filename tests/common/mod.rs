@@ -42,7 +42,28 @@ impl Bus {
 
     /// Starts the server; on failure returns its exit status and output.
     pub fn try_start_in(data_dir: &Path, args: &[&str]) -> Result<Bus, String> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_agentbus"));
+        Self::try_start_with(data_dir, args, None)
+    }
+
+    /// Starts a server whose soft and hard open-file limits are `limit`.
+    pub async fn start_with_open_files(limit: u64, args: &[&str]) -> Bus {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut bus = Self::try_start_with(temp.path(), args, Some(limit))
+            .unwrap_or_else(|output| panic!("server did not start:\n{output}"));
+        bus._temp = Some(temp);
+        bus
+    }
+
+    fn try_start_with(data_dir: &Path, args: &[&str], open_files: Option<u64>) -> Result<Bus, String> {
+        let binary = env!("CARGO_BIN_EXE_agentbus");
+        let mut command = match open_files {
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), binary]);
+                shell
+            }
+            None => Command::new(binary),
+        };
         command.arg("serve");
         if !args.iter().any(|a| a.starts_with("--listen")) {
             command.args(["--listen", "127.0.0.1:0"]);
