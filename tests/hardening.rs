@@ -169,6 +169,112 @@ async fn d1_json_that_grows_as_protobuf_is_refused_over_http() {
     );
 }
 
+#[tokio::test]
+async fn d1_session_lists_are_paged_to_fit_one_answer() {
+    let bus = Bus::start(&[
+        "--api-key",
+        KEY,
+        "--store",
+        "memory",
+        "--max-message-bytes",
+        "1048576",
+        "--max-context-bytes",
+        "524288",
+    ])
+    .await;
+    let mut sessions = bus.sessions().await.max_decoding_message_size(MIB);
+    for i in 0..5 {
+        sessions
+            .create_session(keyed(pb::CreateSessionRequest {
+                session_id: format!("big{i}"),
+                orchestrator: SENDER.into(),
+                shared_context: Some(object(json!({"blob": "x".repeat(400_000)}))),
+                ..Default::default()
+            }))
+            .await
+            .expect("a session of 400 kB");
+    }
+    // Five such sessions do not fit one 1 MiB answer: pages stop short of
+    // the limit, and every session is listed once.
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = sessions
+            .list_sessions(keyed(pb::ListSessionsRequest {
+                page_token: page_token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .expect("a page within 1 MiB")
+            .into_inner();
+        assert!(!page.sessions.is_empty());
+        seen.extend(page.sessions.into_iter().map(|s| s.session_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, ["big0", "big1", "big2", "big3", "big4"]);
+}
+
+#[tokio::test]
+async fn d1_agent_lists_are_paged_to_fit_one_answer() {
+    let bus = Bus::start(&[
+        "--store",
+        "memory",
+        "--max-message-bytes",
+        "1048576",
+        "--max-context-bytes",
+        "524288",
+    ])
+    .await;
+    let mut agents = bus.agents().await.max_decoding_message_size(MIB);
+    let list = |tag: char| {
+        (0..256)
+            .map(|i| format!("{tag}{i}{}", "x".repeat(200)))
+            .collect::<Vec<_>>()
+    };
+    let capabilities = pb::AgentCapabilities {
+        input_types: list('i'),
+        output_types: list('o'),
+        languages: list('l'),
+        tools: list('t'),
+        ..Default::default()
+    };
+    for i in 0..8 {
+        agents
+            .register_agent(pb::RegisterAgentRequest {
+                agent: Some(pb::AgentDescriptor {
+                    agent_id: format!("opencode://wide{i}"),
+                    capabilities: Some(capabilities.clone()),
+                    ..Default::default()
+                }),
+                update: false,
+            })
+            .await
+            .expect("an agent of 200 kB");
+    }
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = agents
+            .list_agents(pb::ListAgentsRequest {
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("a page within 1 MiB")
+            .into_inner();
+        assert!(!page.agents.is_empty() && page.agents.len() < 8);
+        seen.extend(page.agents.into_iter().map(|a| a.descriptor.unwrap().agent_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen.len(), 8);
+}
+
 // ---- D2: every gateway error is JSON ------------------------------------
 
 #[tokio::test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::messaging::Messaging;
 use super::presence::Presence;
 use crate::domain::agent::{Agent, AgentDescriptor};
-use crate::domain::{AgentId, Error, Result, Timestamp};
+use crate::domain::{AgentId, Error, Result, Timestamp, json};
 use crate::store::{Store, StoreError};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -36,14 +36,23 @@ pub struct Agents {
     store: Arc<dyn Store>,
     presence: Arc<Presence>,
     messaging: Arc<Messaging>,
+    /// A page of ListAgents ends before its agents (as JSON, which is no
+    /// smaller than their protobuf) would exceed this.
+    max_page_bytes: usize,
 }
 
 impl Agents {
-    pub fn new(store: Arc<dyn Store>, presence: Arc<Presence>, messaging: Arc<Messaging>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        presence: Arc<Presence>,
+        messaging: Arc<Messaging>,
+        max_page_bytes: usize,
+    ) -> Self {
         Self {
             store,
             presence,
             messaging,
+            max_page_bytes,
         }
     }
 
@@ -121,6 +130,7 @@ impl Agents {
             size => size.min(MAX_PAGE_SIZE),
         };
         let mut page = Vec::new();
+        let mut page_bytes = 0;
         loop {
             let batch = self.store.list_agents(after.as_ref(), SCAN_BATCH).await?;
             let exhausted = batch.len() < SCAN_BATCH;
@@ -138,7 +148,8 @@ impl Agents {
                 if !matches {
                     continue;
                 }
-                if page.len() == limit {
+                page_bytes += json::encoded_len(descriptor);
+                if page.len() == limit || (!page.is_empty() && page_bytes > self.max_page_bytes) {
                     // One more match exists: the page ends before it.
                     let last = page
                         .last()

@@ -671,6 +671,19 @@ impl Session {
     /// Fails when the snapshot could exceed `limits.max_session_bytes` on
     /// the wire.
     pub fn check_size(&self, limits: &SessionLimits) -> Result<()> {
+        let size = self.wire_size();
+        if size > limits.max_session_bytes {
+            return Err(Error::resource_exhausted(format!(
+                "session {} would take about {size} bytes on the wire; the limit is {} \
+                 (from max_message_bytes): shrink the shared context, metadata or task payloads",
+                self.session_id, limits.max_session_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// An upper bound of the snapshot's size as JSON or protobuf.
+    pub fn wire_size(&self) -> usize {
         let json_trees = json::object_wire_size(&self.shared_context)
             + self
                 .participants
@@ -684,15 +697,7 @@ impl Session {
                 .map(json::wire_size)
                 .sum::<usize>();
         // The JSON document counts the trees once more: a safe overestimate.
-        let size = json::encoded_len(self) + json_trees;
-        if size > limits.max_session_bytes {
-            return Err(Error::resource_exhausted(format!(
-                "session {} would take about {size} bytes on the wire; the limit is {} \
-                 (from max_message_bytes): shrink the shared context, metadata or task payloads",
-                self.session_id, limits.max_session_bytes
-            )));
-        }
-        Ok(())
+        json::encoded_len(self) + json_trees
     }
 
     pub fn task(&self, task_id: &str) -> Option<&Task> {

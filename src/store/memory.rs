@@ -145,7 +145,7 @@ impl Store for MemoryStore {
                 page.next = last;
                 break;
             }
-            page.sessions.push(session.clone());
+            page.sessions.push((cursor, session.clone()));
             last = Some(cursor);
         }
         Ok(page)

@@ -109,8 +109,9 @@ pub struct SessionQuery {
 
 #[derive(Debug, Clone, Default)]
 pub struct SessionPage {
-    /// In creation order.
-    pub sessions: Vec<Session>,
+    /// In creation order, each with its cursor (resume after it with
+    /// `SessionQuery::after`).
+    pub sessions: Vec<(u64, Session)>,
     /// Set when more sessions may follow.
     pub next: Option<u64>,
 }

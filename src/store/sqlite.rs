@@ -1061,7 +1061,7 @@ impl Store for SqliteStore {
             let more = rows.len() > query.limit;
             let mut page = SessionPage::default();
             for (cursor, body) in rows.into_iter().take(query.limit) {
-                page.sessions.push(parse_session(&body)?);
+                page.sessions.push((cursor, parse_session(&body)?));
                 page.next = Some(cursor);
             }
             if !more {

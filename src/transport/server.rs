@@ -91,6 +91,8 @@ pub async fn serve(
         // Room for the event or response wrapped around a snapshot.
         max_session_bytes: config.max_message_bytes / 8 * 7,
     };
+    // List pages get the same room as one snapshot.
+    let max_page_bytes = limits.max_session_bytes;
     let sessions = Arc::new(Sessions::new(
         store.clone(),
         limits.clone(),
@@ -136,7 +138,7 @@ pub async fn serve(
             session_limits: limits,
         },
     ));
-    let agents = Arc::new(Agents::new(store.clone(), presence, messaging.clone()));
+    let agents = Arc::new(Agents::new(store.clone(), presence, messaging.clone(), max_page_bytes));
     let agent_grpc = Arc::new(AgentGrpc::new(agents));
     let agent_service = AgentServiceServer::from_arc(agent_grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
