@@ -93,6 +93,7 @@ pub async fn serve(
     };
     // List pages get the same room as one snapshot.
     let max_page_bytes = limits.max_session_bytes;
+    let max_answer_bytes = config.max_message_bytes + RESPONSE_HEADROOM;
     let sessions = Arc::new(Sessions::new(
         store.clone(),
         limits.clone(),
@@ -121,7 +122,7 @@ pub async fn serve(
     ));
     let session_service = SessionServiceServer::from_arc(session_grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes + RESPONSE_HEADROOM);
+        .max_encoding_message_size(max_answer_bytes);
 
     let presence = Arc::new(Presence::default());
     let metrics = Arc::new(Metrics::default());
@@ -142,7 +143,7 @@ pub async fn serve(
     let agent_grpc = Arc::new(AgentGrpc::new(agents));
     let agent_service = AgentServiceServer::from_arc(agent_grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes + RESPONSE_HEADROOM);
+        .max_encoding_message_size(max_answer_bytes);
     let message_grpc = Arc::new(MessageGrpc::new(
         messaging.clone(),
         shutdown.clone(),
@@ -150,7 +151,7 @@ pub async fn serve(
     ));
     let message_service = MessageServiceServer::from_arc(message_grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes + RESPONSE_HEADROOM);
+        .max_encoding_message_size(max_answer_bytes);
     let requests = Arc::new(RequestMetrics::default());
     let gateway = Arc::new(Gateway {
         sessions: session_grpc,
