@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 use agentbus::bench::BenchArgs;
 use agentbus::cli;
 use agentbus::config::{Config, ServeArgs};
-use agentbus::transport::server;
+use agentbus::server;
 
 // glibc malloc was about a sixth of the server's CPU under load, with
 // arena-lock contention between the tokio workers and the SQLite writer.

@@ -877,6 +877,19 @@ async fn sync_sends_return_the_reply() {
         "unanswered",
     )
     .await;
+
+    // The caller's own deadline (`grpc-timeout`, as over gRPC) ends the
+    // wait before a longer routing timeout.
+    let mut impatient = message("impatient", ORCHESTRATOR, REVIEWER, "task_request");
+    impatient["routing"] = json!({"timeout": "30s", "delivery_mode": "sync"});
+    let started = std::time::Instant::now();
+    let request = http
+        .request(Method::POST, "/messages/send")
+        .header("grpc-timeout", "500m")
+        .json(&impatient);
+    let (status, answer) = http.send(request).await;
+    assert_error(status, &answer, StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED", "impatient");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use serde_json::{Map, Value as Json};
 
 use driver::{Measured, Timing};
 
-use crate::app::messaging::MAX_ACKS;
+use crate::api::MAX_ACKS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -624,7 +624,7 @@ async fn sessions(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
             let mut fields = serde_json::Map::new();
             fields.insert("step".into(), json!(seq));
             fields.insert("data".into(), json!(data));
-            let context = crate::transport::convert::json_object(&fields);
+            let context = crate::api::convert::json_object(&fields);
             async move {
                 let created = client
                     .create_session(pb::CreateSessionRequest {

@@ -12,10 +12,10 @@ use tonic::{Request, Status};
 
 use super::exit::with_sources;
 use super::input;
+use crate::api::API_KEY_HEADER;
 use crate::pb::agent_service_client::AgentServiceClient;
 use crate::pb::message_service_client::MessageServiceClient;
 use crate::pb::session_service_client::SessionServiceClient;
-use crate::transport::auth::API_KEY_HEADER;
 
 /// Used to connect when no `--rpc-timeout` is given.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

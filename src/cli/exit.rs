@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use tonic::{Code, Status};
 
-use crate::transport::errors::code_name;
+use crate::api::errors::code_name;
 
 /// Exit codes scripts can rely on; any code not listed here exits 1.
 const TABLE: [(u8, &str, &[Code]); 7] = [

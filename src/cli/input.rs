@@ -8,8 +8,8 @@ use prost::{Message, Name};
 use serde_json::Value as Json;
 use tonic::Status;
 
+use crate::api::{convert, dialect, errors};
 use crate::pb;
-use crate::transport::{convert, dialect, errors};
 
 /// Reads the `--json` argument, a file or `-` for stdin, as a message of the
 /// contract in the JSON dialect.
@@ -78,7 +78,7 @@ pub fn enum_word(enum_full_name: &'static str) -> impl Fn(&str) -> Result<i32, S
 
 /// A duration as the dialect spells it: `300s`, `1.5s`, `250ms`, `5m`.
 pub fn duration(text: &str) -> Result<prost_types::Duration, String> {
-    std_duration(text).map(crate::transport::convert::duration)
+    std_duration(text).map(crate::api::convert::duration)
 }
 
 pub fn std_duration(text: &str) -> Result<std::time::Duration, String> {

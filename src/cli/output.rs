@@ -5,7 +5,7 @@ use std::io::Write;
 use prost::{Message, Name};
 use tonic::Status;
 
-use crate::transport::dialect;
+use crate::api::dialect;
 
 /// Why a command stopped before finishing its work.
 #[derive(Debug)]

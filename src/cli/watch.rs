@@ -9,9 +9,9 @@ use super::connection::{ClientArgs, Connection, Sessions};
 use super::exit::describe;
 use super::input;
 use super::output::{Output, Stop};
+use crate::api::errors::code_name;
 use crate::pb;
 use crate::pb::watch_sessions_response::Kind;
-use crate::transport::errors::code_name;
 
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(5);

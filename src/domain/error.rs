@@ -62,6 +62,10 @@ impl Error {
         Self::new(ErrorKind::Aborted, message)
     }
 
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthenticated, message)
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)
     }

@@ -13,7 +13,7 @@ use tonic::Status;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder};
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
-use super::convert::MAX_JSON_DEPTH;
+use crate::api::convert::MAX_JSON_DEPTH;
 
 #[derive(Debug, Clone, Default)]
 pub struct AgentbusCodec<T, U>(PhantomData<(T, U)>);

@@ -1,5 +1,5 @@
 //! The one table from domain errors to gRPC status codes and HTTP statuses,
-//! shared by both transports.
+//! shared by both transports (and the code names clients print).
 
 use axum::http::StatusCode;
 use tonic::{Code, Status};
@@ -8,7 +8,12 @@ use crate::domain::{Error, ErrorKind};
 
 /// A domain error as a gRPC status.
 pub fn status(error: Error) -> Status {
-    let code = match error.kind {
+    Status::new(grpc_code(error.kind), error.message)
+}
+
+/// The gRPC code of a kind of domain error.
+pub fn grpc_code(kind: ErrorKind) -> Code {
+    match kind {
         ErrorKind::InvalidArgument => Code::InvalidArgument,
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::AlreadyExists => Code::AlreadyExists,
@@ -20,8 +25,7 @@ pub fn status(error: Error) -> Status {
         ErrorKind::Unauthenticated => Code::Unauthenticated,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
-    };
-    Status::new(code, error.message)
+    }
 }
 
 /// Each gRPC code's name (as in `"code"` of HTTP errors) and HTTP status.

@@ -14,19 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
-use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
-use super::auth::ApiKeyAuth;
-use super::codec;
-use super::grpc::SessionGrpc;
-use super::grpc_messages::{AgentGrpc, MessageGrpc};
-use super::health::ShutdownAwareHealth;
-use super::http::{self, Gateway};
-use super::listener::{self, ConnectionLimits};
-use super::metrics_http::{self, RequestMetrics};
+use crate::api::{Api, ApiConfig, ApiKeyAuth};
 use crate::app::agents::Agents;
 use crate::app::messaging::{Messaging, MessagingConfig};
 use crate::app::metrics::Metrics;
@@ -41,6 +33,12 @@ use crate::pb::session_service_server::SessionServiceServer;
 use crate::store::memory::MemoryStore;
 use crate::store::sqlite::{DEFAULT_MAX_BATCH, SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
+use crate::transport::codec;
+use crate::transport::grpc::Grpc;
+use crate::transport::health::ShutdownAwareHealth;
+use crate::transport::http::{self, Gateway};
+use crate::transport::listener::{self, ConnectionLimits};
+use crate::transport::request_metrics::{self, RequestMetrics};
 
 /// Answers may exceed max_message_bytes by this much. Sends are sized so
 /// that their deliveries fit max_message_bytes; this spare room keeps a
@@ -50,9 +48,9 @@ const RESPONSE_HEADROOM: usize = 64 * 1024;
 
 /// Services whose health is reported besides the overall `""`.
 const SERVICE_NAMES: [&str; 3] = [
-    <SessionServiceServer<SessionGrpc> as tonic::server::NamedService>::NAME,
-    <AgentServiceServer<AgentGrpc> as tonic::server::NamedService>::NAME,
-    <MessageServiceServer<MessageGrpc> as tonic::server::NamedService>::NAME,
+    <SessionServiceServer<Grpc> as tonic::server::NamedService>::NAME,
+    <AgentServiceServer<Grpc> as tonic::server::NamedService>::NAME,
+    <MessageServiceServer<Grpc> as tonic::server::NamedService>::NAME,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -114,16 +112,6 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-    let auth = ApiKeyAuth::new(config.api_key.as_deref());
-    let session_grpc = Arc::new(SessionGrpc::new(
-        sessions.clone(),
-        config.heartbeat_interval,
-        shutdown.clone(),
-    ));
-    let session_service = SessionServiceServer::from_arc(session_grpc.clone())
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(max_answer_bytes);
-
     let presence = Arc::new(Presence::default());
     let metrics = Arc::new(Metrics::default());
     let messaging = Arc::new(Messaging::new(
@@ -140,24 +128,30 @@ pub async fn serve(
         },
     ));
     let agents = Arc::new(Agents::new(store.clone(), presence, messaging.clone(), max_page_bytes));
-    let agent_grpc = Arc::new(AgentGrpc::new(agents));
-    let agent_service = AgentServiceServer::from_arc(agent_grpc.clone())
+    let api = Arc::new(Api::new(
+        sessions.clone(),
+        agents,
+        messaging.clone(),
+        ApiConfig {
+            auth: ApiKeyAuth::new(config.api_key.as_deref()),
+            heartbeat: config.heartbeat_interval,
+            shutdown: shutdown.clone(),
+            max_message_bytes: config.max_message_bytes,
+        },
+    ));
+    let grpc = Arc::new(Grpc::new(api.clone()));
+    let session_service = SessionServiceServer::from_arc(grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(max_answer_bytes);
-    let message_grpc = Arc::new(MessageGrpc::new(
-        messaging.clone(),
-        shutdown.clone(),
-        config.max_message_bytes,
-    ));
-    let message_service = MessageServiceServer::from_arc(message_grpc.clone())
+    let agent_service = AgentServiceServer::from_arc(grpc.clone())
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(max_answer_bytes);
+    let message_service = MessageServiceServer::from_arc(grpc)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(max_answer_bytes);
     let requests = Arc::new(RequestMetrics::default());
     let gateway = Arc::new(Gateway {
-        sessions: session_grpc,
-        agents: agent_grpc,
-        messages: message_grpc,
-        auth: auth.clone(),
+        api,
         metrics,
         requests: requests.clone(),
         store: store.clone(),
@@ -168,14 +162,14 @@ pub async fn serve(
     let router = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(InterceptedService::new(session_service, auth.clone()))
-        .add_service(InterceptedService::new(agent_service, auth.clone()))
-        .add_service(InterceptedService::new(message_service, auth))
+        .add_service(session_service)
+        .add_service(agent_service)
+        .add_service(message_service)
         .into_axum_router()
         .layer(axum::middleware::from_fn(codec::request_errors))
         .merge(http::router(gateway))
         .fallback(http::not_found)
-        .layer(axum::middleware::from_fn_with_state(requests, metrics_http::record));
+        .layer(axum::middleware::from_fn_with_state(requests, request_metrics::record));
 
     let sweepers = [
         tokio::spawn(sweep_idle_sessions(

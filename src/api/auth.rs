@@ -1,13 +1,21 @@
-//! API-key check for gRPC calls. Health and reflection are not wrapped, so
-//! they stay open to probes and tools.
+//! Who a caller is, from the credentials it presents. Transports pass the
+//! header values; health and reflection ask for none, so they stay open to
+//! probes and tools.
 
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
-use tonic::service::Interceptor;
-use tonic::{Request, Status};
 
 pub const API_KEY_HEADER: &str = "x-agent-api-key";
+
+/// Who a call acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// No key is configured: every caller is trusted (loopback by default).
+    Anonymous,
+    /// The caller presented the API key.
+    Admin,
+}
 
 /// Accepts a call when no key is configured, or when it carries the key in
 /// `x-agent-api-key: KEY` or `authorization: Bearer KEY`. Every credential
@@ -26,13 +34,13 @@ impl ApiKeyAuth {
 
     /// Checks every value of the two headers; each comparison takes the same
     /// time wherever the first differing byte is.
-    pub fn check<'a>(
+    pub fn authenticate<'a>(
         &self,
         api_keys: impl IntoIterator<Item = &'a [u8]>,
         authorizations: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Identity, &'static str> {
         let Some(expected) = &self.key else {
-            return Ok(());
+            return Ok(Identity::Anonymous);
         };
         let mut presented = 0;
         for authorization in authorizations {
@@ -51,7 +59,7 @@ impl ApiKeyAuth {
         if presented == 0 {
             return Err("missing API key: send metadata `x-agent-api-key: <key>` or `authorization: Bearer <key>`");
         }
-        Ok(())
+        Ok(Identity::Admin)
     }
 }
 
@@ -65,22 +73,12 @@ fn check_key(given: &[u8], expected: &[u8]) -> Result<(), &'static str> {
     }
 }
 
-impl Interceptor for ApiKeyAuth {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let metadata = request.metadata();
-        let values = |name: &'static str| metadata.get_all(name).into_iter().map(|v| v.as_bytes());
-        self.check(values(API_KEY_HEADER), values("authorization"))
-            .map_err(Status::unauthenticated)?;
-        Ok(request)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn check(auth: &ApiKeyAuth, key: Option<&[u8]>, authorization: Option<&[u8]>) -> Result<(), &'static str> {
-        auth.check(key, authorization)
+        auth.authenticate(key, authorization).map(|_| ())
     }
 
     #[test]
@@ -93,7 +91,8 @@ mod tests {
         assert!(check(&auth, Some(b"s3cres"), None).is_err());
         assert!(check(&auth, None, Some(b"Basic s3cret")).is_err());
         assert!(check(&auth, None, None).is_err());
-        assert!(check(&ApiKeyAuth::new(None), None, None).is_ok());
+        assert_eq!(ApiKeyAuth::new(None).authenticate(None, None), Ok(Identity::Anonymous));
+        assert_eq!(auth.authenticate(Some(&b"s3cret"[..]), None), Ok(Identity::Admin));
     }
 
     #[test]
@@ -109,6 +108,6 @@ mod tests {
         );
         assert!(check(&auth, Some(b"s3cret"), Some(b"Basic czNjcmV0")).is_err());
         let two_keys: [&[u8]; 2] = [b"s3cret", b"wrong"];
-        assert!(auth.check(two_keys, None).is_err());
+        assert!(auth.authenticate(two_keys, None).is_err());
     }
 }

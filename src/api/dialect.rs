@@ -98,7 +98,7 @@ fn join(path: &str, name: &str) -> String {
 }
 
 /// "a string", "an array"...: what a JSON value is, for error messages.
-pub(super) fn type_name(value: &Json) -> &'static str {
+pub fn type_name(value: &Json) -> &'static str {
     match value {
         Json::Null => "null",
         Json::Bool(_) => "a boolean",

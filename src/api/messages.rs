@@ -1,0 +1,142 @@
+//! MessageService: send, receive, acknowledge and look up messages.
+
+use prost::Message as _;
+use tokio_stream::StreamExt;
+
+use super::agents::agent_id;
+use super::convert::timestamp;
+use super::convert_messages as convert;
+use super::{Api, Caller, ItemStream, MAX_ACKS, MESSAGE_ENVELOPE_BYTES, errors};
+use crate::app::messaging::InboxItem;
+use crate::domain::message::MessageId;
+use crate::domain::{Error, Result};
+use crate::pb;
+
+fn message_id(value: &str) -> Result<MessageId> {
+    MessageId::parse_field("message_id", value)
+}
+
+impl Api {
+    /// Sizes the message as gRPC will send it, whichever transport it came
+    /// by (JSON can grow several times as protobuf: `[1,1,...]`).
+    fn check_size(&self, message: &pb::Message) -> Result<()> {
+        let size = message.encoded_len();
+        if size > self.max_encoded_message {
+            return Err(Error::invalid(
+                "message",
+                format!(
+                    "encodes to {size} bytes of protobuf; a message may take at most {} \
+                     (max_message_bytes less {MESSAGE_ENVELOPE_BYTES} for the delivery around it): \
+                     shrink the payload",
+                    self.max_encoded_message
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn send_message(&self, caller: &Caller, r: pb::SendMessageRequest) -> Result<pb::SendMessageResponse> {
+        let message = r.message;
+        if let Some(message) = &message {
+            self.check_size(message)?;
+        }
+        let new = convert::new_message_from(message)?;
+        let outcome = self.messaging.send(new, caller.deadline).await?;
+        Ok(pb::SendMessageResponse {
+            accepted: true,
+            message_id: outcome.message_id.to_string(),
+            state: convert::message_state(outcome.state) as i32,
+            reply: outcome.reply.as_ref().map(convert::message),
+        })
+    }
+
+    pub async fn receive_messages(
+        &self,
+        _caller: &Caller,
+        r: pb::ReceiveMessagesRequest,
+    ) -> Result<ItemStream<pb::ReceiveMessagesResponse>> {
+        let agent = agent_id("agent_id", &r.agent_id)?;
+        let max_in_flight = match r.max_in_flight {
+            0 => None,
+            n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        };
+        let inbox = self
+            .messaging
+            .receive(agent, max_in_flight, self.shutdown.clone())
+            .await?;
+        let responses = inbox.map(|item| {
+            let kind = match item? {
+                InboxItem::Delivery {
+                    message,
+                    attempt,
+                    ack_deadline,
+                } => pb::receive_messages_response::Kind::Delivery(pb::Delivery {
+                    message: Some(convert::message(&message)),
+                    attempt,
+                    ack_deadline: Some(timestamp(ack_deadline)),
+                }),
+                InboxItem::Heartbeat {
+                    timestamp: at,
+                    inbox_depth,
+                } => pb::receive_messages_response::Kind::Heartbeat(pb::InboxHeartbeat {
+                    timestamp: Some(timestamp(at)),
+                    inbox_depth,
+                }),
+            };
+            Ok(pb::ReceiveMessagesResponse { kind: Some(kind) })
+        });
+        Ok(Box::pin(responses))
+    }
+
+    pub async fn ack_message(&self, _caller: &Caller, r: pb::AckMessageRequest) -> Result<pb::AckMessageResponse> {
+        let agent = agent_id("agent_id", &r.agent_id)?;
+        let id = message_id(&r.message_id)?;
+        let state = self.messaging.ack(&agent, &id).await?;
+        Ok(pb::AckMessageResponse {
+            state: convert::message_state(state) as i32,
+        })
+    }
+
+    pub async fn ack_messages(&self, _caller: &Caller, r: pb::AckMessagesRequest) -> Result<pb::AckMessagesResponse> {
+        let agent = agent_id("agent_id", &r.agent_id)?;
+        let field = "message_ids";
+        if r.message_ids.is_empty() || r.message_ids.len() > MAX_ACKS {
+            let why = format!("between 1 and {MAX_ACKS} ids, got {}", r.message_ids.len());
+            return Err(Error::invalid(field, why));
+        }
+        let ids = r
+            .message_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| MessageId::parse_field(&format!("{field}[{i}]"), id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let results = self.messaging.ack_many(&agent, &ids).await;
+        let results = ids
+            .iter()
+            .zip(results)
+            .map(|(id, result)| {
+                let mut answer = pb::AckResult {
+                    message_id: id.as_str().to_owned(),
+                    ..Default::default()
+                };
+                match result {
+                    Ok(state) => answer.state = convert::message_state(state) as i32,
+                    Err(e) => {
+                        answer.code = errors::grpc_code(e.kind) as i32;
+                        answer.error = e.message;
+                    }
+                }
+                answer
+            })
+            .collect();
+        Ok(pb::AckMessagesResponse { results })
+    }
+
+    pub async fn get_message(&self, _caller: &Caller, r: pb::GetMessageRequest) -> Result<pb::GetMessageResponse> {
+        let id = message_id(&r.message_id)?;
+        let record = self.messaging.get(&id).await?;
+        Ok(pb::GetMessageResponse {
+            status: Some(convert::message_status(&record)),
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! The transport-neutral API: the contract's codec (the JSON [`dialect`],
+//! proto <-> domain conversion in [`convert`], the one error table in
+//! [`errors`]) and one function per RPC that takes the typed request and the
+//! [`Caller`] and returns the typed answer or a domain error.
+//!
+//! The gRPC services and the HTTP gateway are thin adapters over [`Api`]:
+//! they build a `Caller` from their headers, decode the request, call the
+//! same function and encode what it returns. Rules live below, in `app`.
+
+mod agents;
+pub mod auth;
+pub mod convert;
+pub mod convert_messages;
+pub mod dialect;
+pub mod errors;
+mod messages;
+mod sessions;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use tokio_util::sync::CancellationToken;
+
+pub use self::auth::{API_KEY_HEADER, ApiKeyAuth, Identity};
+use crate::app::agents::Agents;
+pub use crate::app::messaging::MAX_ACKS;
+use crate::app::messaging::Messaging;
+use crate::app::sessions::Sessions;
+use crate::domain::Error;
+
+/// The items of a server stream (an inbox, a watch), ending with an error
+/// when it cannot go on.
+pub type ItemStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Error>> + Send>>;
+
+/// Who is calling, until when they wait, and the trace they continue.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Identity,
+    /// When the caller stops waiting (its `grpc-timeout`, less a margin so
+    /// that a DEADLINE_EXCEEDED answer reaches it in time).
+    pub deadline: Option<tokio::time::Instant>,
+    /// W3C trace context (`traceparent`, `tracestate`) as received.
+    pub trace: Option<TraceContext>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
+}
+
+/// What the API needs from the application, plus stream settings.
+pub struct Api {
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) agents: Arc<Agents>,
+    pub(crate) messaging: Arc<Messaging>,
+    auth: ApiKeyAuth,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+    /// The largest message a send accepts, in protobuf bytes.
+    max_encoded_message: usize,
+}
+
+/// What a stored message may grow by on its way out: the fields the server
+/// fills in (id, timestamp, frameworks) and the answer around it (Delivery,
+/// MessageStatus with recipient and reason, a SYNC reply's response).
+pub const MESSAGE_ENVELOPE_BYTES: usize = 4096;
+
+pub struct ApiConfig {
+    pub auth: ApiKeyAuth,
+    pub heartbeat: Duration,
+    pub shutdown: CancellationToken,
+    pub max_message_bytes: usize,
+}
+
+impl Api {
+    pub fn new(sessions: Arc<Sessions>, agents: Arc<Agents>, messaging: Arc<Messaging>, config: ApiConfig) -> Self {
+        Self {
+            sessions,
+            agents,
+            messaging,
+            auth: config.auth,
+            heartbeat: config.heartbeat,
+            shutdown: config.shutdown,
+            // Whatever is accepted must be deliverable to a client whose
+            // receive limit is max_message_bytes (grpc's default is 4 MiB).
+            max_encoded_message: config.max_message_bytes.saturating_sub(MESSAGE_ENVELOPE_BYTES),
+        }
+    }
+
+    /// The caller of a request with these headers (gRPC metadata or HTTP):
+    /// UNAUTHENTICATED unless its credentials are valid.
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, Error> {
+        let values = |name: &'static str| headers.get_all(name).into_iter().map(|v| v.as_bytes());
+        let identity = self
+            .auth
+            .authenticate(values(API_KEY_HEADER), values("authorization"))
+            .map_err(Error::unauthenticated)?;
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let trace = text("traceparent").map(|traceparent| TraceContext {
+            traceparent: traceparent.to_owned(),
+            tracestate: text("tracestate").map(str::to_owned),
+        });
+        Ok(Caller {
+            identity,
+            deadline: text("grpc-timeout").and_then(grpc_timeout).map(wait_until),
+            trace,
+        })
+    }
+}
+
+/// Until when to wait for a caller that waits `timeout`: less a margin, so
+/// that a DEADLINE_EXCEEDED answer arrives before the caller (and tonic's
+/// own timeout) gives up.
+fn wait_until(timeout: Duration) -> tokio::time::Instant {
+    let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(50)));
+    tokio::time::Instant::now() + budget
+}
+
+/// A `grpc-timeout` value: an amount and a unit (`250m`, `2S`, `1H`).
+fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = amount.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header() {
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(grpc_timeout("x"), None);
+        assert_eq!(grpc_timeout(""), None);
+    }
+}

@@ -1,0 +1,264 @@
+//! SessionService: create, read, list, change, end and watch sessions.
+
+use tokio_stream::StreamExt;
+
+use super::convert;
+use super::{Api, Caller, ItemStream};
+use crate::app::sessions::ListSessions;
+use crate::app::watch::{self, WatchItem, WatchRequest};
+use crate::domain::session::{ContextUpdateMode, NewSession, Session};
+use crate::domain::{AgentId, Error, Result, SessionId};
+use crate::pb;
+use crate::store::EventFilter;
+
+/// Most session ids one watch may filter on.
+const MAX_WATCH_SESSION_IDS: usize = 1000;
+
+fn session_id(value: &str) -> Result<SessionId> {
+    SessionId::parse_field("session_id", value)
+}
+
+/// The session after a change, wrapped in its RPC's answer.
+fn respond<T>(result: Result<Session>, wrap: impl FnOnce(Option<pb::Session>) -> T) -> Result<T> {
+    result.map(|s| wrap(Some(convert::session(&s))))
+}
+
+impl Api {
+    pub async fn create_session(
+        &self,
+        _caller: &Caller,
+        r: pb::CreateSessionRequest,
+    ) -> Result<pb::CreateSessionResponse> {
+        let decode = || -> crate::domain::Result<NewSession> {
+            let session_id = match r.session_id.as_str() {
+                "" => None,
+                id => Some(SessionId::parse_field("session_id", id)?),
+            };
+            if r.orchestrator.is_empty() {
+                return Err(Error::invalid(
+                    "orchestrator",
+                    "is required (an agent id such as claude-code://orchestrator)",
+                ));
+            }
+            Ok(NewSession {
+                session_id,
+                orchestrator: AgentId::parse_field("orchestrator", &r.orchestrator)?,
+                participants: r
+                    .participants
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| convert::participant_spec_from(&format!("participants[{i}]"), p))
+                    .collect::<Result<_, _>>()?,
+                steps: r
+                    .steps
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| convert::workflow_step_from(&format!("steps[{i}]"), s))
+                    .collect::<Result<_, _>>()?,
+                shared_context: convert::json_object_from("shared_context", r.shared_context)?,
+            })
+        };
+        let new = decode()?;
+        respond(self.sessions.create(new).await, |session| pb::CreateSessionResponse {
+            session,
+        })
+    }
+
+    pub async fn get_session(&self, _caller: &Caller, r: pb::GetSessionRequest) -> Result<pb::GetSessionResponse> {
+        let id = session_id(&r.session_id)?;
+        respond(self.sessions.get(&id).await, |session| pb::GetSessionResponse {
+            session,
+        })
+    }
+
+    pub async fn list_sessions(
+        &self,
+        _caller: &Caller,
+        r: pb::ListSessionsRequest,
+    ) -> Result<pb::ListSessionsResponse> {
+        let states = r
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| convert::session_state_from(&format!("states[{i}]"), *s))
+            .collect::<Result<_, _>>()?;
+        let participant = match r.participant.as_str() {
+            "" => None,
+            agent => Some(AgentId::parse_field("participant", agent)?),
+        };
+        let request = ListSessions {
+            states,
+            participant,
+            page_size: r.page_size as usize,
+            page_token: r.page_token,
+        };
+        let list = self.sessions.list(request).await?;
+        Ok(pb::ListSessionsResponse {
+            sessions: list.sessions.iter().map(convert::session).collect(),
+            next_page_token: list.next_page_token,
+        })
+    }
+
+    pub async fn add_participant(
+        &self,
+        _caller: &Caller,
+        r: pb::AddParticipantRequest,
+    ) -> Result<pb::AddParticipantResponse> {
+        let id = session_id(&r.session_id)?;
+        let spec = r
+            .participant
+            .ok_or_else(|| Error::invalid("participant", "is required"))?;
+        let spec = convert::participant_spec_from("participant", spec)?;
+        respond(
+            self.sessions.add_participant(&id, spec, r.expected_version).await,
+            |session| pb::AddParticipantResponse { session },
+        )
+    }
+
+    pub async fn remove_participant(
+        &self,
+        _caller: &Caller,
+        r: pb::RemoveParticipantRequest,
+    ) -> Result<pb::RemoveParticipantResponse> {
+        let id = session_id(&r.session_id)?;
+        let agent = AgentId::parse_field("agent_id", &r.agent_id)?;
+        respond(
+            self.sessions.remove_participant(&id, &agent, r.expected_version).await,
+            |session| pb::RemoveParticipantResponse { session },
+        )
+    }
+
+    pub async fn update_workflow(
+        &self,
+        _caller: &Caller,
+        r: pb::UpdateWorkflowRequest,
+    ) -> Result<pb::UpdateWorkflowResponse> {
+        let id = session_id(&r.session_id)?;
+        let result = self
+            .sessions
+            .update_workflow(
+                &id,
+                r.current_step,
+                r.completed_steps,
+                r.pending_steps,
+                r.expected_version,
+            )
+            .await;
+        respond(result, |session| pb::UpdateWorkflowResponse { session })
+    }
+
+    pub async fn advance_workflow(
+        &self,
+        _caller: &Caller,
+        r: pb::AdvanceWorkflowRequest,
+    ) -> Result<pb::AdvanceWorkflowResponse> {
+        let id = session_id(&r.session_id)?;
+        let next = Some(r.next_step.as_str()).filter(|s| !s.is_empty());
+        respond(
+            self.sessions.advance_workflow(&id, next, r.expected_version).await,
+            |session| pb::AdvanceWorkflowResponse { session },
+        )
+    }
+
+    pub async fn update_shared_context(
+        &self,
+        _caller: &Caller,
+        r: pb::UpdateSharedContextRequest,
+    ) -> Result<pb::UpdateSharedContextResponse> {
+        let id = session_id(&r.session_id)?;
+        let mode = match pb::ContextUpdateMode::try_from(r.mode) {
+            Ok(pb::ContextUpdateMode::Unspecified | pb::ContextUpdateMode::Replace) => ContextUpdateMode::Replace,
+            Ok(pb::ContextUpdateMode::Merge) => ContextUpdateMode::Merge,
+            Err(_) => {
+                return Err(Error::invalid("mode", format!("{} is not REPLACE or MERGE", r.mode)));
+            }
+        };
+        let context = r
+            .context
+            .ok_or_else(|| Error::invalid("context", "is required (a JSON object)"))?;
+        let context = convert::json_object_from("context", Some(context))?;
+        respond(
+            self.sessions
+                .update_shared_context(&id, context, mode, r.expected_version)
+                .await,
+            |session| pb::UpdateSharedContextResponse { session },
+        )
+    }
+
+    pub async fn complete_session(
+        &self,
+        _caller: &Caller,
+        r: pb::CompleteSessionRequest,
+    ) -> Result<pb::CompleteSessionResponse> {
+        let id = session_id(&r.session_id)?;
+        respond(
+            self.sessions
+                .complete(&id, r.summary, r.artifacts, r.expected_version)
+                .await,
+            |session| pb::CompleteSessionResponse { session },
+        )
+    }
+
+    pub async fn terminate_session(
+        &self,
+        _caller: &Caller,
+        r: pb::TerminateSessionRequest,
+    ) -> Result<pb::TerminateSessionResponse> {
+        let id = session_id(&r.session_id)?;
+        respond(
+            self.sessions
+                .terminate(&id, r.reason, r.details, r.expected_version)
+                .await,
+            |session| pb::TerminateSessionResponse { session },
+        )
+    }
+
+    pub fn watch_sessions(
+        &self,
+        _caller: &Caller,
+        r: pb::WatchSessionsRequest,
+    ) -> Result<ItemStream<pb::WatchSessionsResponse>> {
+        if r.session_ids.len() > MAX_WATCH_SESSION_IDS {
+            return Err(Error::invalid(
+                "session_ids",
+                format!("at most {MAX_WATCH_SESSION_IDS} allowed, got {}", r.session_ids.len()),
+            ));
+        }
+        let session_ids = r
+            .session_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| SessionId::parse_field(&format!("session_ids[{i}]"), id))
+            .collect::<Result<_, _>>()?;
+        let kinds = r
+            .event_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| convert::event_kind_from(&format!("event_types[{i}]"), *t))
+            .collect::<Result<_, _>>()?;
+        let request = WatchRequest {
+            filter: EventFilter { session_ids, kinds },
+            after_sequence: r.after_sequence,
+        };
+        let events = watch::watch(
+            self.sessions.store().clone(),
+            request,
+            self.heartbeat,
+            self.shutdown.clone(),
+        )?;
+        let responses = events.map(|item| {
+            let kind = match item? {
+                WatchItem::Event(event) => pb::watch_sessions_response::Kind::Event(convert::session_event(&event)),
+                WatchItem::Heartbeat {
+                    timestamp,
+                    last_sequence,
+                } => pb::watch_sessions_response::Kind::Heartbeat(pb::Heartbeat {
+                    timestamp: Some(convert::timestamp(timestamp)),
+                    last_sequence,
+                }),
+            };
+            Ok(pb::WatchSessionsResponse { kind: Some(kind) })
+        });
+        Ok(Box::pin(responses))
+    }
+}

@@ -1,0 +1,27 @@
+//! `POST /messages/send` and `GET /messages/{message_id}`.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde_json::{Map, Value as Json};
+
+use super::Gw;
+use super::input::{decode, json_body};
+use super::response::{HttpResult, ok};
+use crate::api::Caller;
+use crate::pb;
+
+/// The prototype's `POST /messages/send`: the body is the message itself
+/// (errors name its fields as `message.<field>`, as over gRPC).
+pub async fn send_message(State(gw): Gw, caller: Caller, headers: HeaderMap, body: Body) -> HttpResult {
+    let message = json_body(&headers, body, gw.max_body_bytes, true).await?;
+    let request: pb::SendMessageRequest = decode(Map::from_iter([("message".to_owned(), Json::Object(message))]))?;
+    ok(&gw.api.send_message(&caller, request).await?)
+}
+
+pub async fn get_message(State(gw): Gw, caller: Caller, Path(message_id): Path<String>) -> HttpResult {
+    ok(&gw
+        .api
+        .get_message(&caller, pb::GetMessageRequest { message_id })
+        .await?)
+}
