@@ -27,6 +27,10 @@ pub enum StoreKind {
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub listen: ListenAddr,
+    /// What `listen` resolved to when the configuration was loaded, IPv4
+    /// first: the addresses checked for exposure and bound, from one lookup.
+    #[serde(skip)]
+    pub listen_addrs: Vec<SocketAddr>,
     pub api_key: Option<String>,
     pub insecure: bool,
     pub store: StoreKind,
@@ -73,6 +77,7 @@ impl Default for Config {
                 host: "127.0.0.1".into(),
                 port: 8080,
             },
+            listen_addrs: Vec::new(),
             api_key: None,
             insecure: false,
             store: StoreKind::Sqlite,
@@ -194,6 +199,7 @@ impl Config {
             config.listen.port = port;
         }
         config.apply(args);
+        config.listen_addrs = config.listen.resolve().map_err(ConfigError::Invalid)?;
         config.validate()?;
         Ok(config)
     }
@@ -293,8 +299,8 @@ impl Config {
                 return invalid(format!("{name} must be between {min} and {max}, got {value}"));
             }
         }
-        let addresses = self.listen.resolve().map_err(ConfigError::Invalid)?;
-        if self.api_key.is_none() && !addresses.iter().all(|a| a.ip().is_loopback()) && !self.insecure {
+        let exposed = self.listen_addrs.iter().any(|a| !a.ip().is_loopback());
+        if self.api_key.is_none() && exposed && !self.insecure {
             return invalid(format!(
                 "refusing to listen on {} without an API key: anyone who can reach it could drive the bus. \
                  Set --api-key (or AGENT_BUS_API_KEY), listen on a loopback address, or pass --insecure",
@@ -318,12 +324,14 @@ pub struct ListenAddr {
 }
 
 impl ListenAddr {
-    /// The addresses the host resolves to (a name may give several).
+    /// The addresses the host resolves to (a name may give several), IPv4
+    /// first so that `localhost` means 127.0.0.1 wherever it can.
     pub fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
-        let addresses: Vec<SocketAddr> = (self.host.as_str(), self.port)
+        let mut addresses: Vec<SocketAddr> = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve the listen address {self}: {e}"))?
             .collect();
+        addresses.sort_by_key(SocketAddr::is_ipv6);
         if addresses.is_empty() {
             return Err(format!("the listen address {self} resolves to no address"));
         }

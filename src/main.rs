@@ -97,7 +97,8 @@ fn serve(args: &ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let bound = tokio::net::TcpListener::bind((config.listen.host.as_str(), config.listen.port)).await;
+        // The first address that binds of those the configuration checked.
+        let bound = tokio::net::TcpListener::bind(config.listen_addrs.as_slice()).await;
         let listener = match bound {
             Ok(listener) => listener,
             Err(error) => {

@@ -169,7 +169,8 @@ pub async fn serve(
         .layer(axum::middleware::from_fn(codec::request_errors))
         .merge(http::router(gateway))
         .fallback(http::not_found)
-        .layer(axum::middleware::from_fn_with_state(requests, request_metrics::record));
+        .layer(axum::middleware::from_fn_with_state(requests, request_metrics::record))
+        .layer(axum::middleware::from_fn(listener::first_request_arrived));
 
     let sweepers = [
         tokio::spawn(sweep_idle_sessions(

@@ -577,15 +577,30 @@ async fn d5_silent_connections_are_closed_and_cannot_starve_health() {
         .await
         .expect("gRPC health during the flood");
 
-    // A connection that never sends a byte is closed after the timeout.
-    let mut quiet = TcpStream::connect(bus.addr).unwrap();
-    quiet.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Connections that never send a byte, or only the start of a request
+    // (half an HTTP/2 preface, blank lines), are closed after the timeout.
+    let starts: [&[u8]; 4] = [b"", b"PRI * HTTP/2.0\r\n\r\n", b"\r\n\r\n", b"GET / HTTP/1.1\r\n"];
+    let mut slow: Vec<TcpStream> = starts
+        .iter()
+        .map(|start| {
+            let mut stream = TcpStream::connect(bus.addr).unwrap();
+            stream.write_all(start).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stream
+        })
+        .collect();
     let started = Instant::now();
-    let mut byte = [0u8; 1];
-    match quiet.read(&mut byte) {
-        Ok(0) => {}
-        Ok(_) => panic!("the server wrote to a silent connection"),
-        Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "still open after 5 s"),
+    for (stream, start) in slow.iter_mut().zip(starts) {
+        let mut answer = Vec::new();
+        match stream.read_to_end(&mut answer) {
+            Ok(_) => {}
+            Err(e) => assert_ne!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock,
+                "{:?} still open after 5 s",
+                String::from_utf8_lossy(start)
+            ),
+        }
     }
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
     let log = bus.log();
@@ -626,6 +641,37 @@ async fn d5_past_max_connections_new_connections_are_closed_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn caller_deadlines_beyond_the_clock_are_ignored_not_a_crash() {
+    // Found in review: `grpc-timeout` of u64::MAX seconds overflowed the
+    // deadline and panicked the server.
+    let bus = Bus::start(&["--api-key", KEY, "--store", "memory"]).await;
+    for value in ["18446744073709551615S", "99999999H", "x"] {
+        let response = reqwest::Client::new()
+            .get(format!("{}/agents", bus.url()))
+            .header("x-agent-api-key", KEY)
+            .header("grpc-timeout", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{value}");
+        let mut request = keyed(pb::ListAgentsRequest::default());
+        request.metadata_mut().insert("grpc-timeout", value.parse().unwrap());
+        let answer = bus.agents().await.list_agents(request).await;
+        assert!(
+            !matches!(&answer, Err(status) if matches!(status.code(), Code::Internal | Code::Unknown | Code::Unavailable)),
+            "{value}: {answer:?}"
+        );
+    }
+    let health: Json = reqwest::get(format!("{}/health", bus.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "healthy");
 }
 
 #[tokio::test]

@@ -888,7 +888,13 @@ async fn sync_sends_return_the_reply() {
         .header("grpc-timeout", "500m")
         .json(&impatient);
     let (status, answer) = http.send(request).await;
-    assert_error(status, &answer, StatusCode::GATEWAY_TIMEOUT, "DEADLINE_EXCEEDED", "impatient");
+    assert_error(
+        status,
+        &answer,
+        StatusCode::GATEWAY_TIMEOUT,
+        "DEADLINE_EXCEEDED",
+        "impatient",
+    );
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 

@@ -318,18 +318,29 @@ fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String
     if text.is_empty() || text.chars().any(char::is_whitespace) {
         return Err(refused());
     }
-    if let Some(seconds) = text.strip_suffix('s').filter(|n| !n.ends_with(['m', 'n', 'u', 'µ']))
-        && let Ok(secs) = seconds.parse::<f64>()
-    {
-        if !(0.0..=convert::MAX_DURATION_SECONDS as f64).contains(&secs) {
-            return Err(format!(
-                "{text:?} is outside 0s to {}s, protobuf Duration's range",
-                convert::MAX_DURATION_SECONDS
-            ));
+    let out_of_range = || {
+        format!(
+            "{text:?} is outside 0s to {}s, protobuf Duration's range",
+            convert::MAX_DURATION_SECONDS
+        )
+    };
+    let seconds = text
+        .strip_suffix('s')
+        .filter(|n| !n.ends_with(['m', 'n', 'u', 'µ']))
+        .and_then(|n| n.parse::<f64>().ok());
+    let duration = match seconds {
+        Some(secs) => {
+            if !(0.0..=convert::MAX_DURATION_SECONDS as f64).contains(&secs) {
+                return Err(out_of_range());
+            }
+            std::time::Duration::try_from_secs_f64(secs).map_err(|_| refused())?
         }
-        return std::time::Duration::try_from_secs_f64(secs).map_err(|_| refused());
+        None => humantime::parse_duration(text).map_err(|_| refused())?,
+    };
+    if duration.as_secs() > convert::MAX_DURATION_SECONDS as u64 {
+        return Err(out_of_range());
     }
-    humantime::parse_duration(text).map_err(|_| refused())
+    Ok(duration)
 }
 
 fn format_duration(seconds: i64, nanos: i32) -> String {
@@ -561,6 +572,10 @@ mod tests {
             (
                 json!({"routing": {"timeout": "-1s"}}),
                 "routing.timeout: \"-1s\" is outside 0s to 315576000000s",
+            ),
+            (
+                json!({"routing": {"timeout": "20000y"}}),
+                "routing.timeout: \"20000y\" is outside 0s to 315576000000s",
             ),
             (
                 json!({"routing": {"timeout": "9223372036854775807s"}}),

@@ -104,7 +104,7 @@ impl Api {
         });
         Ok(Caller {
             identity,
-            deadline: text("grpc-timeout").and_then(grpc_timeout).map(wait_until),
+            deadline: text("grpc-timeout").and_then(grpc_timeout).and_then(wait_until),
             trace,
         })
     }
@@ -112,15 +112,19 @@ impl Api {
 
 /// Until when to wait for a caller that waits `timeout`: less a margin, so
 /// that a DEADLINE_EXCEEDED answer arrives before the caller (and tonic's
-/// own timeout) gives up.
-fn wait_until(timeout: Duration) -> tokio::time::Instant {
+/// own timeout) gives up. None (no deadline) if that is beyond the clock.
+fn wait_until(timeout: Duration) -> Option<tokio::time::Instant> {
     let budget = timeout.saturating_sub((timeout / 10).min(Duration::from_millis(50)));
-    tokio::time::Instant::now() + budget
+    tokio::time::Instant::now().checked_add(budget)
 }
 
-/// A `grpc-timeout` value: an amount and a unit (`250m`, `2S`, `1H`).
+/// A `grpc-timeout` value: at most 8 digits and a unit (`250m`, `2S`,
+/// `1H`), as the gRPC protocol spells it; anything else is ignored.
 fn grpc_timeout(value: &str) -> Option<Duration> {
     let (amount, unit) = value.split_at(value.len().checked_sub(1)?);
+    if amount.is_empty() || amount.len() > 8 || !amount.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let amount: u64 = amount.parse().ok()?;
     Some(match unit {
         "H" => Duration::from_secs(amount.saturating_mul(3600)),
@@ -144,5 +148,9 @@ mod tests {
         assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(grpc_timeout("x"), None);
         assert_eq!(grpc_timeout(""), None);
+        assert_eq!(grpc_timeout("18446744073709551615S"), None);
+        assert_eq!(grpc_timeout("+5S"), None);
+        let far = grpc_timeout("99999999H").unwrap();
+        assert!(wait_until(far).is_some_and(|at| at > tokio::time::Instant::now()));
     }
 }

@@ -5,10 +5,11 @@
 //!   connection that has not yet sent a complete request is closed to make
 //!   room (a flood of silent sockets cannot lock out a health probe); when
 //!   every connection has sent one, the new connection is closed at once.
-//! - A connection must send its first complete request head (HTTP/1.1
-//!   headers, or the HTTP/2 preface, both ending in an empty line) within
-//!   `header_read_timeout`, or it is closed. Later requests on an HTTP/1.1
-//!   connection fall under hyper's own header timeout.
+//! - A connection must deliver its first request (HTTP/1.1 or HTTP/2) within
+//!   `header_read_timeout`, or it is closed: [`first_request_arrived`], a
+//!   middleware, marks it when the request reaches the router. Later requests
+//!   on an HTTP/1.1 connection fall under hyper's own header timeout; an
+//!   HTTP/2 connection stays open between calls.
 //! - An accept error (such as running out of file descriptors) pauses
 //!   accepting briefly instead of spinning.
 
@@ -16,8 +17,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -45,13 +46,17 @@ pub struct ConnectionLimits {
 /// short (logged).
 pub fn fit_descriptor_limit(wanted: usize) -> usize {
     use rustix::process::{Resource, getrlimit, setrlimit};
+    // An unlimited hard limit cannot be the soft one (Linux caps it at
+    // nr_open, macOS at OPEN_MAX); ask for plenty instead.
+    const PLENTY: u64 = 1 << 20;
     let before = getrlimit(Resource::Nofile);
+    let target = Some(before.maximum.unwrap_or(PLENTY));
     let raised = rustix::process::Rlimit {
-        current: before.maximum,
+        current: target,
         maximum: before.maximum,
     };
     let soft = match setrlimit(Resource::Nofile, raised) {
-        Ok(()) => before.maximum,
+        Ok(()) => target,
         Err(error) => {
             tracing::warn!(%error, "cannot raise the open-file limit");
             before.current
@@ -83,172 +88,153 @@ pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
 ) -> impl Stream<Item = Result<LimitedStream, io::Error>> + Send + 'static {
-    let tracker = Arc::new(Tracker::default());
+    let open = Arc::new(AtomicUsize::new(0));
     async_stream::stream! {
-        let mut last_error_log: Option<Instant> = None;
+        // Connections still waiting for their first request, oldest first
+        // (entries of closed or served ones are skipped when met).
+        let mut waiting: VecDeque<Weak<Waiting>> = VecDeque::new();
+        let mut refused: u64 = 0;
+        let mut last_log: Option<Instant> = None;
+        let mut log_now = || {
+            let due = last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY);
+            if due {
+                last_log = Some(Instant::now());
+            }
+            due
+        };
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(error) => {
-                    if last_error_log.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
+                    if log_now() {
                         tracing::warn!(%error, "accepting a connection failed; pausing briefly");
-                        last_error_log = Some(Instant::now());
                     }
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                     continue;
                 }
             };
-            if tracker.open.load(Ordering::Relaxed) >= limits.max_connections && !tracker.evict_one() {
-                tracker.refused(limits.max_connections);
+            if open.load(Ordering::Relaxed) >= limits.max_connections && !evict_oldest(&mut waiting) {
+                refused += 1;
+                if log_now() {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        refused_total = refused,
+                        "connection limit reached and every connection is in use; closing new connections"
+                    );
+                }
                 drop(stream);
                 continue;
             }
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
-            yield Ok(LimitedStream::new(stream, &tracker, limits.header_read_timeout));
-        }
-    }
-}
-
-/// Open connections, and those still waiting for their first request,
-/// oldest first (entries of closed or served connections are skipped).
-#[derive(Default)]
-struct Tracker {
-    open: AtomicUsize,
-    waiting: Mutex<VecDeque<Weak<Waiting>>>,
-    refused: AtomicU64,
-    last_refusal_log: Mutex<Option<Instant>>,
-}
-
-impl Tracker {
-    /// Closes the oldest connection that has not sent a request yet.
-    fn evict_one(&self) -> bool {
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(entry) = waiting.pop_front() {
-            if let Some(connection) = entry.upgrade()
-                && !connection.served.load(Ordering::Relaxed)
-                && !connection.evict.is_cancelled()
-            {
-                connection.evict.cancel();
-                return true;
+            let connection = LimitedStream::new(stream, &open, limits.header_read_timeout);
+            if waiting.len() > 2 * limits.max_connections {
+                waiting.retain(|entry| entry.upgrade().is_some_and(|w| w.is_waiting()));
             }
-        }
-        false
-    }
-
-    fn track(&self, connection: &Arc<Waiting>) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        // Keep the queue from filling with entries of connections long gone.
-        if waiting.len() >= 1024 && waiting.len().is_power_of_two() {
-            waiting.retain(|entry| entry.strong_count() > 0);
-        }
-        waiting.push_back(Arc::downgrade(connection));
-    }
-
-    fn refused(&self, max_connections: usize) {
-        let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last_refusal_log.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.is_none_or(|at| at.elapsed() >= LOG_EVERY) {
-            tracing::warn!(
-                max_connections,
-                refused_total = total,
-                "connection limit reached and every connection is in use; closing new connections"
-            );
-            *last = Some(Instant::now());
+            waiting.push_back(Arc::downgrade(&connection.state));
+            yield Ok(connection);
         }
     }
 }
 
-/// A connection that has not yet sent its first complete request.
+/// Closes the oldest connection that has not sent a request yet.
+fn evict_oldest(waiting: &mut VecDeque<Weak<Waiting>>) -> bool {
+    while let Some(entry) = waiting.pop_front() {
+        if let Some(connection) = entry.upgrade()
+            && connection.is_waiting()
+        {
+            connection.evict.cancel();
+            return true;
+        }
+    }
+    false
+}
+
+/// Marks the connection of each request as having delivered one, which
+/// lifts its header-read timeout and keeps it from being evicted.
+pub async fn first_request_arrived(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(info) = request.extensions().get::<ConnectionInfo>() {
+        info.first_request.served.store(true, Ordering::Relaxed);
+    }
+    next.run(request).await
+}
+
+/// What tonic puts in each request's extensions about its connection.
+#[derive(Clone)]
+pub struct ConnectionInfo {
+    pub tcp: TcpConnectInfo,
+    first_request: Arc<Waiting>,
+}
+
+/// Whether a connection delivered its first request yet.
 struct Waiting {
     served: AtomicBool,
     evict: CancellationToken,
 }
 
-/// The end of an HTTP/1.1 request head and of the HTTP/2 preface.
-const HEAD_END: &[u8] = b"\r\n\r\n";
+impl Waiting {
+    fn is_waiting(&self) -> bool {
+        !self.served.load(Ordering::Relaxed) && !self.evict.is_cancelled()
+    }
+}
 
 /// A TCP connection counted against the cap, closed (by a read error) if
 /// its first request head does not arrive in time or it is evicted first.
 pub struct LimitedStream {
     inner: TcpStream,
-    tracker: Arc<Tracker>,
-    /// Until the first request head is complete.
+    open: Arc<AtomicUsize>,
+    state: Arc<Waiting>,
+    /// Until the first request arrives.
     first_request: Option<FirstRequest>,
 }
 
 struct FirstRequest {
-    state: Arc<Waiting>,
     deadline: Pin<Box<Sleep>>,
     evicted: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// How many bytes of [`HEAD_END`] the bytes read so far end with.
-    matched: usize,
 }
 
 impl LimitedStream {
-    fn new(inner: TcpStream, tracker: &Arc<Tracker>, header_read_timeout: Duration) -> Self {
-        tracker.open.fetch_add(1, Ordering::Relaxed);
+    fn new(inner: TcpStream, open: &Arc<AtomicUsize>, header_read_timeout: Duration) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(Waiting {
             served: AtomicBool::new(false),
             evict: CancellationToken::new(),
         });
-        tracker.track(&state);
         Self {
             inner,
-            tracker: tracker.clone(),
+            open: open.clone(),
             first_request: Some(FirstRequest {
                 evicted: Box::pin(state.evict.clone().cancelled_owned()),
-                state,
                 deadline: Box::pin(tokio::time::sleep(header_read_timeout)),
-                matched: 0,
             }),
+            state,
         }
     }
 }
 
 impl Drop for LimitedStream {
     fn drop(&mut self) {
-        self.tracker.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl FirstRequest {
-    /// Feeds bytes read; true once they complete a request head.
-    fn complete_after(&mut self, bytes: &[u8]) -> bool {
-        for &byte in bytes {
-            self.matched = if byte == HEAD_END[self.matched] {
-                self.matched + 1
-            } else if byte == HEAD_END[0] {
-                1
-            } else {
-                0
-            };
-            if self.matched == HEAD_END.len() {
-                return true;
-            }
-        }
-        false
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl AsyncRead for LimitedStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let filled = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         let Some(first) = &mut this.first_request else {
             return result;
         };
+        if this.state.served.load(Ordering::Relaxed) {
+            this.first_request = None;
+            return result;
+        }
         match result {
-            Poll::Ready(Ok(())) => {
-                if first.complete_after(&buf.filled()[filled..]) {
-                    first.state.served.store(true, Ordering::Relaxed);
-                    this.first_request = None;
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Ready(result) => Poll::Ready(result),
             Poll::Pending => {
                 if first.evicted.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(io::Error::new(
@@ -259,7 +245,7 @@ impl AsyncRead for LimitedStream {
                 if first.deadline.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        "no complete request within the header read timeout",
+                        "no request within the header read timeout",
                     )));
                 }
                 Poll::Pending
@@ -295,39 +281,12 @@ impl AsyncWrite for LimitedStream {
 }
 
 impl Connected for LimitedStream {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn first() -> FirstRequest {
-        let state = Arc::new(Waiting {
-            served: AtomicBool::new(false),
-            evict: CancellationToken::new(),
-        });
-        FirstRequest {
-            evicted: Box::pin(state.evict.clone().cancelled_owned()),
-            state,
-            deadline: Box::pin(tokio::time::sleep(Duration::from_secs(1))),
-            matched: 0,
+    fn connect_info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            tcp: self.inner.connect_info(),
+            first_request: self.state.clone(),
         }
-    }
-
-    #[tokio::test]
-    async fn a_request_head_completes_across_reads() {
-        let mut head = first();
-        assert!(!head.complete_after(b"GET /health HTTP/1.1\r\nHost: x\r"));
-        assert!(!head.complete_after(b"\n\r"));
-        assert!(head.complete_after(b"\n"));
-        let mut preface = first();
-        assert!(preface.complete_after(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
-        let mut partial = first();
-        assert!(!partial.complete_after(b"GET / HTTP/1.1\r\n\r\r\n"));
     }
 }

@@ -1,6 +1,8 @@
 //! What the gateway reads: JSON bodies, query parameters, path segments and
 //! `If-Match`, decoded into the RPC's typed request.
 
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -14,7 +16,33 @@ use crate::domain::Error;
 /// Reads a JSON object body. An empty body is `{}` unless `required`.
 pub async fn json_body(
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
+    limit: usize,
+    required: bool,
+) -> Result<Map<String, Json>, HttpError> {
+    let result = read_json(headers, &mut body, limit, required).await;
+    if result.is_err() {
+        linger(body);
+    }
+    result
+}
+
+/// How long a refused body is still read (and dropped) after the answer.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Reads and drops, for a moment, what the client still sends of a body we
+/// refused before reading it all: closing a socket with unread data resets
+/// it, and the client could lose our answer (a lingering close).
+fn linger(mut body: Body) {
+    tokio::spawn(async move {
+        let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
+}
+
+async fn read_json(
+    headers: &HeaderMap,
+    body: &mut Body,
     limit: usize,
     required: bool,
 ) -> Result<Map<String, Json>, HttpError> {

@@ -138,7 +138,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
     let mut answer = HttpError::new(status, code_of_http_status(status), message).into_response();
     for (name, value) in &parts.headers {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            answer.headers_mut().insert(name.clone(), value.clone());
+            answer.headers_mut().append(name.clone(), value.clone());
         }
     }
     answer
