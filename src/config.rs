@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use crate::store::sqlite::Synchronous;
+use crate::transport::tls::TlsFiles;
 
 /// Which store backs the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
@@ -68,6 +69,11 @@ pub struct Config {
     /// A connection that sends no complete request head within this is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// PEM certificate chain and key: serve gRPC and HTTP over TLS.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: require client certificates signed by it (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -97,6 +103,9 @@ impl Default for Config {
             inbox_limit: 10_000,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -165,6 +174,15 @@ pub struct ServeArgs {
     /// Close connections that send no complete request head within this, e.g. 10s.
     #[arg(long, env = "AGENT_BUS_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
     pub header_read_timeout: Option<Duration>,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key); reloaded on SIGHUP.
+    #[arg(long, env = "AGENT_BUS_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "AGENT_BUS_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this PEM CA (mutual TLS).
+    #[arg(long, env = "AGENT_BUS_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +261,15 @@ impl Config {
         set(&mut self.inbox_limit, &args.inbox_limit);
         set(&mut self.max_connections, &args.max_connections);
         set(&mut self.header_read_timeout, &args.header_read_timeout);
+        for (target, value) in [
+            (&mut self.tls_cert, &args.tls_cert),
+            (&mut self.tls_key, &args.tls_key),
+            (&mut self.tls_client_ca, &args.tls_client_ca),
+        ] {
+            if value.is_some() {
+                target.clone_from(value);
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -299,6 +326,15 @@ impl Config {
                 return invalid(format!("{name} must be between {min} and {max}, got {value}"));
             }
         }
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return invalid("tls_cert and tls_key go together: give both or neither".into());
+            }
+            (None, None, Some(_)) => {
+                return invalid("tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS first".into());
+            }
+            _ => {}
+        }
         let exposed = self.listen_addrs.iter().any(|a| !a.ip().is_loopback());
         if self.api_key.is_none() && exposed && !self.insecure {
             return invalid(format!(
@@ -308,6 +344,15 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     /// Path of the SQLite database file.

@@ -109,7 +109,14 @@ fn serve(args: &ServeArgs) -> ExitCode {
         let address = listener
             .local_addr()
             .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
-        tracing::info!(%address, store = ?config.store, auth = config.api_key.is_some(), "agentbus listening");
+        tracing::info!(
+            %address,
+            store = ?config.store,
+            auth = config.api_key.is_some(),
+            tls = config.tls_cert.is_some(),
+            mutual_tls = config.tls_client_ca.is_some(),
+            "agentbus listening"
+        );
         // Tests and scripts read this line to find the port when using :0.
         println!("agentbus listening on {address}");
         match server::serve(config, listener, stop_signal()).await {

@@ -39,6 +39,7 @@ use crate::transport::health::ShutdownAwareHealth;
 use crate::transport::http::{self, Gateway};
 use crate::transport::listener::{self, ConnectionLimits};
 use crate::transport::request_metrics::{self, RequestMetrics};
+use crate::transport::tls::{Tls, TlsError};
 
 /// Answers may exceed max_message_bytes by this much. Sends are sized so
 /// that their deliveries fit max_message_bytes; this spare room keeps a
@@ -57,6 +58,8 @@ const SERVICE_NAMES: [&str; 3] = [
 pub enum ServeError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("server failed: {0}")]
@@ -81,6 +84,14 @@ pub async fn serve(
     listener: TcpListener,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let tls = match config.tls_files() {
+        Some(files) => {
+            let tls = Arc::new(Tls::load(files)?);
+            tls.reload_on_sighup();
+            Some(tls)
+        }
+        None => None,
+    };
     let store = open_store(&config)?;
     let shutdown = CancellationToken::new();
     let limits = SessionLimits {
@@ -200,7 +211,7 @@ pub async fn serve(
         max_connections: listener::fit_descriptor_limit(config.max_connections),
         header_read_timeout: config.header_read_timeout,
     };
-    let incoming = listener::incoming(listener, limits);
+    let incoming = listener::incoming(listener, limits, tls);
     let server = tonic::transport::Server::builder()
         // HTTP/1.1 is accepted for the JSON gateway on this port.
         .accept_http1(true)

@@ -1,13 +1,14 @@
 //! Where the bus is and how to talk to it: the global client options, one
 //! channel, and the API key on every call.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 use super::exit::with_sources;
@@ -22,7 +23,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
-    /// The bus: http://HOST:PORT, or HOST:PORT.
+    /// The bus: http://HOST:PORT (or HOST:PORT), https://HOST:PORT for TLS.
     #[arg(
         long,
         global = true,
@@ -50,6 +51,19 @@ pub struct ClientArgs {
     /// Indent the JSON of unary responses (streams stay one object per line).
     #[arg(long, global = true)]
     pub pretty: bool,
+
+    /// With https://: trust servers signed by this PEM CA (besides the
+    /// system's roots).
+    #[arg(long, global = true, env = "AGENT_BUS_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// With https://: present this PEM client certificate (mutual TLS; needs --key).
+    #[arg(long, global = true, env = "AGENT_BUS_CERT", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// The PEM private key of --cert.
+    #[arg(long, global = true, env = "AGENT_BUS_KEY", value_name = "FILE")]
+    pub key: Option<PathBuf>,
 }
 
 pub type Sessions = SessionServiceClient<InterceptedService<Channel, ApiKey>>;
@@ -69,9 +83,14 @@ impl Connection {
     pub async fn open(args: &ClientArgs) -> Result<Self, Status> {
         let url = url(&args.addr)?;
         let api_key = ApiKey::new(args.api_key.as_deref())?;
-        let endpoint = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| Status::invalid_argument(format!("--addr: {url:?} is not a valid URL: {e}")))?
             .connect_timeout(args.rpc_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+        if let Some(tls) = tls_config(args, &url)? {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| Status::invalid_argument(with_sources("TLS settings".into(), Some(&e))))?;
+        }
         let channel = endpoint
             .connect()
             .await
@@ -105,18 +124,45 @@ impl Connection {
     }
 }
 
+/// TLS settings for an https:// address; the TLS options without one are
+/// refused rather than ignored.
+fn tls_config(args: &ClientArgs, url: &str) -> Result<Option<ClientTlsConfig>, Status> {
+    let given = args.ca.is_some() || args.cert.is_some() || args.key.is_some();
+    if !url.starts_with("https://") {
+        return if given {
+            Err(Status::invalid_argument(
+                "--ca, --cert and --key need an https:// address (--addr https://HOST:PORT)",
+            ))
+        } else {
+            Ok(None)
+        };
+    }
+    let read = |flag: &str, path: &Path| {
+        std::fs::read(path).map_err(|e| Status::invalid_argument(format!("{flag} {}: {e}", path.display())))
+    };
+    let mut tls = ClientTlsConfig::new().with_native_roots();
+    if let Some(ca) = &args.ca {
+        tls = tls.ca_certificate(Certificate::from_pem(read("--ca", ca)?));
+    }
+    match (&args.cert, &args.key) {
+        (Some(cert), Some(key)) => {
+            tls = tls.identity(Identity::from_pem(read("--cert", cert)?, read("--key", key)?));
+        }
+        (None, None) => {}
+        _ => return Err(Status::invalid_argument("--cert and --key go together")),
+    }
+    Ok(Some(tls))
+}
+
 /// `--addr` as a URL: a missing scheme means plaintext HTTP/2.
 fn url(addr: &str) -> Result<String, Status> {
     let addr = addr.trim().trim_end_matches('/');
     match addr.split_once("://") {
         None if addr.is_empty() => Err(Status::invalid_argument("--addr: empty address")),
         None => Ok(format!("http://{addr}")),
-        Some(("http", _)) => Ok(addr.to_owned()),
-        Some(("https", _)) => Err(Status::invalid_argument(format!(
-            "--addr: {addr}: this build speaks plaintext only; use http:// (or a TLS-terminating proxy)"
-        ))),
+        Some(("http" | "https", _)) => Ok(addr.to_owned()),
         Some((scheme, _)) => Err(Status::invalid_argument(format!(
-            "--addr: {addr}: unsupported scheme {scheme:?}; use http://HOST:PORT or HOST:PORT"
+            "--addr: {addr}: unsupported scheme {scheme:?}; use http://HOST:PORT, https://HOST:PORT or HOST:PORT"
         ))),
     }
 }
@@ -156,7 +202,8 @@ mod tests {
         assert_eq!(url("localhost:8080").unwrap(), "http://localhost:8080");
         assert_eq!(url(" http://10.0.0.1:80/ ").unwrap(), "http://10.0.0.1:80");
         assert_eq!(url("[::1]:8080").unwrap(), "http://[::1]:8080");
-        for bad in ["", "https://bus:443", "grpc://bus:1"] {
+        assert_eq!(url("https://bus:443").unwrap(), "https://bus:443");
+        for bad in ["", "grpc://bus:1"] {
             let status = url(bad).unwrap_err();
             assert_eq!(status.code(), tonic::Code::InvalidArgument, "{bad}");
             assert!(status.message().starts_with("--addr: "), "{}", status.message());

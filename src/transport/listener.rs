@@ -24,10 +24,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::tls::Tls;
 
 /// File descriptors kept for the store, logs and the listener itself when
 /// the connection cap is derived from the descriptor limit.
@@ -82,58 +86,161 @@ pub fn fit_descriptor_limit(wanted: usize) -> usize {
     wanted.min(room).max(1)
 }
 
-/// Connections accepted from `listener` under `limits`, for tonic's
-/// `serve_with_incoming_shutdown`.
+/// Connections accepted from `listener` under `limits`, after their TLS
+/// handshake when `tls` is set, for tonic's `serve_with_incoming_shutdown`.
+/// Accepting runs on a task of its own, so a slow handshake holds up no
+/// other client; it stops (closing the listening socket) when the stream
+/// is dropped.
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
-) -> impl Stream<Item = Result<LimitedStream, io::Error>> + Send + 'static {
+    tls: Option<Arc<Tls>>,
+) -> impl Stream<Item = Result<Connection, io::Error>> + Send + 'static {
+    let (ready, connections) = mpsc::channel(64);
+    tokio::spawn(accept(listener, limits, tls, ready));
+    ReceiverStream::new(connections)
+}
+
+async fn accept(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    tls: Option<Arc<Tls>>,
+    ready: mpsc::Sender<Result<Connection, io::Error>>,
+) {
     let open = Arc::new(AtomicUsize::new(0));
-    async_stream::stream! {
-        // Connections still waiting for their first request, oldest first
-        // (entries of closed or served ones are skipped when met).
-        let mut waiting: VecDeque<Weak<Waiting>> = VecDeque::new();
-        let mut refused: u64 = 0;
-        let mut last_log: Option<Instant> = None;
-        let mut log_now = || {
-            let due = last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY);
-            if due {
-                last_log = Some(Instant::now());
-            }
-            due
+    // Connections still waiting for their first request, oldest first
+    // (entries of closed or served ones are skipped when met).
+    let mut waiting: VecDeque<Weak<Waiting>> = VecDeque::new();
+    let mut refused: u64 = 0;
+    let mut last_log: Option<Instant> = None;
+    let mut log_now = || {
+        let due = last_log.is_none_or(|at| at.elapsed() >= LOG_EVERY);
+        if due {
+            last_log = Some(Instant::now());
+        }
+        due
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = ready.closed() => return,
+            accepted = listener.accept() => accepted,
         };
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    if log_now() {
-                        tracing::warn!(%error, "accepting a connection failed; pausing briefly");
-                    }
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            };
-            if open.load(Ordering::Relaxed) >= limits.max_connections && !evict_oldest(&mut waiting) {
-                refused += 1;
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
                 if log_now() {
-                    tracing::warn!(
-                        max_connections = limits.max_connections,
-                        refused_total = refused,
-                        "connection limit reached and every connection is in use; closing new connections"
-                    );
+                    tracing::warn!(%error, "accepting a connection failed; pausing briefly");
                 }
-                drop(stream);
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
+        };
+        if open.load(Ordering::Relaxed) >= limits.max_connections && !evict_oldest(&mut waiting) {
+            refused += 1;
+            if log_now() {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    refused_total = refused,
+                    "connection limit reached and every connection is in use; closing new connections"
+                );
             }
-            let connection = LimitedStream::new(stream, &open, limits.header_read_timeout);
-            if waiting.len() > 2 * limits.max_connections {
-                waiting.retain(|entry| entry.upgrade().is_some_and(|w| w.is_waiting()));
+            drop(stream);
+            continue;
+        }
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let connection = LimitedStream::new(stream, &open, limits.header_read_timeout);
+        if waiting.len() > 2 * limits.max_connections {
+            waiting.retain(|entry| entry.upgrade().is_some_and(|w| w.is_waiting()));
+        }
+        waiting.push_back(Arc::downgrade(&connection.state));
+        match &tls {
+            None => {
+                if ready.send(Ok(Connection::Plain(connection))).await.is_err() {
+                    return;
+                }
             }
-            waiting.push_back(Arc::downgrade(&connection.state));
-            yield Ok(connection);
+            // The handshake reads through the LimitedStream: the header
+            // read timeout and eviction cover a client that stalls in it.
+            Some(tls) => {
+                let (acceptor, ready) = (tls.acceptor(), ready.clone());
+                tokio::spawn(async move {
+                    match acceptor.accept(connection).await {
+                        Ok(stream) => {
+                            let _ = ready.send(Ok(Connection::Tls(Box::new(stream)))).await;
+                        }
+                        Err(error) => tracing::debug!(%error, "TLS handshake failed"),
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// An accepted connection, in the clear or over TLS.
+pub enum Connection {
+    Plain(LimitedStream),
+    Tls(Box<tokio_rustls::server::TlsStream<LimitedStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $stream:ident => $call:expr) => {
+        match $self.get_mut() {
+            Connection::Plain($stream) => {
+                let $stream = Pin::new($stream);
+                $call
+            }
+            Connection::Tls($stream) => {
+                let $stream = Pin::new($stream.as_mut());
+                $call
+            }
+        }
+    };
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, stream => stream.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, stream => stream.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, stream => stream.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Connection::Plain(stream) => stream.is_write_vectored(),
+            Connection::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, stream => stream.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, stream => stream.poll_shutdown(cx))
+    }
+}
+
+impl Connected for Connection {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        match self {
+            Connection::Plain(stream) => stream.connect_info(),
+            Connection::Tls(stream) => stream.get_ref().0.connect_info(),
         }
     }
 }

@@ -7,3 +7,4 @@ pub mod health;
 pub mod http;
 pub mod listener;
 pub mod request_metrics;
+pub mod tls;

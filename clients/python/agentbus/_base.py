@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Sequence, Union
 
@@ -48,9 +49,12 @@ RETRYABLE_WATCH_CODES = frozenset(
 
 # Channel options: keep gRPC's own reconnect backoff short so a restarted
 # server is found again quickly (watch_sessions adds its own backoff on top).
+# Reconnect quickly after a restart. grpc-core also takes
+# grpc.min_reconnect_backoff_ms as the deadline of each connection attempt
+# (default 20 s), so it is left alone: at 200 ms a server still opening its
+# store, or a TLS handshake over a slow link, failed calls at once.
 DEFAULT_CHANNEL_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
 
@@ -82,6 +86,30 @@ def parse_address(address: Optional[str]) -> tuple[str, bool]:
     if ":" not in address.rsplit("]", 1)[-1]:
         address += ":443" if secure else ":8080"
     return address, secure
+
+
+def tls_credentials(
+    credentials: Optional[grpc.ChannelCredentials],
+    ca_file: Optional[str],
+    cert_file: Optional[str],
+    key_file: Optional[str],
+) -> Optional[grpc.ChannelCredentials]:
+    """TLS credentials from PEM files: ``ca_file`` to trust (default: the
+    system's roots), ``cert_file`` and ``key_file`` for mutual TLS. ``None``
+    when neither credentials nor files are given."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("cert_file and key_file go together")
+    if ca_file is None and cert_file is None:
+        return credentials
+    if credentials is not None:
+        raise ValueError("give either credentials or ca_file/cert_file/key_file, not both")
+
+    def read(path: Optional[str]) -> Optional[bytes]:
+        return Path(path).read_bytes() if path is not None else None
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=read(ca_file), private_key=read(key_file), certificate_chain=read(cert_file)
+    )
 
 
 def auth_metadata(api_key: Optional[str]) -> tuple[tuple[str, str], ...]:

@@ -34,6 +34,7 @@ from agentbus._base import (
     auth_metadata,
     channel_options,
     parse_address,
+    tls_credentials,
 )
 from agentbus.errors import AgentBusError, UnavailableError, from_rpc_error
 from agentbus.v1 import (
@@ -66,6 +67,9 @@ class AsyncAgentBusClient(ClientBase):
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         secure: Optional[bool] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
         options: Optional[Sequence[tuple[str, Any]]] = None,
         channel: Optional[grpc.aio.Channel] = None,
     ):
@@ -73,6 +77,7 @@ class AsyncAgentBusClient(ClientBase):
         self.address = target
         self.timeout = timeout
         self._metadata = auth_metadata(api_key)
+        credentials = tls_credentials(credentials, ca_file, cert_file, key_file)
         if channel is None:
             opts = channel_options(options)
             if secure or credentials is not None or (secure is None and scheme_secure):

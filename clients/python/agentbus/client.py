@@ -32,6 +32,7 @@ from agentbus._base import (
     auth_metadata,
     channel_options,
     parse_address,
+    tls_credentials,
 )
 from agentbus.errors import AgentBusError, UnavailableError, from_rpc_error
 from agentbus.v1 import (
@@ -59,6 +60,8 @@ class AgentBusClient(ClientBase):
         timeout: deadline of unary calls in seconds (``None``: no deadline).
         secure: force TLS on or off (default: from the address scheme).
         credentials: ``grpc.ChannelCredentials`` for TLS (default: system roots).
+        ca_file: PEM file of the CA to trust for TLS instead of the system's roots.
+        cert_file, key_file: PEM client certificate and key, for mutual TLS.
         options: extra gRPC channel options.
         channel: use this ``grpc.Channel`` instead of making one.
 
@@ -73,6 +76,9 @@ class AgentBusClient(ClientBase):
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         secure: Optional[bool] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
         options: Optional[Sequence[tuple[str, Any]]] = None,
         channel: Optional[grpc.Channel] = None,
     ):
@@ -80,6 +86,7 @@ class AgentBusClient(ClientBase):
         self.address = target
         self.timeout = timeout
         self._metadata = auth_metadata(api_key)
+        credentials = tls_credentials(credentials, ca_file, cert_file, key_file)
         if channel is None:
             opts = channel_options(options)
             if secure or credentials is not None or (secure is None and scheme_secure):

@@ -77,6 +77,12 @@ export interface AgentBusClientOptions {
    * Default 30000; 0 disables pings.
    */
   pingIntervalMs?: number | undefined;
+  /**
+   * TLS (https:// addresses): PEM of the CA to trust instead of Node's
+   * default roots, and for mutual TLS the client certificate and its key.
+   * Strings or Buffers, e.g. `fs.readFileSync("ca.pem")`.
+   */
+  tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer } | undefined;
 }
 
 /** `"host:port"` (h2c) or a URL: `http://host:port`, `https://host:port`. */
@@ -329,7 +335,18 @@ export class AgentBusClient {
   constructor(address: string, options: AgentBusClientOptions = {}) {
     this.baseUrl = normalizeAddress(address);
     const ping = options.pingIntervalMs ?? 30_000;
-    this.#sessionManager = new Http2SessionManager(this.baseUrl, ping > 0 ? { pingIntervalMs: ping } : {});
+    const tls = options.tls;
+    if (tls !== undefined && !this.baseUrl.startsWith("https://")) {
+      throw invalidArgument("tls: needs an https:// address");
+    }
+    if ((tls?.cert === undefined) !== (tls?.key === undefined)) {
+      throw invalidArgument("tls: cert and key go together");
+    }
+    this.#sessionManager = new Http2SessionManager(
+      this.baseUrl,
+      ping > 0 ? { pingIntervalMs: ping } : {},
+      tls !== undefined ? { ...tls } : undefined,
+    );
     const closed = this.#closed.signal;
     const refuseWhenClosed: Interceptor = (next) => async (request) => {
       if (closed.aborted) throw new ConnectError("the client is closed", Code.Canceled);

@@ -70,7 +70,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/agents/register", post(agents::register_agent))
         .route("/agents", get(agents::list_agents))
         .route(
-            "/agents/{*rest}",
+            "/agents/{*agent_id}",
             get(agents::agent_route)
                 .delete(agents::agent_route)
                 .post(agents::agent_route),
