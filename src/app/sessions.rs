@@ -97,6 +97,7 @@ impl Sessions {
             participant: request.participant,
             after,
             limit,
+            max_bytes: Some(self.limits.max_session_bytes),
         };
         let mut page = self.store.list_sessions(&query).await?;
         // The page must fit one answer: sessions (each up to the snapshot

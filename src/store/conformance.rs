@@ -232,6 +232,24 @@ async fn list_pages_and_filters(store: &dyn Store) {
     }
     assert_eq!(seen, ["l0", "l1", "l2", "l3", "l4"]);
 
+    // A byte budget smaller than any session still pages one at a time.
+    let mut query = SessionQuery {
+        limit: 10,
+        max_bytes: Some(1),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.list_sessions(&query).await.unwrap();
+        assert_eq!(page.sessions.len(), 1);
+        seen.extend(page.sessions.iter().map(|(_, s)| s.session_id.to_string()));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["l0", "l1", "l2", "l3", "l4"]);
+
     let frontend = SessionQuery {
         participant: Some(agent("codex://frontend")),
         limit: 10,

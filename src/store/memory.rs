@@ -129,6 +129,7 @@ impl Store for MemoryStore {
         };
         let mut page = SessionPage::default();
         let mut last = None;
+        let mut bytes = 0;
         for (&cursor, id) in inner.by_creation.range(start..) {
             let Some((session, _)) = inner.sessions.get(id) else {
                 continue;
@@ -141,7 +142,9 @@ impl Store for MemoryStore {
             if !(state_ok && participant_ok) {
                 continue;
             }
-            if page.sessions.len() == query.limit {
+            bytes += crate::domain::json::encoded_len(session);
+            let over = query.max_bytes.is_some_and(|max| bytes > max);
+            if page.sessions.len() == query.limit || (over && !page.sessions.is_empty()) {
                 page.next = last;
                 break;
             }

@@ -105,6 +105,10 @@ pub struct SessionQuery {
     /// Resume after this cursor (from a previous page).
     pub after: Option<u64>,
     pub limit: usize,
+    /// End the page before the sessions' stored JSON would exceed this many
+    /// bytes (a page holds at least one session), so that listing large
+    /// sessions never loads more than about one answer's worth.
+    pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default)]

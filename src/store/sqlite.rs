@@ -1032,40 +1032,38 @@ impl Store for SqliteStore {
             let mask: i64 = query.states.iter().fold(0, |mask, s| mask | (1_i64 << state_code(*s)));
             // One row more than the page tells whether another page follows.
             let fetch = i64::try_from(query.limit).unwrap_or(i64::MAX).saturating_add(1);
-            let rows: Vec<(u64, String)> = match &query.participant {
-                Some(agent) => conn
-                    .prepare_cached(
-                        "SELECT s.created_seq, s.body FROM session_participants p
-                         JOIN sessions s ON s.session_id = p.session_id
-                         WHERE p.agent_id = ?1 AND p.created_seq > ?2 AND (?3 = 0 OR (?3 >> s.state) & 1)
-                         ORDER BY p.created_seq LIMIT ?4",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.query_map(params![agent.as_str(), after, mask, fetch], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
-                        })?
-                        .collect()
-                    }),
-                None => conn
-                    .prepare_cached(
-                        "SELECT created_seq, body FROM sessions
-                         WHERE created_seq > ?1 AND (?2 = 0 OR (?2 >> state) & 1)
-                         ORDER BY created_seq LIMIT ?3",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.query_map(params![after, mask, fetch], |r| Ok((r.get(0)?, r.get(1)?)))?
-                            .collect()
-                    }),
+            let mut statement = match &query.participant {
+                Some(_) => conn.prepare_cached(
+                    "SELECT s.created_seq, s.body FROM session_participants p
+                     JOIN sessions s ON s.session_id = p.session_id
+                     WHERE p.agent_id = ?1 AND p.created_seq > ?2 AND (?3 = 0 OR (?3 >> s.state) & 1)
+                     ORDER BY p.created_seq LIMIT ?4",
+                ),
+                None => conn.prepare_cached(
+                    "SELECT created_seq, body FROM sessions
+                     WHERE created_seq > ?1 AND (?2 = 0 OR (?2 >> state) & 1)
+                     ORDER BY created_seq LIMIT ?3",
+                ),
             }
             .map_err(backend)?;
-            let more = rows.len() > query.limit;
-            let mut page = SessionPage::default();
-            for (cursor, body) in rows.into_iter().take(query.limit) {
-                page.sessions.push((cursor, parse_session(&body)?));
-                page.next = Some(cursor);
+            let mut rows = match &query.participant {
+                Some(agent) => statement.query(params![agent.as_str(), after, mask, fetch]),
+                None => statement.query(params![after, mask, fetch]),
             }
-            if !more {
-                page.next = None;
+            .map_err(backend)?;
+            // Rows are read one at a time, so a byte budget stops loading.
+            let mut page = SessionPage::default();
+            let mut bytes = 0;
+            while let Some(row) = rows.next().map_err(backend)? {
+                let cursor: u64 = row.get(0).map_err(backend)?;
+                let body: String = row.get(1).map_err(backend)?;
+                bytes += body.len();
+                let over = query.max_bytes.is_some_and(|max| bytes > max);
+                if page.sessions.len() == query.limit || (over && !page.sessions.is_empty()) {
+                    page.next = page.sessions.last().map(|(cursor, _)| *cursor);
+                    break;
+                }
+                page.sessions.push((cursor, parse_session(&body)?));
             }
             Ok(page)
         })
