@@ -2,7 +2,7 @@
 //! slow clients.
 //!
 //! - At most `max_connections` connections are open. At the cap, the oldest
-//!   connection that has not yet sent a complete request is closed to make
+//!   connection that has not yet delivered a request is closed to make
 //!   room (a flood of silent sockets cannot lock out a health probe); when
 //!   every connection has sent one, the new connection is closed at once.
 //! - A connection must deliver its first request (HTTP/1.1 or HTTP/2) within

@@ -113,6 +113,10 @@ def _restart(start_server, port, data_dir):
 
 def _produce(server, count, tag):
     with server.client() as c:
+        # After a restart the channel may share grpc-core's subchannel with
+        # the watcher's, still backing off from the refused connections of
+        # the restart: without waiting, a call fails fast with UNAVAILABLE.
+        c.wait_ready(10)
         for i in range(count):
             s = c.create_session(ORC, session_id=f"sess_{tag}_{i}")
             c.merge_shared_context(s.session_id, {"i": i})
@@ -179,6 +183,7 @@ def test_aio_watch_resumes_across_a_restart(start_server, tmp_path):
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(server.stop, signal.SIGTERM)
             server = await asyncio.to_thread(_restart, start_server, port, data_dir)
+            await bus.wait_ready(10)  # the channel is backing off after the restart
             await bus.create_session(ORC, session_id="sess_aio_2")
             await bus.create_session(ORC, session_id="sess_aio_3")
             await asyncio.wait_for(task, 20)
