@@ -76,6 +76,30 @@ async fn change<T: Change>(
     targeted(request, session_id, headers)
 }
 
+/// Routes whose body is the request (optional where `required` is false),
+/// named as the API functions they call.
+macro_rules! change_routes {
+    ($($name:ident(required: $required:expr);)*) => {$(
+        pub async fn $name(
+            State(gw): Gw,
+            caller: Caller,
+            Path(id): Path<String>,
+            headers: HeaderMap,
+            request: Body,
+        ) -> HttpResult {
+            let request = change(&gw, &id, &headers, request, $required).await?;
+            ok(&gw.api.$name(&caller, request).await?)
+        }
+    )*};
+}
+
+change_routes! {
+    update_workflow(required: true);
+    advance_workflow(required: false);
+    complete_session(required: false);
+    terminate_session(required: true);
+}
+
 /// The body is either `{"participant": {..}}` or the participant itself.
 pub async fn add_participant(
     State(gw): Gw,
@@ -109,28 +133,6 @@ pub async fn remove_participant(
     };
     let request = targeted(request, &id, &headers)?;
     ok(&gw.api.remove_participant(&caller, request).await?)
-}
-
-pub async fn update_workflow(
-    State(gw): Gw,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    request: Body,
-) -> HttpResult {
-    let request = change(&gw, &id, &headers, request, true).await?;
-    ok(&gw.api.update_workflow(&caller, request).await?)
-}
-
-pub async fn advance_workflow(
-    State(gw): Gw,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    request: Body,
-) -> HttpResult {
-    let request = change(&gw, &id, &headers, request, false).await?;
-    ok(&gw.api.advance_workflow(&caller, request).await?)
 }
 
 pub async fn replace_context(
@@ -169,28 +171,6 @@ async fn update_context(
     request.mode = mode as i32;
     let request = targeted(request, id, headers)?;
     ok(&gw.api.update_shared_context(caller, request).await?)
-}
-
-pub async fn complete_session(
-    State(gw): Gw,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    request: Body,
-) -> HttpResult {
-    let request = change(&gw, &id, &headers, request, false).await?;
-    ok(&gw.api.complete_session(&caller, request).await?)
-}
-
-pub async fn terminate_session(
-    State(gw): Gw,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    request: Body,
-) -> HttpResult {
-    let request = change(&gw, &id, &headers, request, true).await?;
-    ok(&gw.api.terminate_session(&caller, request).await?)
 }
 
 /// Session events as Server-Sent Events: `id:` the sequence, `event:` the
