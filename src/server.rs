@@ -17,6 +17,7 @@ use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
+use tower::util::{MapRequestLayer, MapResponseLayer};
 
 use crate::api::{Api, ApiConfig, ApiKeyAuth};
 use crate::app::agents::Agents;
@@ -177,11 +178,11 @@ pub async fn serve(
         .add_service(agent_service)
         .add_service(message_service)
         .into_axum_router()
-        .layer(axum::middleware::from_fn(codec::request_errors))
+        .layer(MapResponseLayer::new(codec::request_errors))
         .merge(http::router(gateway))
         .fallback(http::not_found)
         .layer(axum::middleware::from_fn_with_state(requests, request_metrics::record))
-        .layer(axum::middleware::from_fn(listener::first_request_arrived));
+        .layer(MapRequestLayer::new(listener::first_request_arrived));
 
     let sweepers = [
         tokio::spawn(sweep_idle_sessions(

@@ -100,13 +100,14 @@ const FRAMING_ERRORS: [&str; 3] = [
     "Error decompressing",
 ];
 
-/// Middleware for the gRPC routes: a request that tonic could not read is
-/// INVALID_ARGUMENT, so no input a client sends can produce INTERNAL.
-pub async fn request_errors(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    let mut response = next.run(request).await;
-    let from_framing = matches!(Status::from_header_map(response.headers()), Some(status)
-        if status.code() == tonic::Code::Internal
-            && FRAMING_ERRORS.iter().any(|prefix| status.message().starts_with(prefix)));
+/// For the gRPC routes' answers (a `map_response` layer, so no future is
+/// boxed per call): a request that tonic could not read is INVALID_ARGUMENT,
+/// so no input a client sends can produce INTERNAL.
+pub fn request_errors(mut response: axum::response::Response) -> axum::response::Response {
+    let internal = response.headers().get("grpc-status").is_some_and(|code| code == "13");
+    let from_framing = internal
+        && matches!(Status::from_header_map(response.headers()), Some(status)
+            if FRAMING_ERRORS.iter().any(|prefix| status.message().starts_with(prefix)));
     if from_framing {
         response
             .headers_mut()

@@ -7,9 +7,9 @@
 //!   every connection has sent one, the new connection is closed at once.
 //! - A connection must deliver its first request (HTTP/1.1 or HTTP/2) within
 //!   `header_read_timeout`, or it is closed: [`first_request_arrived`], a
-//!   middleware, marks it when the request reaches the router. Later requests
-//!   on an HTTP/1.1 connection fall under hyper's own header timeout; an
-//!   HTTP/2 connection stays open between calls.
+//!   `map_request` layer, marks it when the request reaches the router.
+//!   Later requests on an HTTP/1.1 connection fall under hyper's own header
+//!   timeout; an HTTP/2 connection stays open between calls.
 //! - An accept error (such as running out of file descriptors) pauses
 //!   accepting briefly instead of spinning.
 
@@ -260,14 +260,11 @@ fn evict_oldest(waiting: &mut VecDeque<Weak<Waiting>>) -> bool {
 
 /// Marks the connection of each request as having delivered one, which
 /// lifts its header-read timeout and keeps it from being evicted.
-pub async fn first_request_arrived(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
+pub fn first_request_arrived(request: axum::extract::Request) -> axum::extract::Request {
     if let Some(info) = request.extensions().get::<ConnectionInfo>() {
         info.first_request.served.store(true, Ordering::Relaxed);
     }
-    next.run(request).await
+    request
 }
 
 /// What tonic puts in each request's extensions about its connection.
