@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -35,7 +36,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::sqlite::{DEFAULT_MAX_BATCH, SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
 use crate::transport::codec;
-use crate::transport::grpc::Grpc;
+use crate::transport::grpc::{Authenticate, Grpc};
 use crate::transport::health::ShutdownAwareHealth;
 use crate::transport::http::{self, Gateway};
 use crate::transport::listener::{self, ConnectionLimits};
@@ -152,6 +153,7 @@ pub async fn serve(
         },
     ));
     let grpc = Arc::new(Grpc::new(api.clone()));
+    let authenticate = Authenticate(api.clone());
     let session_service = SessionServiceServer::from_arc(grpc.clone())
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(max_answer_bytes);
@@ -174,9 +176,9 @@ pub async fn serve(
     let router = Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(session_service)
-        .add_service(agent_service)
-        .add_service(message_service)
+        .add_service(InterceptedService::new(session_service, authenticate.clone()))
+        .add_service(InterceptedService::new(agent_service, authenticate.clone()))
+        .add_service(InterceptedService::new(message_service, authenticate))
         .into_axum_router()
         .layer(MapResponseLayer::new(codec::request_errors))
         .merge(http::router(gateway))

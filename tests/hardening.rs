@@ -521,6 +521,14 @@ async fn d5_any_invalid_credential_fails_the_call() {
         .list_agents(request)
         .await
         .expect("Bearer alone is fine");
+
+    // Credentials are checked from the metadata, before the message is read:
+    // without a key even a message that does not decode is UNAUTHENTICATED.
+    let mut grpc = tonic::client::Grpc::new(bus.channel().await);
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/agentbus.v1.MessageService/SendMessage");
+    let anonymous = grpc.unary(tonic::Request::new(vec![0x0f, 0x01]), path, RawCodec).await;
+    assert_status(anonymous, Code::Unauthenticated, "missing API key");
 }
 
 /// A raw HTTP/1.1 request on a new connection; the head of the answer.

@@ -5,6 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::MetadataMap;
+use tonic::service::Interceptor;
 use tonic::{Request, Response, Status};
 
 use crate::api::errors::status;
@@ -24,10 +26,30 @@ impl Grpc {
         Self { api }
     }
 
+    /// The caller [`Authenticate`] found, and the request message.
     fn caller<T>(&self, request: Request<T>) -> Result<(Caller, T), Status> {
-        let (metadata, _, message) = request.into_parts();
-        let caller = self.api.caller(&metadata.into_headers()).map_err(status)?;
+        let (metadata, mut extensions, message) = request.into_parts();
+        let caller = match extensions.remove::<Caller>() {
+            Some(caller) => caller,
+            None => self.api.caller(&metadata.into_headers()).map_err(status)?,
+        };
         Ok((caller, message))
+    }
+}
+
+/// Authenticates a call from its metadata before tonic reads its message,
+/// so a caller without credentials costs no body buffering or decoding; the
+/// [`Caller`] goes to the method in the request's extensions.
+#[derive(Clone)]
+pub struct Authenticate(pub Arc<Api>);
+
+impl Interceptor for Authenticate {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let (metadata, mut extensions, ()) = request.into_parts();
+        let headers = metadata.into_headers();
+        let caller = self.0.caller(&headers).map_err(status)?;
+        extensions.insert(caller);
+        Ok(Request::from_parts(MetadataMap::from_headers(headers), extensions, ()))
     }
 }
 

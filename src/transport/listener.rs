@@ -163,14 +163,24 @@ async fn accept(
             }
             // The handshake reads through the LimitedStream: the header
             // read timeout and eviction cover a client that stalls in it.
+            // The deadline and eviction also bound a handshake stalled on
+            // writing, which the stream's reads would not notice.
             Some(tls) => {
                 let (acceptor, ready) = (tls.acceptor(), ready.clone());
+                let evicted = connection.state.evict.clone();
+                let deadline = limits.header_read_timeout;
                 tokio::spawn(async move {
-                    match acceptor.accept(connection).await {
-                        Ok(stream) => {
+                    let handshake = tokio::select! {
+                        result = tokio::time::timeout(deadline, acceptor.accept(connection)) => result,
+                        () = evicted.cancelled() => return,
+                        () = ready.closed() => return,
+                    };
+                    match handshake {
+                        Ok(Ok(stream)) => {
                             let _ = ready.send(Ok(Connection::Tls(Box::new(stream)))).await;
                         }
-                        Err(error) => tracing::debug!(%error, "TLS handshake failed"),
+                        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake did not finish within the header read timeout"),
                     }
                 });
             }
