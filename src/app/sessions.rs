@@ -99,27 +99,10 @@ impl Sessions {
             limit,
             max_bytes: Some(self.limits.max_session_bytes),
         };
-        let mut page = self.store.list_sessions(&query).await?;
-        // The page must fit one answer: sessions (each up to the snapshot
-        // limit) are added while their sizes fit it, at least one.
-        let mut room = self.limits.max_session_bytes;
-        let fits = page
-            .sessions
-            .iter()
-            .enumerate()
-            .take_while(|(i, (_, session))| {
-                let size = session.wire_size();
-                let fits = *i == 0 || size <= room;
-                room = room.saturating_sub(size);
-                fits
-            })
-            .count();
-        if fits < page.sessions.len() {
-            page.next = Some(page.sessions[fits - 1].0);
-            page.sessions.truncate(fits);
-        }
+        // A page fits one answer (each session fits the snapshot limit).
+        let page = self.store.list_sessions(&query).await?;
         Ok(SessionList {
-            sessions: page.sessions.into_iter().map(|(_, session)| session).collect(),
+            sessions: page.sessions,
             next_page_token: page
                 .next
                 .map(|cursor| format!("{PAGE_TOKEN_PREFIX}{cursor}"))

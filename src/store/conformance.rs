@@ -224,7 +224,7 @@ async fn list_pages_and_filters(store: &dyn Store) {
     loop {
         let page = store.list_sessions(&query).await.unwrap();
         assert!(page.sessions.len() <= 2);
-        seen.extend(page.sessions.iter().map(|(_, s)| s.session_id.to_string()));
+        seen.extend(page.sessions.iter().map(|s| s.session_id.to_string()));
         match page.next {
             Some(next) => query.after = Some(next),
             None => break,
@@ -242,7 +242,7 @@ async fn list_pages_and_filters(store: &dyn Store) {
     loop {
         let page = store.list_sessions(&query).await.unwrap();
         assert_eq!(page.sessions.len(), 1);
-        seen.extend(page.sessions.iter().map(|(_, s)| s.session_id.to_string()));
+        seen.extend(page.sessions.iter().map(|s| s.session_id.to_string()));
         match page.next {
             Some(next) => query.after = Some(next),
             None => break,
@@ -261,7 +261,7 @@ async fn list_pages_and_filters(store: &dyn Store) {
         .unwrap()
         .sessions
         .iter()
-        .map(|(_, s)| s.session_id.to_string())
+        .map(|s| s.session_id.to_string())
         .collect();
     assert_eq!(ids, ["l0", "l2", "l4"]);
     let completed = SessionQuery {
@@ -271,7 +271,7 @@ async fn list_pages_and_filters(store: &dyn Store) {
     };
     let page = store.list_sessions(&completed).await.unwrap();
     assert_eq!(page.sessions.len(), 1);
-    assert_eq!(page.sessions[0].1.session_id.as_str(), "l1");
+    assert_eq!(page.sessions[0].session_id.as_str(), "l1");
     assert_eq!(page.next, None);
     let orchestrator = SessionQuery {
         participant: Some(agent("claude-code://orchestrator")),

@@ -142,13 +142,13 @@ impl Store for MemoryStore {
             if !(state_ok && participant_ok) {
                 continue;
             }
-            bytes += crate::domain::json::encoded_len(session);
+            bytes += session.wire_size();
             let over = query.max_bytes.is_some_and(|max| bytes > max);
             if page.sessions.len() == query.limit || (over && !page.sessions.is_empty()) {
                 page.next = last;
                 break;
             }
-            page.sessions.push((cursor, session.clone()));
+            page.sessions.push(session.clone());
             last = Some(cursor);
         }
         Ok(page)

@@ -105,17 +105,16 @@ pub struct SessionQuery {
     /// Resume after this cursor (from a previous page).
     pub after: Option<u64>,
     pub limit: usize,
-    /// End the page before the sessions' stored JSON would exceed this many
-    /// bytes (a page holds at least one session), so that listing large
-    /// sessions never loads more than about one answer's worth.
+    /// End the page before the sessions' [`Session::wire_size`] would add up
+    /// to more than this (a page holds at least one session): a page fits one
+    /// answer, and listing large sessions loads no more than that.
     pub max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct SessionPage {
-    /// In creation order, each with its cursor (resume after it with
-    /// `SessionQuery::after`).
-    pub sessions: Vec<(u64, Session)>,
+    /// In creation order.
+    pub sessions: Vec<Session>,
     /// Set when more sessions may follow.
     pub next: Option<u64>,
 }

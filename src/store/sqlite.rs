@@ -1053,17 +1053,18 @@ impl Store for SqliteStore {
             .map_err(backend)?;
             // Rows are read one at a time, so a byte budget stops loading.
             let mut page = SessionPage::default();
-            let mut bytes = 0;
+            let (mut bytes, mut last) = (0, None);
             while let Some(row) = rows.next().map_err(backend)? {
                 let cursor: u64 = row.get(0).map_err(backend)?;
-                let body: String = row.get(1).map_err(backend)?;
-                bytes += body.len();
+                let session = parse_session(&row.get::<_, String>(1).map_err(backend)?)?;
+                bytes += session.wire_size();
                 let over = query.max_bytes.is_some_and(|max| bytes > max);
                 if page.sessions.len() == query.limit || (over && !page.sessions.is_empty()) {
-                    page.next = page.sessions.last().map(|(cursor, _)| *cursor);
+                    page.next = last;
                     break;
                 }
-                page.sessions.push((cursor, parse_session(&body)?));
+                page.sessions.push(session);
+                last = Some(cursor);
             }
             Ok(page)
         })
