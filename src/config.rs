@@ -33,6 +33,9 @@ pub struct Config {
     #[serde(skip)]
     pub listen_addrs: Vec<SocketAddr>,
     pub api_key: Option<String>,
+    /// The admin key may not send, receive or ack: only agents (by token or
+    /// client certificate) speak, as themselves.
+    pub require_agent_identity: bool,
     pub insecure: bool,
     pub store: StoreKind,
     pub data_dir: PathBuf,
@@ -85,6 +88,7 @@ impl Default for Config {
             },
             listen_addrs: Vec::new(),
             api_key: None,
+            require_agent_identity: false,
             insecure: false,
             store: StoreKind::Sqlite,
             data_dir: PathBuf::from("./agentbus-data"),
@@ -124,6 +128,11 @@ pub struct ServeArgs {
     /// Require this key from every client (metadata `x-agent-api-key` or `authorization: Bearer`).
     #[arg(long, env = "AGENT_BUS_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// The admin key (--api-key) may no longer send, receive or ack
+    /// messages: only agents, by token or client certificate, as themselves.
+    #[arg(long, env = "AGENT_BUS_REQUIRE_AGENT_IDENTITY", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub require_agent_identity: Option<bool>,
     /// Allow listening on a non-loopback address without an API key
     /// (`--insecure`, `--insecure=false`; env accepts true/false/1/0/yes/no).
     #[arg(long, env = "AGENT_BUS_INSECURE", num_args = 0..=1, require_equals = true,
@@ -244,6 +253,7 @@ impl Config {
             self.api_key = args.api_key.clone();
         }
         set(&mut self.insecure, &args.insecure);
+        set(&mut self.require_agent_identity, &args.require_agent_identity);
         set(&mut self.store, &args.store);
         set(&mut self.data_dir, &args.data_dir);
         set(&mut self.sqlite_synchronous, &args.sqlite_synchronous);
@@ -278,6 +288,13 @@ impl Config {
             && (key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()))
         {
             return invalid("api_key must be non-empty printable ASCII without spaces".into());
+        }
+        if self.require_agent_identity && self.api_key.is_none() {
+            return invalid(
+                "require_agent_identity needs api_key: without an admin key every caller is trusted, \
+                 and anyone could issue themselves a token"
+                    .into(),
+            );
         }
         const MS: Duration = Duration::from_millis(1);
         const HOUR: Duration = Duration::from_secs(3600);

@@ -20,12 +20,13 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tower::util::{MapRequestLayer, MapResponseLayer};
 
-use crate::api::{Api, ApiConfig, ApiKeyAuth};
+use crate::api::{Api, ApiConfig};
 use crate::app::agents::Agents;
 use crate::app::messaging::{Messaging, MessagingConfig};
 use crate::app::metrics::Metrics;
 use crate::app::presence::Presence;
 use crate::app::sessions::Sessions;
+use crate::app::tokens::Tokens;
 use crate::config::{Config, StoreKind};
 use crate::domain::session::SessionLimits;
 use crate::pb;
@@ -146,7 +147,10 @@ pub async fn serve(
         agents,
         messaging.clone(),
         ApiConfig {
-            auth: ApiKeyAuth::new(config.api_key.as_deref()),
+            api_key: config.api_key.clone(),
+            require_agent_identity: config.require_agent_identity,
+            tokens: Arc::new(Tokens::load(store.clone()).await?),
+            metrics: metrics.clone(),
             heartbeat: config.heartbeat_interval,
             shutdown: shutdown.clone(),
             max_message_bytes: config.max_message_bytes,

@@ -357,6 +357,49 @@ async fn errors_name_the_grpc_code_and_exit_with_its_code() {
 }
 
 #[tokio::test]
+async fn tokens_are_issued_used_listed_and_revoked() {
+    let bus = Bus::start(&["--store", "memory", "--api-key", "s3cret"]).await;
+    let admin = |args: &[&str]| cli(&bus, &[args, &["--api-key", "s3cret"]].concat());
+    let issued = admin(&[
+        "tokens",
+        "issue",
+        "opencode://backend",
+        "--ttl",
+        "1h",
+        "--description",
+        "ci",
+    ])
+    .json();
+    let token = issued["token"].as_str().unwrap();
+    let token_id = issued["token_id"].as_str().unwrap();
+    assert!(token.starts_with("abt_"), "{issued}");
+
+    let registered = cli(
+        &bus,
+        &["agents", "register", "--id", "opencode://backend", "--token", token],
+    )
+    .json();
+    assert_eq!(registered["created"], true);
+    cli(&bus, &["agents", "register", "--id", "codex://other", "--token", token]).fails(
+        5,
+        "PERMISSION_DENIED",
+        "is not the caller opencode://backend",
+    );
+    cli(&bus, &["tokens", "list", "opencode://backend", "--token", token]).fails(5, "PERMISSION_DENIED", "admin");
+
+    let listed = admin(&["tokens", "list", "opencode://backend"]).json();
+    assert_eq!(listed["tokens"][0]["token_id"], token_id);
+    assert_eq!(listed["tokens"][0]["description"], "ci");
+    assert!(!listed.to_string().contains(token), "the token itself is never listed");
+    admin(&["tokens", "revoke", token_id, "--agent", "opencode://backend"]).json();
+    cli(&bus, &["agents", "list", "--token", token]).fails(5, "UNAUTHENTICATED", "invalid agent token");
+    admin(&["tokens", "revoke", token_id]).fails(3, "NOT_FOUND", token_id);
+
+    let both = cli(&bus, &["agents", "list", "--token", token, "--api-key", "s3cret"]);
+    assert_eq!(both.code, 2, "{}", both.stderr);
+}
+
+#[tokio::test]
 async fn the_api_key_goes_with_every_call() {
     let bus = Bus::start(&["--store", "memory", "--api-key", "s3cret"]).await;
 

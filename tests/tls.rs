@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use agentbus::pb;
 use common::Bus;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 const KEY: &str = "s3cret";
@@ -35,6 +35,16 @@ impl Ca {
     fn issue(&self, names: &[&str]) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// (certificate PEM, key PEM) of a client certificate whose SAN is the
+    /// URI `uri` (an agent id).
+    fn issue_uri(&self, uri: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
@@ -181,6 +191,45 @@ async fn mutual_tls_requires_a_client_certificate_from_the_client_ca() {
         Err(e) => Err(e.to_string()),
     };
     assert!(foreign.is_err(), "a certificate of another CA was accepted");
+}
+
+#[tokio::test]
+async fn a_client_certificate_naming_an_agent_authenticates_as_that_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("server CA");
+    let clients = Ca::new("client CA");
+    let bus = start(dir.path(), &ca, Some(&clients)).await;
+    let register = |agent_id: &str| pb::RegisterAgentRequest {
+        agent: Some(pb::AgentDescriptor {
+            agent_id: agent_id.into(),
+            ..Default::default()
+        }),
+        update: true,
+    };
+
+    // No key, no token: the certificate's SAN URI is the caller.
+    let grpc = channel(&bus, &ca, Some(clients.issue_uri("claude-code://orchestrator")))
+        .await
+        .expect("mTLS channel");
+    let mut agents = pb::agent_service_client::AgentServiceClient::new(grpc);
+    agents
+        .register_agent(register("claude-code://orchestrator"))
+        .await
+        .expect("an agent registers itself");
+    let other = agents.register_agent(register("opencode://backend")).await;
+    common::assert_status(
+        other,
+        tonic::Code::PermissionDenied,
+        "is not the caller claude-code://orchestrator",
+    );
+
+    // A certificate naming no agent carries no identity: the key is needed.
+    let anonymous = channel(&bus, &ca, Some(clients.issue(&["client.example"])))
+        .await
+        .expect("mTLS channel");
+    let mut agents = pb::agent_service_client::AgentServiceClient::new(anonymous);
+    let refused = agents.register_agent(register("opencode://backend")).await;
+    common::assert_status(refused, tonic::Code::Unauthenticated, "missing API key");
 }
 
 #[tokio::test]

@@ -13,11 +13,12 @@ pub(super) fn agent_id(field: &str, value: &str) -> Result<AgentId> {
 impl Api {
     pub async fn register_agent(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::RegisterAgentRequest,
     ) -> Result<pb::RegisterAgentResponse> {
         let descriptor = r.agent.ok_or_else(|| Error::invalid("agent", "is required"))?;
         let descriptor = convert::agent_descriptor_from("agent", descriptor)?;
+        self.act_as(caller, "agent.agent_id", &descriptor.agent_id)?;
         let (view, created) = self.agents.register(descriptor, r.update).await?;
         Ok(pb::RegisterAgentResponse {
             agent: Some(convert::agent(&view)),
@@ -27,10 +28,11 @@ impl Api {
 
     pub async fn unregister_agent(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::UnregisterAgentRequest,
     ) -> Result<pb::UnregisterAgentResponse> {
         let id = agent_id("agent_id", &r.agent_id)?;
+        self.act_as(caller, "agent_id", &id)?;
         let dead_lettered = self.agents.unregister(&id).await?;
         Ok(pb::UnregisterAgentResponse { dead_lettered })
     }

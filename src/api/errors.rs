@@ -23,6 +23,7 @@ pub fn grpc_code(kind: ErrorKind) -> Code {
         ErrorKind::OutOfRange => Code::OutOfRange,
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
     }

@@ -9,7 +9,7 @@ use super::convert_messages as convert;
 use super::{Api, Caller, ItemStream, MAX_ACKS, MESSAGE_ENVELOPE_BYTES, errors};
 use crate::app::messaging::InboxItem;
 use crate::domain::message::MessageId;
-use crate::domain::{Error, Result};
+use crate::domain::{Denial, Error, Result};
 use crate::pb;
 
 fn message_id(value: &str) -> Result<MessageId> {
@@ -36,11 +36,19 @@ impl Api {
     }
 
     pub async fn send_message(&self, caller: &Caller, r: pb::SendMessageRequest) -> Result<pb::SendMessageResponse> {
-        let message = r.message;
-        if let Some(message) = &message {
+        let mut message = r.message;
+        if let Some(message) = &mut message {
+            // An agent's message without a sender is from the agent.
+            if let Some(me) = caller.identity.agent_id() {
+                let sender = message.sender.get_or_insert_default();
+                if sender.agent_id.is_empty() {
+                    sender.agent_id = me.to_string();
+                }
+            }
             self.check_size(message)?;
         }
         let new = convert::new_message_from(message)?;
+        self.speak_as(caller, "message.sender.agent_id", &new.sender.agent_id)?;
         let outcome = self.messaging.send(new, caller.deadline).await?;
         Ok(pb::SendMessageResponse {
             accepted: true,
@@ -52,10 +60,11 @@ impl Api {
 
     pub async fn receive_messages(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::ReceiveMessagesRequest,
     ) -> Result<ItemStream<pb::ReceiveMessagesResponse>> {
         let agent = agent_id("agent_id", &r.agent_id)?;
+        self.speak_as(caller, "agent_id", &agent)?;
         let max_in_flight = match r.max_in_flight {
             0 => None,
             n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
@@ -85,11 +94,12 @@ impl Api {
             };
             Ok(pb::ReceiveMessagesResponse { kind: Some(kind) })
         });
-        Ok(Box::pin(responses))
+        Ok(self.guard(caller, Box::pin(responses)))
     }
 
-    pub async fn ack_message(&self, _caller: &Caller, r: pb::AckMessageRequest) -> Result<pb::AckMessageResponse> {
+    pub async fn ack_message(&self, caller: &Caller, r: pb::AckMessageRequest) -> Result<pb::AckMessageResponse> {
         let agent = agent_id("agent_id", &r.agent_id)?;
+        self.speak_as(caller, "agent_id", &agent)?;
         let id = message_id(&r.message_id)?;
         let state = self.messaging.ack(&agent, &id).await?;
         Ok(pb::AckMessageResponse {
@@ -97,8 +107,9 @@ impl Api {
         })
     }
 
-    pub async fn ack_messages(&self, _caller: &Caller, r: pb::AckMessagesRequest) -> Result<pb::AckMessagesResponse> {
+    pub async fn ack_messages(&self, caller: &Caller, r: pb::AckMessagesRequest) -> Result<pb::AckMessagesResponse> {
         let agent = agent_id("agent_id", &r.agent_id)?;
+        self.speak_as(caller, "agent_id", &agent)?;
         let field = "message_ids";
         if r.message_ids.is_empty() || r.message_ids.len() > MAX_ACKS {
             let why = format!("between 1 and {MAX_ACKS} ids, got {}", r.message_ids.len());
@@ -132,9 +143,19 @@ impl Api {
         Ok(pb::AckMessagesResponse { results })
     }
 
-    pub async fn get_message(&self, _caller: &Caller, r: pb::GetMessageRequest) -> Result<pb::GetMessageResponse> {
+    /// An agent sees only the messages it sent or was sent (as recipient or
+    /// fallback it went to); others are NOT_FOUND, as if they did not exist.
+    pub async fn get_message(&self, caller: &Caller, r: pb::GetMessageRequest) -> Result<pb::GetMessageResponse> {
         let id = message_id(&r.message_id)?;
         let record = self.messaging.get(&id).await?;
+        if let Some(me) = caller.identity.agent_id() {
+            let m = &record.message;
+            let involved = m.sender.agent_id == *me || m.recipient.agent_id == *me || record.recipient == *me;
+            if !involved {
+                let hidden = Error::not_found(format!("message {id} not found")).because(Denial::NotParticipant);
+                return Err(self.observe(caller, hidden));
+            }
+        }
         Ok(pb::GetMessageResponse {
             status: Some(convert::message_status(&record)),
         })

@@ -18,15 +18,21 @@ fn session_id(value: &str) -> Result<SessionId> {
     SessionId::parse_field("session_id", value)
 }
 
-/// The session after a change, wrapped in its RPC's answer.
-fn respond<T>(result: Result<Session>, wrap: impl FnOnce(Option<pb::Session>) -> T) -> Result<T> {
-    result.map(|s| wrap(Some(convert::session(&s))))
-}
-
 impl Api {
+    /// The session after a change, wrapped in its RPC's answer; an access
+    /// rule's refusal is logged and counted.
+    fn respond<T>(
+        &self,
+        caller: &Caller,
+        result: Result<Session>,
+        wrap: impl FnOnce(Option<pb::Session>) -> T,
+    ) -> Result<T> {
+        self.checked(caller, result).map(|s| wrap(Some(convert::session(&s))))
+    }
+
     pub async fn create_session(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::CreateSessionRequest,
     ) -> Result<pb::CreateSessionResponse> {
         let decode = || -> crate::domain::Result<NewSession> {
@@ -59,23 +65,19 @@ impl Api {
             })
         };
         let new = decode()?;
-        respond(self.sessions.create(new).await, |session| pb::CreateSessionResponse {
-            session,
+        self.respond(caller, self.sessions.create(&caller.actor(), new).await, |session| {
+            pb::CreateSessionResponse { session }
         })
     }
 
-    pub async fn get_session(&self, _caller: &Caller, r: pb::GetSessionRequest) -> Result<pb::GetSessionResponse> {
+    pub async fn get_session(&self, caller: &Caller, r: pb::GetSessionRequest) -> Result<pb::GetSessionResponse> {
         let id = session_id(&r.session_id)?;
-        respond(self.sessions.get(&id).await, |session| pb::GetSessionResponse {
-            session,
+        self.respond(caller, self.sessions.get(&caller.actor(), &id).await, |session| {
+            pb::GetSessionResponse { session }
         })
     }
 
-    pub async fn list_sessions(
-        &self,
-        _caller: &Caller,
-        r: pb::ListSessionsRequest,
-    ) -> Result<pb::ListSessionsResponse> {
+    pub async fn list_sessions(&self, caller: &Caller, r: pb::ListSessionsRequest) -> Result<pb::ListSessionsResponse> {
         let states = r
             .states
             .iter()
@@ -92,7 +94,7 @@ impl Api {
             page_size: r.page_size as usize,
             page_token: r.page_token,
         };
-        let list = self.sessions.list(request).await?;
+        let list = self.sessions.list(&caller.actor(), request).await?;
         Ok(pb::ListSessionsResponse {
             sessions: list.sessions.iter().map(convert::session).collect(),
             next_page_token: list.next_page_token,
@@ -101,7 +103,7 @@ impl Api {
 
     pub async fn add_participant(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::AddParticipantRequest,
     ) -> Result<pb::AddParticipantResponse> {
         let id = session_id(&r.session_id)?;
@@ -109,34 +111,41 @@ impl Api {
             .participant
             .ok_or_else(|| Error::invalid("participant", "is required"))?;
         let spec = convert::participant_spec_from("participant", spec)?;
-        respond(
-            self.sessions.add_participant(&id, spec, r.expected_version).await,
+        self.respond(
+            caller,
+            self.sessions
+                .add_participant(&caller.actor(), &id, spec, r.expected_version)
+                .await,
             |session| pb::AddParticipantResponse { session },
         )
     }
 
     pub async fn remove_participant(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::RemoveParticipantRequest,
     ) -> Result<pb::RemoveParticipantResponse> {
         let id = session_id(&r.session_id)?;
         let agent = AgentId::parse_field("agent_id", &r.agent_id)?;
-        respond(
-            self.sessions.remove_participant(&id, &agent, r.expected_version).await,
+        self.respond(
+            caller,
+            self.sessions
+                .remove_participant(&caller.actor(), &id, &agent, r.expected_version)
+                .await,
             |session| pb::RemoveParticipantResponse { session },
         )
     }
 
     pub async fn update_workflow(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::UpdateWorkflowRequest,
     ) -> Result<pb::UpdateWorkflowResponse> {
         let id = session_id(&r.session_id)?;
         let result = self
             .sessions
             .update_workflow(
+                &caller.actor(),
                 &id,
                 r.current_step,
                 r.completed_steps,
@@ -144,25 +153,28 @@ impl Api {
                 r.expected_version,
             )
             .await;
-        respond(result, |session| pb::UpdateWorkflowResponse { session })
+        self.respond(caller, result, |session| pb::UpdateWorkflowResponse { session })
     }
 
     pub async fn advance_workflow(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::AdvanceWorkflowRequest,
     ) -> Result<pb::AdvanceWorkflowResponse> {
         let id = session_id(&r.session_id)?;
         let next = Some(r.next_step.as_str()).filter(|s| !s.is_empty());
-        respond(
-            self.sessions.advance_workflow(&id, next, r.expected_version).await,
+        self.respond(
+            caller,
+            self.sessions
+                .advance_workflow(&caller.actor(), &id, next, r.expected_version)
+                .await,
             |session| pb::AdvanceWorkflowResponse { session },
         )
     }
 
     pub async fn update_shared_context(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::UpdateSharedContextRequest,
     ) -> Result<pb::UpdateSharedContextResponse> {
         let id = session_id(&r.session_id)?;
@@ -177,9 +189,10 @@ impl Api {
             .context
             .ok_or_else(|| Error::invalid("context", "is required (a JSON object)"))?;
         let context = convert::json_object_from("context", Some(context))?;
-        respond(
+        self.respond(
+            caller,
             self.sessions
-                .update_shared_context(&id, context, mode, r.expected_version)
+                .update_shared_context(&caller.actor(), &id, context, mode, r.expected_version)
                 .await,
             |session| pb::UpdateSharedContextResponse { session },
         )
@@ -187,13 +200,14 @@ impl Api {
 
     pub async fn complete_session(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::CompleteSessionRequest,
     ) -> Result<pb::CompleteSessionResponse> {
         let id = session_id(&r.session_id)?;
-        respond(
+        self.respond(
+            caller,
             self.sessions
-                .complete(&id, r.summary, r.artifacts, r.expected_version)
+                .complete(&caller.actor(), &id, r.summary, r.artifacts, r.expected_version)
                 .await,
             |session| pb::CompleteSessionResponse { session },
         )
@@ -201,13 +215,14 @@ impl Api {
 
     pub async fn terminate_session(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::TerminateSessionRequest,
     ) -> Result<pb::TerminateSessionResponse> {
         let id = session_id(&r.session_id)?;
-        respond(
+        self.respond(
+            caller,
             self.sessions
-                .terminate(&id, r.reason, r.details, r.expected_version)
+                .terminate(&caller.actor(), &id, r.reason, r.details, r.expected_version)
                 .await,
             |session| pb::TerminateSessionResponse { session },
         )
@@ -215,7 +230,7 @@ impl Api {
 
     pub fn watch_sessions(
         &self,
-        _caller: &Caller,
+        caller: &Caller,
         r: pb::WatchSessionsRequest,
     ) -> Result<ItemStream<pb::WatchSessionsResponse>> {
         if r.session_ids.len() > MAX_WATCH_SESSION_IDS {
@@ -239,6 +254,7 @@ impl Api {
         let request = WatchRequest {
             filter: EventFilter { session_ids, kinds },
             after_sequence: r.after_sequence,
+            visible_to: caller.identity.agent_id().cloned(),
         };
         let events = watch::watch(
             self.sessions.store().clone(),
@@ -259,6 +275,6 @@ impl Api {
             };
             Ok(pb::WatchSessionsResponse { kind: Some(kind) })
         });
-        Ok(Box::pin(responses))
+        Ok(self.guard(caller, Box::pin(responses)))
     }
 }

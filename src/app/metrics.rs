@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::domain::Result;
 use crate::domain::message::MessageType;
+use crate::domain::{Denial, Result};
 use crate::store::{Store, StoreCounts};
 
 /// Upper bounds of the latency buckets, in seconds (Prometheus `le`).
@@ -132,6 +132,7 @@ pub struct Metrics {
     /// Send-to-ack latency per message type.
     ack_latency: [Histogram; MessageType::ALL.len()],
     sent_rate: Rate,
+    denied: [AtomicU64; Denial::ALL.len()],
 }
 
 /// A consistent-enough copy of the counters.
@@ -149,6 +150,9 @@ pub struct MetricsSnapshot {
     pub ack_latency: Vec<HistogramSnapshot>,
     /// Messages accepted per second over the last minute.
     pub throughput: f64,
+    /// Calls refused by authentication or an access rule, in
+    /// [`Denial::ALL`] order.
+    pub denied: [u64; Denial::ALL.len()],
 }
 
 impl MetricsSnapshot {
@@ -188,6 +192,11 @@ impl Metrics {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn denied(&self, denial: Denial) {
+        let slot = Denial::ALL.iter().position(|d| *d == denial).unwrap_or(0);
+        self.denied[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The message counters plus the store's gauges; `uptime` bounds the
     /// throughput window of a young server.
     pub async fn collect(&self, store: &dyn Store, uptime: Duration) -> Result<(MetricsSnapshot, StoreCounts)> {
@@ -203,6 +212,7 @@ impl Metrics {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             ack_latency: self.ack_latency.iter().map(Histogram::snapshot).collect(),
             throughput: self.sent_rate.per_second(uptime),
+            denied: std::array::from_fn(|i| self.denied[i].load(Ordering::Relaxed)),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod messaging;
 pub mod metrics;
 pub mod presence;
 pub mod sessions;
+pub mod tokens;
 pub mod watch;
 
 use crate::domain::Error;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domain::access::{Actor, SessionAction};
 use crate::domain::session::{
     ContextUpdateMode, NewSession, ParticipantSpec, Session, SessionEventKind, SessionLimits, SessionState,
 };
@@ -51,7 +52,9 @@ impl Sessions {
         &self.store
     }
 
-    pub async fn create(&self, new: NewSession) -> Result<Session> {
+    /// An agent may create only sessions it orchestrates.
+    pub async fn create(&self, actor: &Actor, new: NewSession) -> Result<Session> {
+        actor.check_agent("orchestrator", &new.orchestrator)?;
         let now = Timestamp::now();
         let session = Session::create(new, &self.limits, now)?;
         session.check_size(&self.limits)?;
@@ -66,14 +69,22 @@ impl Sessions {
         Ok(self.store.commit(change).await?.session.clone())
     }
 
-    pub async fn get(&self, id: &SessionId) -> Result<Session> {
+    /// A session the actor takes no part in is NOT_FOUND.
+    pub async fn get(&self, actor: &Actor, id: &SessionId) -> Result<Session> {
+        let session = self.load(id).await?;
+        actor.check_session(&session, SessionAction::Read)?;
+        Ok(session)
+    }
+
+    async fn load(&self, id: &SessionId) -> Result<Session> {
         self.store
             .get_session(id)
             .await?
             .ok_or_else(|| Error::not_found(format!("session {id} not found")))
     }
 
-    pub async fn list(&self, request: ListSessions) -> Result<SessionList> {
+    /// An agent lists only sessions it takes or took part in.
+    pub async fn list(&self, actor: &Actor, request: ListSessions) -> Result<SessionList> {
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(
@@ -92,15 +103,24 @@ impl Sessions {
             0 => DEFAULT_PAGE_SIZE,
             size => size.min(MAX_PAGE_SIZE),
         };
+        // An agent's own sessions, of which those `participant` is in too.
+        let (participant, also) = match (actor.agent(), request.participant) {
+            (Some(me), Some(other)) if *me != other => (Some(me.clone()), Some(other)),
+            (Some(me), _) => (Some(me.clone()), None),
+            (None, participant) => (participant, None),
+        };
         let query = SessionQuery {
             states: request.states,
-            participant: request.participant,
+            participant,
             after,
             limit,
             max_bytes: Some(self.limits.max_session_bytes),
         };
         // A page fits one answer (each session fits the snapshot limit).
-        let page = self.store.list_sessions(&query).await?;
+        let mut page = self.store.list_sessions(&query).await?;
+        if let Some(other) = also {
+            page.sessions.retain(|s| s.involves(&other));
+        }
         Ok(SessionList {
             sessions: page.sessions,
             next_page_token: page
@@ -112,12 +132,14 @@ impl Sessions {
 
     pub async fn add_participant(
         &self,
+        actor: &Actor,
         id: &SessionId,
         spec: ParticipantSpec,
         expected: Option<u64>,
     ) -> Result<Session> {
         let agent = spec.agent_id.clone();
         self.change(
+            (actor, SessionAction::Orchestrate("add participants")),
             id,
             expected,
             SessionEventKind::ParticipantAdded,
@@ -127,8 +149,15 @@ impl Sessions {
         .await
     }
 
-    pub async fn remove_participant(&self, id: &SessionId, agent: &AgentId, expected: Option<u64>) -> Result<Session> {
+    pub async fn remove_participant(
+        &self,
+        actor: &Actor,
+        id: &SessionId,
+        agent: &AgentId,
+        expected: Option<u64>,
+    ) -> Result<Session> {
         self.change(
+            (actor, SessionAction::Remove(agent)),
             id,
             expected,
             SessionEventKind::ParticipantRemoved,
@@ -140,61 +169,101 @@ impl Sessions {
 
     pub async fn update_workflow(
         &self,
+        actor: &Actor,
         id: &SessionId,
         current: String,
         completed: Vec<String>,
         pending: Vec<String>,
         expected: Option<u64>,
     ) -> Result<Session> {
-        self.change(id, expected, SessionEventKind::WorkflowUpdated, None, |s, now| {
-            s.update_workflow(current.clone(), completed.clone(), pending.clone(), now)
-        })
+        let access = (actor, SessionAction::Orchestrate("change the workflow"));
+        self.change(
+            access,
+            id,
+            expected,
+            SessionEventKind::WorkflowUpdated,
+            None,
+            |s, now| s.update_workflow(current.clone(), completed.clone(), pending.clone(), now),
+        )
         .await
     }
 
-    pub async fn advance_workflow(&self, id: &SessionId, next: Option<&str>, expected: Option<u64>) -> Result<Session> {
-        self.change(id, expected, SessionEventKind::WorkflowUpdated, None, |s, now| {
-            s.advance_workflow(next, now)
-        })
+    pub async fn advance_workflow(
+        &self,
+        actor: &Actor,
+        id: &SessionId,
+        next: Option<&str>,
+        expected: Option<u64>,
+    ) -> Result<Session> {
+        let access = (actor, SessionAction::Orchestrate("advance the workflow"));
+        self.change(
+            access,
+            id,
+            expected,
+            SessionEventKind::WorkflowUpdated,
+            None,
+            |s, now| s.advance_workflow(next, now),
+        )
         .await
     }
 
     pub async fn update_shared_context(
         &self,
+        actor: &Actor,
         id: &SessionId,
         context: JsonObject,
         mode: ContextUpdateMode,
         expected: Option<u64>,
     ) -> Result<Session> {
-        self.change(id, expected, SessionEventKind::SharedContextUpdated, None, |s, now| {
-            s.update_shared_context(context.clone(), mode, &self.limits, now)
-        })
+        let access = (actor, SessionAction::Contribute);
+        self.change(
+            access,
+            id,
+            expected,
+            SessionEventKind::SharedContextUpdated,
+            None,
+            |s, now| s.update_shared_context(context.clone(), mode, &self.limits, now),
+        )
         .await
     }
 
     pub async fn complete(
         &self,
+        actor: &Actor,
         id: &SessionId,
         summary: String,
         artifacts: Vec<String>,
         expected: Option<u64>,
     ) -> Result<Session> {
-        self.change(id, expected, SessionEventKind::SessionCompleted, None, |s, now| {
-            s.complete(summary.clone(), artifacts.clone(), now)
-        })
+        let access = (actor, SessionAction::Orchestrate("complete the session"));
+        self.change(
+            access,
+            id,
+            expected,
+            SessionEventKind::SessionCompleted,
+            None,
+            |s, now| s.complete(summary.clone(), artifacts.clone(), now),
+        )
         .await
     }
 
     pub async fn terminate(
         &self,
+        actor: &Actor,
         id: &SessionId,
         reason: String,
         details: String,
         expected: Option<u64>,
     ) -> Result<Session> {
-        self.change(id, expected, SessionEventKind::SessionTerminated, None, |s, now| {
-            s.terminate(reason.clone(), details.clone(), now)
-        })
+        let access = (actor, SessionAction::Orchestrate("terminate the session"));
+        self.change(
+            access,
+            id,
+            expected,
+            SessionEventKind::SessionTerminated,
+            None,
+            |s, now| s.terminate(reason.clone(), details.clone(), now),
+        )
         .await
     }
 
@@ -209,9 +278,14 @@ impl Sessions {
             for session in &idle {
                 let id = &session.session_id;
                 match self
-                    .change(id, None, SessionEventKind::SessionExpired, None, |s, now| {
-                        s.expire(before, now)
-                    })
+                    .change(
+                        (&Actor::Admin, SessionAction::Read),
+                        id,
+                        None,
+                        SessionEventKind::SessionExpired,
+                        None,
+                        |s, now| s.expire(before, now),
+                    )
                     .await
                 {
                     Ok(_) => {
@@ -229,11 +303,13 @@ impl Sessions {
         }
     }
 
-    /// Reads the session, applies `apply` to a copy and commits it if nobody
-    /// changed the session meanwhile; retries otherwise. With `expected`,
-    /// any other version is ABORTED instead.
+    /// Reads the session, checks that the actor may make the change,
+    /// applies `apply` to a copy and commits it if nobody changed the
+    /// session meanwhile; retries otherwise. With `expected`, any other
+    /// version is ABORTED instead.
     async fn change<F>(
         &self,
+        (actor, action): (&Actor, SessionAction<'_>),
         id: &SessionId,
         expected: Option<u64>,
         kind: SessionEventKind,
@@ -244,7 +320,8 @@ impl Sessions {
         F: Fn(&mut Session, Timestamp) -> Result<()>,
     {
         for _ in 0..MAX_ATTEMPTS {
-            let current = self.get(id).await?;
+            let current = self.load(id).await?;
+            actor.check_session(&current, action)?;
             if let Some(expected) = expected
                 && expected != current.version
             {

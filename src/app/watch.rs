@@ -13,7 +13,7 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::session::SessionEvent;
-use crate::domain::{Error, ErrorKind, Result, Timestamp};
+use crate::domain::{AgentId, Error, ErrorKind, Result, Timestamp};
 use crate::store::{EventFilter, Store};
 
 /// Events read from the store per query while catching up.
@@ -30,6 +30,10 @@ pub struct WatchRequest {
     pub filter: EventFilter,
     /// Replay events after this sequence first; `None`: live events only.
     pub after_sequence: Option<u64>,
+    /// Only events of sessions this agent takes part in, from the event
+    /// that made it a participant (each event carries the session as it
+    /// became).
+    pub visible_to: Option<AgentId>,
 }
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchItem>> + Send>>;
@@ -64,6 +68,8 @@ pub fn watch(
     let mut cursor = request.after_sequence.unwrap_or(latest);
     let mut catch_up = request.after_sequence.is_some();
     let filter = request.filter;
+    let visible_to = request.visible_to;
+    let visible = move |event: &SessionEvent| visible_to.as_ref().is_none_or(|agent| event.session.involves(agent));
     Ok(Box::pin(async_stream::stream! {
         let mut idle = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
         idle.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -89,8 +95,10 @@ pub fn watch(
                 let complete = batch.len() < REPLAY_BATCH;
                 for event in batch {
                     cursor = event.sequence;
-                    idle.reset();
-                    yield Ok(WatchItem::Event(event));
+                    if visible(&event) {
+                        idle.reset();
+                        yield Ok(WatchItem::Event(event));
+                    }
                 }
                 if complete {
                     cursor = up_to;
@@ -110,7 +118,7 @@ pub fn watch(
                 Wake::Live(Ok(event)) if event.sequence <= cursor => {}
                 Wake::Live(Ok(event)) if event.sequence == cursor + 1 => {
                     cursor = event.sequence;
-                    if filter.matches(&event) {
+                    if filter.matches(&event) && visible(&event) {
                         idle.reset();
                         yield Ok(WatchItem::Event(event));
                     }

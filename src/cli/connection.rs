@@ -1,5 +1,5 @@
 //! Where the bus is and how to talk to it: the global client options, one
-//! channel, and the API key on every call.
+//! channel, and the credentials (API key or agent token) on every call.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,6 +43,18 @@ pub struct ClientArgs {
     )]
     pub api_key: Option<String>,
 
+    /// An agent token (`abt_...`), sent as `authorization: Bearer`: the
+    /// calls act as that agent.
+    #[arg(
+        long,
+        global = true,
+        env = "AGENT_BUS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "api_key"
+    )]
+    pub token: Option<String>,
+
     /// Deadline of each unary call and of connecting (e.g. 10s, 500ms);
     /// default: none (connecting: 10s). Streams are not limited.
     #[arg(long, global = true, value_name = "DURATION", value_parser = input::std_duration)]
@@ -66,14 +78,14 @@ pub struct ClientArgs {
     pub key: Option<PathBuf>,
 }
 
-pub type Sessions = SessionServiceClient<InterceptedService<Channel, ApiKey>>;
-pub type Agents = AgentServiceClient<InterceptedService<Channel, ApiKey>>;
-pub type Messages = MessageServiceClient<InterceptedService<Channel, ApiKey>>;
+pub type Sessions = SessionServiceClient<InterceptedService<Channel, Credentials>>;
+pub type Agents = AgentServiceClient<InterceptedService<Channel, Credentials>>;
+pub type Messages = MessageServiceClient<InterceptedService<Channel, Credentials>>;
 
 /// One HTTP/2 connection to the bus, shared by the clients of a command.
 pub struct Connection {
     channel: Channel,
-    api_key: ApiKey,
+    credentials: Credentials,
     rpc_timeout: Option<Duration>,
 }
 
@@ -82,7 +94,7 @@ impl Connection {
     /// as such, not as the failure of whatever call came first).
     pub async fn open(args: &ClientArgs) -> Result<Self, Status> {
         let url = url(&args.addr)?;
-        let api_key = ApiKey::new(args.api_key.as_deref())?;
+        let credentials = Credentials::new(args.api_key.as_deref(), args.token.as_deref())?;
         let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| Status::invalid_argument(format!("--addr: {url:?} is not a valid URL: {e}")))?
             .connect_timeout(args.rpc_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
@@ -97,21 +109,21 @@ impl Connection {
             .map_err(|error| Status::unavailable(with_sources(format!("cannot connect to {url}"), Some(&error))))?;
         Ok(Self {
             channel,
-            api_key,
+            credentials,
             rpc_timeout: args.rpc_timeout,
         })
     }
 
     pub fn sessions(&self) -> Sessions {
-        SessionServiceClient::with_interceptor(self.channel.clone(), self.api_key.clone())
+        SessionServiceClient::with_interceptor(self.channel.clone(), self.credentials.clone())
     }
 
     pub fn agents(&self) -> Agents {
-        AgentServiceClient::with_interceptor(self.channel.clone(), self.api_key.clone())
+        AgentServiceClient::with_interceptor(self.channel.clone(), self.credentials.clone())
     }
 
     pub fn messages(&self) -> Messages {
-        MessageServiceClient::with_interceptor(self.channel.clone(), self.api_key.clone())
+        MessageServiceClient::with_interceptor(self.channel.clone(), self.credentials.clone())
     }
 
     /// A unary request, with the `--rpc-timeout` deadline when one was given.
@@ -167,27 +179,29 @@ fn url(addr: &str) -> Result<String, Status> {
     }
 }
 
-/// Adds `x-agent-api-key` to every call when a key is set.
+/// Adds `x-agent-api-key: KEY` or `authorization: Bearer TOKEN` to every
+/// call when one is set.
 #[derive(Clone)]
-pub struct ApiKey(Option<AsciiMetadataValue>);
+pub struct Credentials(Option<(&'static str, AsciiMetadataValue)>);
 
-impl ApiKey {
-    fn new(key: Option<&str>) -> Result<Self, Status> {
-        let value = key
-            .map(|key| {
-                MetadataValue::try_from(key).map_err(|_| {
-                    Status::invalid_argument("--api-key: must be printable ASCII (it is sent as gRPC metadata)")
-                })
-            })
-            .transpose()?;
-        Ok(Self(value))
+impl Credentials {
+    fn new(key: Option<&str>, token: Option<&str>) -> Result<Self, Status> {
+        let (flag, header, value) = match (key, token) {
+            (Some(key), _) => ("--api-key", API_KEY_HEADER, key.to_owned()),
+            (None, Some(token)) => ("--token", "authorization", format!("Bearer {token}")),
+            (None, None) => return Ok(Self(None)),
+        };
+        let value = MetadataValue::try_from(value).map_err(|_| {
+            Status::invalid_argument(format!("{flag}: must be printable ASCII (it is sent as gRPC metadata)"))
+        })?;
+        Ok(Self(Some((header, value))))
     }
 }
 
-impl Interceptor for ApiKey {
+impl Interceptor for Credentials {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(key) = &self.0 {
-            request.metadata_mut().insert(API_KEY_HEADER, key.clone());
+        if let Some((header, value)) = &self.0 {
+            request.metadata_mut().insert(*header, value.clone());
         }
         Ok(request)
     }
@@ -211,9 +225,12 @@ mod tests {
     }
 
     #[test]
-    fn api_keys_must_fit_in_metadata() {
-        assert!(ApiKey::new(Some("s3cret")).is_ok());
-        assert!(ApiKey::new(None).is_ok());
-        assert!(ApiKey::new(Some("bad\nkey")).is_err());
+    fn credentials_must_fit_in_metadata() {
+        assert!(Credentials::new(Some("s3cret"), None).is_ok());
+        assert!(Credentials::new(None, Some("abt_00")).is_ok());
+        assert!(Credentials::new(None, None).is_ok());
+        assert!(Credentials::new(Some("bad\nkey"), None).is_err());
+        let status = Credentials::new(None, Some("bad\ntoken")).err().unwrap();
+        assert!(status.message().starts_with("--token: "), "{}", status.message());
     }
 }

@@ -21,7 +21,7 @@ const TABLE: [(u8, &str, &[Code]); 7] = [
     ),
     (
         5,
-        "missing or wrong API key",
+        "missing or wrong API key or token, or not allowed to the caller",
         &[Code::Unauthenticated, Code::PermissionDenied],
     ),
     (6, "cannot connect, or the bus is shutting down", &[Code::Unavailable]),

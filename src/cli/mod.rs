@@ -1,4 +1,4 @@
-//! The command-line client, `agentbus sessions|agents|send|receive|watch`:
+//! The command-line client, `agentbus sessions|agents|tokens|send|receive|watch`:
 //! calls to a running bus through the generated tonic clients.
 //!
 //! Each command turns its flags (or a `--json` document in the JSON dialect)
@@ -15,6 +15,7 @@ mod output;
 mod receive;
 mod send;
 mod sessions;
+mod tokens;
 mod watch;
 
 use std::process::ExitCode;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Register, inspect, list and unregister agents.
     #[command(after_help = exit_codes_help())]
     Agents(agents::AgentsArgs),
+    /// Issue, list and revoke agent tokens (admin key).
+    #[command(after_help = exit_codes_help())]
+    Tokens(tokens::TokensArgs),
     /// Send one message; prints the SendMessageResponse.
     #[command(after_help = exit_codes_help())]
     Send(send::SendArgs),
@@ -58,6 +62,7 @@ pub fn run(command: Command) -> ExitCode {
         match command {
             Command::Sessions(args) => sessions::run(args).await,
             Command::Agents(args) => agents::run(args).await,
+            Command::Tokens(args) => tokens::run(args).await,
             Command::Send(args) => send::run(args).await,
             // Streams end cleanly on Ctrl-C, SIGTERM or a closed stdout.
             Command::Receive(args) => until_stopped(receive::run(args)).await,

@@ -17,6 +17,8 @@ pub enum ErrorKind {
     /// A wait (e.g. for a SYNC reply) ran out of time.
     DeadlineExceeded,
     Unauthenticated,
+    /// The caller is known but may not do this.
+    PermissionDenied,
     Unavailable,
     Internal,
 }
@@ -25,6 +27,54 @@ pub enum ErrorKind {
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    /// Set when an access rule refused the call (whatever the kind: a
+    /// session hidden from the caller is NOT_FOUND), for the log and the
+    /// `agentbus_auth_denied_total{reason}` counter; never sent to clients.
+    pub denial: Option<Denial>,
+}
+
+/// Why an access rule refused a call: the `reason` label of the denials
+/// counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Denial {
+    MissingCredentials,
+    InvalidCredentials,
+    ExpiredToken,
+    /// Token management, for instance.
+    AdminOnly,
+    /// `--require-agent-identity`: the admin key may not speak as an agent.
+    AgentIdentityRequired,
+    /// Acting as another agent: its sender, inbox or registration.
+    NotThatAgent,
+    NotOrchestrator,
+    /// A session or message the caller takes no part in.
+    NotParticipant,
+}
+
+impl Denial {
+    pub const ALL: [Denial; 8] = [
+        Self::MissingCredentials,
+        Self::InvalidCredentials,
+        Self::ExpiredToken,
+        Self::AdminOnly,
+        Self::AgentIdentityRequired,
+        Self::NotThatAgent,
+        Self::NotOrchestrator,
+        Self::NotParticipant,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing_credentials",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::ExpiredToken => "expired_token",
+            Self::AdminOnly => "admin_only",
+            Self::AgentIdentityRequired => "agent_identity_required",
+            Self::NotThatAgent => "not_that_agent",
+            Self::NotOrchestrator => "not_orchestrator",
+            Self::NotParticipant => "not_participant",
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -34,6 +84,20 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            denial: None,
+        }
+    }
+
+    /// PERMISSION_DENIED for this reason.
+    pub fn denied(denial: Denial, message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::PermissionDenied, message).because(denial)
+    }
+
+    /// Marks an error as an access rule's refusal.
+    pub fn because(self, denial: Denial) -> Self {
+        Self {
+            denial: Some(denial),
+            ..self
         }
     }
 

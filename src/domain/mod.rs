@@ -1,6 +1,7 @@
 //! Domain types and rules: ids, sessions and their state machine, errors.
 //! Knows nothing of protobuf, HTTP or SQL.
 
+pub mod access;
 pub mod agent;
 pub mod error;
 pub mod ids;
@@ -8,9 +9,10 @@ pub mod json;
 pub mod message;
 pub mod session;
 pub mod time;
+pub mod token;
 pub mod validate;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Denial, Error, ErrorKind, Result};
 pub use ids::{AgentId, SessionId};
 pub use json::JsonObject;
 pub use time::Timestamp;

@@ -431,6 +431,11 @@ impl Session {
         self.state == SessionState::Active
     }
 
+    /// The orchestrator or a participant, present or past.
+    pub fn involves(&self, agent_id: &AgentId) -> bool {
+        &self.orchestrator == agent_id || self.participant(agent_id).is_some()
+    }
+
     pub fn participant(&self, agent_id: &AgentId) -> Option<&Participant> {
         self.participants.iter().find(|p| &p.agent_id == agent_id)
     }

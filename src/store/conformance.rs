@@ -12,6 +12,7 @@ use crate::domain::message::{
     AgentRef, Message, MessageId, MessageRecord, MessageState, MessageType, Priority, Routing,
 };
 use crate::domain::session::{NewSession, ParticipantSpec, Session, SessionEventKind, SessionLimits, SessionState};
+use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, JsonObject, SessionId, Timestamp};
 
 /// A store plus whatever keeps its files alive.
@@ -658,6 +659,41 @@ async fn leases_are_version_checked_and_seen_by_writes(store: &dyn Store) {
     ));
 }
 
+fn token(id: &str, agent_id: &str) -> AgentToken {
+    AgentToken {
+        token_id: id.into(),
+        agent_id: agent(agent_id),
+        hash: format!("hash-of-{id}"),
+        description: format!("token {id}"),
+        created_at: Timestamp::from_unix_micros(1_000),
+        expires_at: Some(Timestamp::from_unix_micros(9_000_000)),
+        last_used_at: None,
+    }
+}
+
+async fn tokens_put_list_touch_delete(store: &dyn Store) {
+    let first = token("tok_1", "opencode://backend");
+    let second = token("tok_2", "codex://frontend");
+    store.put_token(first.clone()).await.unwrap();
+    store.put_token(second.clone()).await.unwrap();
+    assert!(matches!(
+        store.put_token(token("tok_1", "x://other")).await,
+        Err(StoreError::AlreadyExists(ref r)) if r.contains("tok_1")
+    ));
+    assert_eq!(store.tokens().await.unwrap(), [first.clone(), second.clone()]);
+    let used = Timestamp::from_unix_micros(5_000);
+    store.touch_token("tok_2", used).await.unwrap();
+    store.touch_token("tok_gone", used).await.unwrap();
+    let touched = AgentToken {
+        last_used_at: Some(used),
+        ..second
+    };
+    assert_eq!(store.tokens().await.unwrap(), [first, touched.clone()]);
+    assert!(store.delete_token("tok_1").await.unwrap());
+    assert!(!store.delete_token("tok_1").await.unwrap());
+    assert_eq!(store.tokens().await.unwrap(), [touched]);
+}
+
 async fn closed_store_refuses_writes(store: &dyn Store) {
     store.close().await.unwrap();
     assert_eq!(
@@ -717,6 +753,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn leases_are_version_checked_and_seen_by_writes() {
                 super::leases_are_version_checked_and_seen_by_writes(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn tokens_put_list_touch_delete() {
+                super::tokens_put_list_touch_delete(super::$backend().store.as_ref()).await;
             }
             #[tokio::test]
             async fn closed_store_refuses_writes() {

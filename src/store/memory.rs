@@ -14,6 +14,7 @@ use super::{
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::{Session, SessionEvent, SessionState};
+use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
 
 pub struct MemoryStore {
@@ -29,6 +30,8 @@ struct Inner {
     events: Vec<Arc<SessionEvent>>,
     agents: BTreeMap<AgentId, Agent>,
     messages: HashMap<MessageId, MessageRecord>,
+    /// In issue order.
+    tokens: Vec<AgentToken>,
     index: MessageIndex,
     closed: bool,
 }
@@ -46,15 +49,21 @@ impl MemoryStore {
         // every mutation below completes before the guard drops.
         self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// The lock, unless the store is closed to writes.
+    fn open(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        let inner = self.lock();
+        if inner.closed {
+            return Err(StoreError::Closed);
+        }
+        Ok(inner)
+    }
 }
 
 #[async_trait]
 impl Store for MemoryStore {
     async fn write(&self, set: WriteSet) -> Result<Option<Arc<SessionEvent>>, StoreError> {
-        let mut inner = self.lock();
-        if inner.closed {
-            return Err(StoreError::Closed);
-        }
+        let mut inner = self.open()?;
         // Check everything first so a failure changes nothing.
         if let Some(change) = &set.session {
             let stored = inner.sessions.get(&change.session.session_id).map(|(s, _)| s.version);
@@ -190,10 +199,7 @@ impl Store for MemoryStore {
     }
 
     async fn put_agent(&self, agent: Agent, expected: Option<u64>) -> Result<Agent, StoreError> {
-        let mut inner = self.lock();
-        if inner.closed {
-            return Err(StoreError::Closed);
-        }
+        let mut inner = self.open()?;
         check_version(
             agent_record(&agent),
             expected,
@@ -224,11 +230,36 @@ impl Store for MemoryStore {
     }
 
     async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError> {
-        let mut inner = self.lock();
-        if inner.closed {
-            return Err(StoreError::Closed);
-        }
+        let mut inner = self.open()?;
         Ok(inner.agents.remove(id).is_some())
+    }
+
+    async fn put_token(&self, token: AgentToken) -> Result<(), StoreError> {
+        let mut inner = self.open()?;
+        if inner.tokens.iter().any(|t| t.token_id == token.token_id) {
+            return Err(StoreError::AlreadyExists(format!("token {}", token.token_id)));
+        }
+        inner.tokens.push(token);
+        Ok(())
+    }
+
+    async fn tokens(&self) -> Result<Vec<AgentToken>, StoreError> {
+        Ok(self.lock().tokens.clone())
+    }
+
+    async fn delete_token(&self, token_id: &str) -> Result<bool, StoreError> {
+        let mut inner = self.open()?;
+        let before = inner.tokens.len();
+        inner.tokens.retain(|t| t.token_id != token_id);
+        Ok(inner.tokens.len() < before)
+    }
+
+    async fn touch_token(&self, token_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        let mut inner = self.open()?;
+        if let Some(token) = inner.tokens.iter_mut().find(|t| t.token_id == token_id) {
+            token.last_used_at = Some(at);
+        }
+        Ok(())
     }
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {

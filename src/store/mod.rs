@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::{Session, SessionEvent, SessionEventKind, SessionState};
+use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
 
 mod index;
@@ -198,6 +199,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes the agent; false if it was not registered.
     async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError>;
+
+    /// Stores a new agent token; [`StoreError::AlreadyExists`] if its id
+    /// is taken.
+    async fn put_token(&self, token: AgentToken) -> Result<(), StoreError>;
+
+    /// Every stored token, oldest first (the application keeps them in
+    /// memory).
+    async fn tokens(&self) -> Result<Vec<AgentToken>, StoreError>;
+
+    /// Removes the token; false if there was none.
+    async fn delete_token(&self, token_id: &str) -> Result<bool, StoreError>;
+
+    /// Records when the token was last used; nothing if it is gone.
+    async fn touch_token(&self, token_id: &str, at: Timestamp) -> Result<(), StoreError>;
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
 

@@ -28,6 +28,7 @@ use super::{
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord, MessageState};
 use crate::domain::session::{Session, SessionEvent, SessionEventKind, SessionState};
+use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
 
 /// Most requests committed in one transaction, by default.
@@ -35,7 +36,7 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 /// Requests waiting for the writer before callers wait to enqueue.
 const WRITE_QUEUE: usize = 4096;
 const READERS: usize = 4;
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -86,6 +87,12 @@ CREATE INDEX IF NOT EXISTS messages_by_reply ON messages(in_reply_to, accepted_a
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
     version  INTEGER NOT NULL,
+    body     TEXT NOT NULL
+);
+-- Version 4: agent tokens (their hashes and metadata, as JSON in body).
+CREATE TABLE IF NOT EXISTS agent_tokens (
+    token_id TEXT PRIMARY KEY,
+    issued   INTEGER NOT NULL UNIQUE,
     body     TEXT NOT NULL
 );
 ";
@@ -1191,6 +1198,52 @@ impl Store for SqliteStore {
                 .map(|rows| rows as u64)
         };
         Ok(self.write(write, hot).await? > 0)
+    }
+
+    async fn put_token(&self, token: AgentToken) -> Result<(), StoreError> {
+        let body = encode(&token)?;
+        let write = move |conn: &Connection| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO agent_tokens (token_id, issued, body)
+                     VALUES (?1, (SELECT COALESCE(MAX(issued), 0) + 1 FROM agent_tokens), ?2)",
+                )
+                .and_then(|mut stmt| stmt.execute(params![token.token_id, body]))
+                .map_err(backend)?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists(format!("token {}", token.token_id)));
+            }
+            Ok(1)
+        };
+        self.write(write, None).await.map(drop)
+    }
+
+    async fn tokens(&self) -> Result<Vec<AgentToken>, StoreError> {
+        self.read(|conn| query_bodies(conn, "SELECT body FROM agent_tokens ORDER BY issued", []))
+            .await
+    }
+
+    async fn delete_token(&self, token_id: &str) -> Result<bool, StoreError> {
+        let id = token_id.to_owned();
+        let write = move |conn: &Connection| {
+            conn.execute("DELETE FROM agent_tokens WHERE token_id = ?1", [id])
+                .map_err(backend)
+                .map(|rows| rows as u64)
+        };
+        Ok(self.write(write, None).await? > 0)
+    }
+
+    async fn touch_token(&self, token_id: &str, at: Timestamp) -> Result<(), StoreError> {
+        let id = token_id.to_owned();
+        let write = move |conn: &Connection| {
+            conn.execute(
+                "UPDATE agent_tokens SET body = json_set(body, '$.last_used_at', ?2) WHERE token_id = ?1",
+                params![id, at.unix_micros()],
+            )
+            .map_err(backend)
+            .map(|rows| rows as u64)
+        };
+        self.write(write, None).await.map(drop)
     }
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {

@@ -1,9 +1,11 @@
 //! The gRPC services: each method takes the caller from the metadata, calls
 //! the API function of the same name and maps its error to a status.
 
+use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::http::{Extensions, HeaderMap};
 use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
@@ -15,6 +17,8 @@ use crate::pb;
 use crate::pb::agent_service_server::AgentService;
 use crate::pb::message_service_server::MessageService;
 use crate::pb::session_service_server::SessionService;
+use crate::transport::listener::ConnectionInfo;
+use crate::transport::request_metrics::RpcMethod;
 
 /// AgentService, MessageService and SessionService over one [`Api`].
 pub struct Grpc {
@@ -31,7 +35,7 @@ impl Grpc {
         let (metadata, mut extensions, message) = request.into_parts();
         let caller = match extensions.remove::<Caller>() {
             Some(caller) => caller,
-            None => self.api.caller(&metadata.into_headers()).map_err(status)?,
+            None => authenticate(&self.api, metadata.into_headers(), &extensions)?.0,
         };
         Ok((caller, message))
     }
@@ -46,11 +50,21 @@ pub struct Authenticate(pub Arc<Api>);
 impl Interceptor for Authenticate {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
         let (metadata, mut extensions, ()) = request.into_parts();
-        let headers = metadata.into_headers();
-        let caller = self.0.caller(&headers).map_err(status)?;
+        let (caller, headers) = authenticate(&self.0, metadata.into_headers(), &extensions)?;
         extensions.insert(caller);
         Ok(Request::from_parts(MetadataMap::from_headers(headers), extensions, ()))
     }
+}
+
+/// The caller of a call with these headers, on the connection and for the
+/// method that the extensions name.
+fn authenticate(api: &Api, headers: HeaderMap, extensions: &Extensions) -> Result<(Caller, HeaderMap), Status> {
+    let peer = extensions.get::<ConnectionInfo>().and_then(|c| c.peer_agent.as_ref());
+    let method = extensions
+        .get::<RpcMethod>()
+        .map_or(Cow::Borrowed("unknown gRPC method"), |m| Cow::Borrowed(m.0));
+    let caller = api.caller(&headers, peer, method).map_err(status)?;
+    Ok((caller, headers))
 }
 
 type GrpcStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -82,6 +96,9 @@ service! {
         unregister_agent(UnregisterAgentRequest) -> UnregisterAgentResponse;
         get_agent(GetAgentRequest) -> GetAgentResponse;
         list_agents(ListAgentsRequest) -> ListAgentsResponse;
+        issue_agent_token(IssueAgentTokenRequest) -> IssueAgentTokenResponse;
+        list_agent_tokens(ListAgentTokensRequest) -> ListAgentTokensResponse;
+        revoke_agent_token(RevokeAgentTokenRequest) -> RevokeAgentTokenResponse;
     }
 }
 

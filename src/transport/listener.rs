@@ -31,7 +31,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use x509_parser::extensions::GeneralName;
+
 use super::tls::Tls;
+use crate::domain::AgentId;
 
 /// File descriptors kept for the store, logs and the listener itself when
 /// the connection cap is derived from the descriptor limit.
@@ -250,7 +253,16 @@ impl Connected for Connection {
     fn connect_info(&self) -> ConnectionInfo {
         match self {
             Connection::Plain(stream) => stream.connect_info(),
-            Connection::Tls(stream) => stream.get_ref().0.connect_info(),
+            Connection::Tls(stream) => {
+                let (inner, session) = stream.get_ref();
+                ConnectionInfo {
+                    peer_agent: session
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|cert| agent_of_certificate(cert)),
+                    ..inner.connect_info()
+                }
+            }
         }
     }
 }
@@ -277,10 +289,24 @@ pub fn first_request_arrived(request: axum::extract::Request) -> axum::extract::
     request
 }
 
+/// The agent a verified client certificate names: the first SAN URI that
+/// is an agent id (`URI:claude-code://orchestrator`).
+fn agent_of_certificate(der: &[u8]) -> Option<AgentId> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let names = cert.subject_alternative_name().ok()??;
+    names.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) => AgentId::parse(uri).ok(),
+        _ => None,
+    })
+}
+
 /// What tonic puts in each request's extensions about its connection.
 #[derive(Clone)]
 pub struct ConnectionInfo {
     pub tcp: TcpConnectInfo,
+    /// Set when the client presented a certificate (verified against the
+    /// client CA) naming an agent.
+    pub peer_agent: Option<AgentId>,
     first_request: Arc<Waiting>,
 }
 
@@ -400,6 +426,7 @@ impl Connected for LimitedStream {
     fn connect_info(&self) -> ConnectionInfo {
         ConnectionInfo {
             tcp: self.inner.connect_info(),
+            peer_agent: None,
             first_request: self.state.clone(),
         }
     }

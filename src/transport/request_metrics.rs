@@ -21,6 +21,11 @@ use crate::pb;
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
 
+/// The path of the gRPC method a request calls, for the log of denied
+/// calls; set by [`record`].
+#[derive(Debug, Clone, Copy)]
+pub struct RpcMethod(pub &'static str);
+
 /// The paths of every RPC the server serves.
 static KNOWN_RPCS: LazyLock<HashSet<String>> = LazyLock::new(|| {
     let mut paths: HashSet<String> = [
@@ -106,7 +111,7 @@ impl RequestMetrics {
 
 /// Middleware over every route, gRPC and HTTP: counts answers by code and
 /// times unary calls (streams are counted, not timed).
-pub async fn record(State(metrics): State<Arc<RequestMetrics>>, request: Request, next: Next) -> Response {
+pub async fn record(State(metrics): State<Arc<RequestMetrics>>, mut request: Request, next: Next) -> Response {
     let grpc = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -115,11 +120,15 @@ pub async fn record(State(metrics): State<Arc<RequestMetrics>>, request: Request
     // paths clients send, so the metrics cannot grow without bound.
     let path = request.uri().path();
     let matched = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-    let route = match matched {
-        _ if grpc && KNOWN_RPCS.contains(path) => path.to_owned(),
-        Some(template) => format!("{} {template}", request.method()),
-        None => "unmatched".to_owned(),
+    let rpc = if grpc { KNOWN_RPCS.get(path) } else { None };
+    let route = match (rpc, matched) {
+        (Some(rpc), _) => rpc.clone(),
+        (None, Some(template)) => format!("{} {template}", request.method()),
+        (None, None) => "unmatched".to_owned(),
     };
+    if let Some(rpc) = rpc {
+        request.extensions_mut().insert(RpcMethod(rpc.as_str()));
+    }
     let transport = if grpc { "grpc" } else { "http" };
     let started = Instant::now();
     let response = next.run(request).await;

@@ -112,8 +112,13 @@ def tls_credentials(
     )
 
 
-def auth_metadata(api_key: Optional[str]) -> tuple[tuple[str, str], ...]:
-    """The metadata sent with every call (the key as ``x-agent-api-key``)."""
+def auth_metadata(api_key: Optional[str], token: Optional[str] = None) -> tuple[tuple[str, str], ...]:
+    """The metadata sent with every call: the API key as ``x-agent-api-key``,
+    or an agent token as ``authorization: Bearer <token>``."""
+    if api_key and token:
+        raise ValueError("give either api_key (the admin key) or token (an agent token), not both")
+    if token:
+        return (("authorization", f"Bearer {token}"),)
     return (("x-agent-api-key", api_key),) if api_key else ()
 
 
@@ -476,6 +481,38 @@ class ClientBase:
         if online is not None:
             req.online = online
         return self._unary("AgentService", "ListAgents", req, lambda r: r)
+
+    # ---- agent tokens (admin only) --------------------------------------
+
+    def issue_agent_token(
+        self, agent_id: str, ttl: Any = None, description: str = ""
+    ) -> agent_service_pb2.IssueAgentTokenResponse:
+        """Issues a token that authenticates its holder as ``agent_id`` (which
+        need not be registered yet).  Returns the ``IssueAgentTokenResponse``:
+        ``.token`` (``abt_...``, shown only this once: pass it as ``token=`` to
+        a client), ``.token_id`` and ``.expires_at`` (unset without ``ttl``).
+
+        ``ttl``: how long the token is valid (seconds, a timedelta or
+        ``"24h"``); ``None``: until revoked.
+        """
+        req = agent_service_pb2.IssueAgentTokenRequest(agent_id=agent_id, description=description or "")
+        if ttl is not None:
+            req.ttl.CopyFrom(convert.to_duration(ttl))
+        return self._unary("AgentService", "IssueAgentToken", req, lambda r: r)
+
+    def list_agent_tokens(self, agent_id: str) -> list[agent_service_pb2.AgentToken]:
+        """The tokens of ``agent_id``, oldest first (``AgentToken``: ``token_id``,
+        ``description``, ``created_at``, ``expires_at``, ``last_used_at``);
+        never the token itself."""
+        req = agent_service_pb2.ListAgentTokensRequest(agent_id=agent_id)
+        return self._unary("AgentService", "ListAgentTokens", req, lambda r: list(r.tokens))
+
+    def revoke_agent_token(self, token_id: str, agent_id: Optional[str] = None) -> None:
+        """Revokes a token at once: its next call fails with
+        ``UnauthenticatedError`` and its open streams end with it.  With
+        ``agent_id``, the token must belong to that agent (else ``NotFoundError``)."""
+        req = agent_service_pb2.RevokeAgentTokenRequest(token_id=token_id, agent_id=agent_id or "")
+        return self._unary("AgentService", "RevokeAgentToken", req, lambda r: None)
 
     # ---- messages -------------------------------------------------------
 

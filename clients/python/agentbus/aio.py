@@ -64,6 +64,7 @@ class AsyncAgentBusClient(ClientBase):
         address: Optional[str] = None,
         api_key: Optional[str] = None,
         *,
+        token: Optional[str] = None,
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         secure: Optional[bool] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
@@ -76,7 +77,7 @@ class AsyncAgentBusClient(ClientBase):
         target, scheme_secure = parse_address(address)
         self.address = target
         self.timeout = timeout
-        self._metadata = auth_metadata(api_key)
+        self._metadata = auth_metadata(api_key, token)
         credentials = tls_credentials(credentials, ca_file, cert_file, key_file)
         if channel is None:
             opts = channel_options(options)

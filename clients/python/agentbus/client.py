@@ -56,7 +56,11 @@ class AgentBusClient(ClientBase):
     Args:
         address: ``host:port``, ``http://host:port`` or ``https://host:port``
             (TLS); default ``$AGENT_BUS_URL`` or ``127.0.0.1:8080``.
-        api_key: sent as ``x-agent-api-key`` metadata with every call.
+        api_key: the bus's API key (admin), sent as ``x-agent-api-key``
+            metadata with every call.
+        token: an agent token (``abt_...``, see :meth:`issue_agent_token`),
+            sent as ``authorization: Bearer <token>`` with every call: the
+            calls act as that agent.  Give ``api_key`` or ``token``, not both.
         timeout: deadline of unary calls in seconds (``None``: no deadline).
         secure: force TLS on or off (default: from the address scheme).
         credentials: ``grpc.ChannelCredentials`` for TLS (default: system roots).
@@ -73,6 +77,7 @@ class AgentBusClient(ClientBase):
         address: Optional[str] = None,
         api_key: Optional[str] = None,
         *,
+        token: Optional[str] = None,
         timeout: Optional[float] = DEFAULT_TIMEOUT,
         secure: Optional[bool] = None,
         credentials: Optional[grpc.ChannelCredentials] = None,
@@ -85,7 +90,7 @@ class AgentBusClient(ClientBase):
         target, scheme_secure = parse_address(address)
         self.address = target
         self.timeout = timeout
-        self._metadata = auth_metadata(api_key)
+        self._metadata = auth_metadata(api_key, token)
         credentials = tls_credentials(credentials, ca_file, cert_file, key_file)
         if channel is None:
             opts = channel_options(options)

@@ -109,12 +109,15 @@ class OutOfRangeError(AgentBusError):
 
 
 class UnauthenticatedError(AgentBusError):
-    """Missing or wrong API key."""
+    """Missing or wrong API key or agent token (also a revoked or expired token)."""
 
     CODE = grpc.StatusCode.UNAUTHENTICATED
 
 
 class PermissionDeniedError(AgentBusError):
+    """The caller may not do this, e.g. an agent token acting as another agent
+    or calling an admin-only method."""
+
     CODE = grpc.StatusCode.PERMISSION_DENIED
 
 

@@ -1,4 +1,5 @@
-"""API keys: the client sends its key with every call, unary and streaming."""
+"""API keys and agent tokens: the client sends its credential with every call,
+unary and streaming."""
 
 import asyncio
 import time
@@ -57,3 +58,56 @@ def test_aio_keys(auth_server, uid):
                 await bus.watch_sessions(after_sequence=0).next_event(timeout=5)
 
     asyncio.run(main())
+
+
+def test_agent_token_acts_as_its_agent_only(auth_server, uid):
+    me, other = f"opencode://tok-{uid}", f"claude-code://tok-{uid}"
+    with auth_server.client() as admin:
+        admin.register_agent(other)
+        forever = admin.issue_agent_token(me)
+        assert forever.token.startswith("abt_") and not forever.HasField("expires_at")
+        brief = admin.issue_agent_token(me, ttl="10m", description="second")
+        assert [t.token_id for t in admin.list_agent_tokens(me)] == [forever.token_id, brief.token_id]
+        with agentbus.AgentBusClient(auth_server.address, token=forever.token) as agent:
+            agent.register_agent(me)
+            sent = agent.send("", other, payload=1)  # an empty sender is the caller
+            assert admin.get_message(sent.message_id).message.sender.agent_id == me
+            with pytest.raises(agentbus.PermissionDeniedError):
+                agent.create_session(other)
+            theirs = admin.create_session(other, session_id=f"sess_tok_{uid}")
+            with pytest.raises(agentbus.NotFoundError):
+                agent.get_session(theirs.session_id)
+            mine = agent.create_session(me, [other])
+            assert agent.get_session(mine.session_id).orchestrator == me
+            with pytest.raises(agentbus.PermissionDeniedError):
+                agent.issue_agent_token(me)
+            with pytest.raises(agentbus.NotFoundError):
+                admin.revoke_agent_token(forever.token_id, agent_id=other)
+            admin.revoke_agent_token(forever.token_id)
+            with pytest.raises(agentbus.UnauthenticatedError):
+                agent.get_agent(me)
+        assert [t.token_id for t in admin.list_agent_tokens(me)] == [brief.token_id]
+
+
+def test_aio_agent_token(auth_server, uid):
+    me = f"opencode://aiotok-{uid}"
+
+    async def main():
+        async with AsyncAgentBusClient(auth_server.address, api_key="test-key") as admin:
+            issued = await admin.issue_agent_token(me, ttl=60)
+            async with AsyncAgentBusClient(auth_server.address, token=issued.token) as agent:
+                await agent.register_agent(me)
+                with pytest.raises(agentbus.PermissionDeniedError):
+                    await agent.register_agent(f"opencode://not-me-{uid}")
+                assert [t.token_id for t in await admin.list_agent_tokens(me)] == [issued.token_id]
+                assert await admin.revoke_agent_token(issued.token_id, agent_id=me) is None
+                with pytest.raises(agentbus.UnauthenticatedError):
+                    await agent.get_agent(me)
+
+    asyncio.run(main())
+
+
+def test_api_key_and_token_do_not_mix():
+    for cls in (agentbus.AgentBusClient, AsyncAgentBusClient):
+        with pytest.raises(ValueError, match="not both"):
+            cls("127.0.0.1:1", api_key="test-key", token="abt_" + "0" * 64)

@@ -4,12 +4,15 @@ openssl command line for each test run."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import re
 import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
 
+import agentbus
 from agentbus import AgentBusClient
 from agentbus.errors import AgentBusError
 from agentbus.aio import AsyncAgentBusClient
@@ -81,6 +84,53 @@ def test_mutual_tls_sync_and_async(certs: Path) -> None:
         with AgentBusClient(f"https://{server.address}", KEY, ca_file=str(certs / "ca.pem"), timeout=5) as anonymous:
             with pytest.raises(AgentBusError):
                 anonymous.list_agents()
+    finally:
+        server.stop()
+
+
+def test_agent_token_over_tls(certs: Path, uid: str) -> None:
+    """An admin issues a token; a client holding only that token acts as its
+    agent and nothing else, until the token is revoked."""
+    me, other = f"opencode://tok-{uid}", f"claude-code://tok-{uid}"
+    server = tls_server(certs, mutual=False)
+    address, ca = f"https://{server.address}", str(certs / "ca.pem")
+    try:
+        with AgentBusClient(address, KEY, ca_file=ca, timeout=10) as admin:
+            issued = admin.issue_agent_token(me, ttl=dt.timedelta(hours=1), description="tls test")
+            assert re.fullmatch(r"abt_[0-9a-f]{64}", issued.token) and issued.token_id
+            expires_in = agentbus.to_datetime(issued.expires_at) - dt.datetime.now(dt.timezone.utc)
+            assert dt.timedelta(minutes=59) < expires_in <= dt.timedelta(hours=1)
+            admin.register_agent(other)
+
+            with AgentBusClient(address, token=issued.token, ca_file=ca, timeout=10) as agent:
+                assert agent.register_agent(me).descriptor.agent_id == me
+                with pytest.raises(agentbus.PermissionDeniedError):
+                    agent.register_agent(f"opencode://not-me-{uid}")
+                admin.send(other, me, payload={"n": 1})
+                with agent.inbox(me, idle_timeout=5) as inbox:
+                    assert agentbus.payload_of(next(inbox)) == {"n": 1}
+                assert agent.send(me, other, payload="hi").accepted
+                with pytest.raises(agentbus.PermissionDeniedError):
+                    agent.send(other, me)
+                with pytest.raises(agentbus.PermissionDeniedError):
+                    agent.inbox(other).receive(timeout=5)
+                with pytest.raises(agentbus.PermissionDeniedError):
+                    agent.list_agent_tokens(me)
+
+                [listed] = admin.list_agent_tokens(me)
+                assert (listed.token_id, listed.agent_id, listed.description) == (issued.token_id, me, "tls test")
+                assert listed.expires_at == issued.expires_at and listed.HasField("created_at")
+                assert issued.token not in str(listed)
+
+                # Revoking ends the token's open stream and fails its next call.
+                admin.send(other, me, payload={"n": 2})
+                with agent.inbox(me, auto_ack=False) as inbox:
+                    assert inbox.receive(timeout=5) is not None  # the stream is open
+                    admin.revoke_agent_token(issued.token_id, agent_id=me)
+                    with pytest.raises(agentbus.UnauthenticatedError):
+                        inbox.receive(timeout=5)
+                with pytest.raises(agentbus.UnauthenticatedError):
+                    agent.get_agent(me)
     finally:
         server.stop()
 

@@ -16,7 +16,7 @@ import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-no
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 import type { Agent, AgentDescriptorSchema } from "./gen/agentbus/v1/agent_pb.js";
-import { AgentService } from "./gen/agentbus/v1/agent_service_pb.js";
+import { AgentService, type AgentToken } from "./gen/agentbus/v1/agent_service_pb.js";
 import {
   DeliveryMode,
   MessageSchema,
@@ -65,10 +65,24 @@ export function apiKeyInterceptor(apiKey: string): Interceptor {
   };
 }
 
+/** Adds `authorization: Bearer TOKEN` to every call. */
+export function tokenInterceptor(token: string): Interceptor {
+  return (next) => async (request) => {
+    request.header.set("authorization", `Bearer ${token}`);
+    return next(request);
+  };
+}
+
 export interface AgentBusClientOptions {
-  /** Sent as `x-agent-api-key` on every call. */
+  /** The bus's API key (admin), sent as `x-agent-api-key` on every call. */
   apiKey?: string | undefined;
-  /** Applied after the API-key interceptor. */
+  /**
+   * An agent token (`abt_…`, from `issueAgentToken`), sent as
+   * `authorization: Bearer TOKEN` on every call: the calls act as that agent.
+   * Give `apiKey` or `token`, not both.
+   */
+  token?: string | undefined;
+  /** Applied after the API-key or token interceptor. */
   interceptors?: Interceptor[] | undefined;
   /** Timeout of every call without its own `timeoutMs` (streams included). Default: none. */
   defaultTimeoutMs?: number | undefined;
@@ -182,6 +196,21 @@ export interface WorkflowInput {
 export interface MutationOptions extends CallOptions {
   /** Apply only if the session is at this version (else ABORTED, nothing changed). */
   expectedVersion?: number | bigint;
+}
+
+export interface IssueAgentTokenInput {
+  /** How long the token is valid ("24h", or milliseconds); omitted: until revoked. */
+  ttl?: DurationLike;
+  /** What the token is for, shown by `listAgentTokens` (at most 256 characters). */
+  description?: string;
+}
+
+export interface IssuedAgentToken {
+  /** `abt_` and 64 hex digits; the bus returns it only this once. */
+  token: string;
+  tokenId: string;
+  /** Undefined when the token does not expire. */
+  expiresAt: Date | undefined;
 }
 
 export interface ListAgentsFilter {
@@ -342,6 +371,9 @@ export class AgentBusClient {
     if ((tls?.cert === undefined) !== (tls?.key === undefined)) {
       throw invalidArgument("tls: cert and key go together");
     }
+    if (options.apiKey !== undefined && options.token !== undefined) {
+      throw invalidArgument("give either apiKey (the admin key) or token (an agent token), not both");
+    }
     this.#sessionManager = new Http2SessionManager(
       this.baseUrl,
       ping > 0 ? { pingIntervalMs: ping } : {},
@@ -355,6 +387,7 @@ export class AgentBusClient {
     const interceptors = [
       refuseWhenClosed,
       ...(options.apiKey !== undefined ? [apiKeyInterceptor(options.apiKey)] : []),
+      ...(options.token !== undefined ? [tokenInterceptor(options.token)] : []),
       ...(options.interceptors ?? []),
     ];
     this.transport = createGrpcTransport({
@@ -435,6 +468,44 @@ export class AgentBusClient {
       yield* page.agents;
       pageToken = page.nextPageToken;
     } while (pageToken !== "");
+  }
+
+  // ------------------------------------------------------------ agent tokens (admin only)
+
+  /**
+   * Issues a token that authenticates its holder as `agentId` (which need not
+   * be registered yet); pass it as the `token` option of a client.
+   */
+  async issueAgentToken(
+    agentId: string,
+    input: IssueAgentTokenInput = {},
+    options?: CallOptions,
+  ): Promise<IssuedAgentToken> {
+    const res = await this.agents.issueAgentToken(
+      {
+        agentId,
+        ...(input.ttl !== undefined ? { ttl: toDuration(input.ttl, "ttl") } : {}),
+        description: input.description ?? "",
+      },
+      options,
+    );
+    return { token: res.token, tokenId: res.tokenId, expiresAt: toDate(res.expiresAt) };
+  }
+
+  /** The tokens of an agent, oldest first: metadata only, never the token itself. */
+  async listAgentTokens(agentId: string, options?: CallOptions): Promise<AgentToken[]> {
+    const res = await this.agents.listAgentTokens({ agentId }, options);
+    return res.tokens;
+  }
+
+  /**
+   * Revokes a token at once: its next call fails with UNAUTHENTICATED and its
+   * open streams end with UNAUTHENTICATED. With `agentId`, the token must
+   * belong to that agent (NOT_FOUND otherwise).
+   */
+  async revokeAgentToken(tokenId: string, options: CallOptions & { agentId?: string } = {}): Promise<void> {
+    const { agentId = "", ...call } = options;
+    await this.agents.revokeAgentToken({ tokenId, agentId }, call);
   }
 
   // ------------------------------------------------------------ messages

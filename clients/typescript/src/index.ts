@@ -9,6 +9,7 @@ export {
   connect,
   jsonPayload,
   normalizeAddress,
+  tokenInterceptor,
 } from "./client.js";
 export type {
   AgentBusClientOptions,
@@ -16,6 +17,8 @@ export type {
   AgentRefLike,
   CreateSessionInput,
   InboxOptions,
+  IssueAgentTokenInput,
+  IssuedAgentToken,
   ListAgentsFilter,
   ListSessionsFilter,
   MutationOptions,

@@ -6,7 +6,7 @@ import { rejectsWithCode, startServer, type RunningServer } from "./server.js";
 
 const KEY = "s3cret-key";
 
-describe("API key", () => {
+describe("API key and agent tokens", () => {
   let server: RunningServer;
   let good: AgentBusClient;
   let wrong: AgentBusClient;
@@ -72,6 +72,42 @@ describe("API key", () => {
     } finally {
       viaBearer.close();
     }
+  });
+
+  test("an agent token acts as its agent only", async () => {
+    const me = "opencode://tok-auth";
+    const other = "claude-code://tok-auth";
+    await good.registerAgent(other);
+    const forever = await good.issueAgentToken(me);
+    assert.equal(forever.expiresAt, undefined);
+    const brief = await good.issueAgentToken(me, { ttl: 600_000, description: "second" });
+    const ids = async () => (await good.listAgentTokens(me)).map((t) => t.tokenId);
+    assert.deepEqual(await ids(), [forever.tokenId, brief.tokenId]);
+
+    const agent = connect(server.address, { token: forever.token });
+    try {
+      await agent.registerAgent(me);
+      assert.ok((await agent.send({ sender: me, recipient: other, messageType: "status_update" })).accepted);
+      await rejectsWithCode(agent.createSession({ orchestrator: other }), Code.PermissionDenied);
+      const theirs = await good.createSession({ orchestrator: other });
+      await rejectsWithCode(agent.getSession(theirs.sessionId), Code.NotFound);
+      const mine = await agent.createSession({ orchestrator: me, participants: [other] });
+      assert.equal((await agent.getSession(mine.sessionId)).orchestrator, me);
+      await rejectsWithCode(agent.issueAgentToken(me), Code.PermissionDenied);
+      await rejectsWithCode(good.revokeAgentToken(forever.tokenId, { agentId: other }), Code.NotFound);
+      await good.revokeAgentToken(forever.tokenId);
+      await rejectsWithCode(agent.getAgent(me), Code.Unauthenticated);
+      assert.deepEqual(await ids(), [brief.tokenId]);
+    } finally {
+      agent.close();
+    }
+  });
+
+  test("apiKey and token do not mix", () => {
+    assert.throws(
+      () => connect(server.address, { apiKey: KEY, token: "abt_0" }),
+      (e: { code?: Code; message?: string }) => e.code === Code.InvalidArgument && /not both/.test(e.message ?? ""),
+    );
   });
 
   test("addresses: host:port or a URL", () => {

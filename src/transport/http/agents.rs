@@ -56,8 +56,9 @@ pub async fn list_agents(State(gw): Gw, caller: Caller, RawQuery(raw): RawQuery)
 }
 
 /// `/agents/{agent_id}`, `/agents/{agent_id}/messages`,
-/// `/agents/{agent_id}/messages/{message_id}/ack` and
-/// `/agents/{agent_id}/messages/ack` (body `{"message_ids": [...]}`). The
+/// `/agents/{agent_id}/messages/{message_id}/ack`,
+/// `/agents/{agent_id}/messages/ack` (body `{"message_ids": [...]}`) and
+/// `/agents/{agent_id}/tokens[/{token_id}]`. The
 /// agent id may be URL-encoded or not (`opencode://backend` has slashes).
 pub async fn agent_route(
     State(gw): Gw,
@@ -95,11 +96,31 @@ pub async fn agent_route(
             from_path("agent_id", &mut request.agent_id, &agent_id)?;
             ok(&gw.api.ack_messages(&caller, request).await?)
         }
-        (method, [] | ["messages"] | ["messages", "ack"] | ["messages", _, "ack"]) => Err(HttpError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "UNIMPLEMENTED",
-            format!("{method} is not allowed on /agents/{rest}"),
-        )),
+        (Method::POST, ["tokens"]) => {
+            // `{"ttl": "24h", "description": ".."}`; shown once.
+            let mut request: pb::IssueAgentTokenRequest =
+                body(&headers, request_body, gw.max_body_bytes, false).await?;
+            from_path("agent_id", &mut request.agent_id, &agent_id)?;
+            ok(&gw.api.issue_agent_token(&caller, request).await?)
+        }
+        (Method::GET, ["tokens"]) => ok(&gw
+            .api
+            .list_agent_tokens(&caller, pb::ListAgentTokensRequest { agent_id })
+            .await?),
+        (Method::DELETE, ["tokens", token_id]) => {
+            let request = pb::RevokeAgentTokenRequest {
+                token_id: (*token_id).to_owned(),
+                agent_id,
+            };
+            ok(&gw.api.revoke_agent_token(&caller, request).await?)
+        }
+        (method, [] | ["messages"] | ["messages", "ack"] | ["messages", _, "ack"] | ["tokens"] | ["tokens", _]) => {
+            Err(HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNIMPLEMENTED",
+                format!("{method} is not allowed on /agents/{rest}"),
+            ))
+        }
         _ => Err(HttpError::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",

@@ -13,6 +13,7 @@ use super::Gw;
 use super::response::{HttpError, json_response};
 use crate::api::Caller;
 use crate::app::metrics::{HistogramSnapshot, LATENCY_BUCKETS, THROUGHPUT_WINDOW_SECS};
+use crate::domain::Denial;
 use crate::domain::message::MessageType;
 use crate::transport::request_metrics::RequestMetrics;
 
@@ -120,6 +121,16 @@ pub async fn metrics(State(gw): Gw, _caller: Caller, headers: HeaderMap) -> Resu
         "agentbus_messages_dead_lettered",
         "Messages given up on.",
         &[(String::new(), messages.dead_lettered)],
+    );
+    let denied: Vec<_> = Denial::ALL
+        .iter()
+        .zip(messages.denied)
+        .map(|(d, n)| (format!("reason=\"{}\"", d.as_str()), n))
+        .collect();
+    out.counter(
+        "agentbus_auth_denied",
+        "Calls refused by authentication or an access rule, by reason.",
+        &denied,
     );
     let acks: Vec<_> = MessageType::ALL
         .iter()

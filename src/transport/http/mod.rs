@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -38,6 +38,7 @@ use crate::api::errors::code_of_http_status;
 use crate::api::{Api, Caller};
 use crate::app::metrics::Metrics;
 use crate::store::Store;
+use crate::transport::listener::ConnectionInfo;
 use crate::transport::request_metrics::RequestMetrics;
 
 /// What the gateway calls: the API and, for `/metrics`, the counters and
@@ -60,7 +61,13 @@ impl FromRequestParts<Arc<Gateway>> for Caller {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, HttpError> {
-        Ok(gw.api.caller(&parts.headers)?)
+        let peer = parts
+            .extensions
+            .get::<ConnectionInfo>()
+            .and_then(|c| c.peer_agent.as_ref());
+        let route = parts.extensions.get::<MatchedPath>().map_or("", MatchedPath::as_str);
+        let method = format!("{} {route}", parts.method);
+        Ok(gw.api.caller(&parts.headers, peer, method.into())?)
     }
 }
 

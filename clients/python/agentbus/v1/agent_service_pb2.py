@@ -23,31 +23,47 @@ _sym_db = _symbol_database.Default()
 
 
 from agentbus.v1 import agent_pb2 as agentbus_dot_v1_dot_agent__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentbus/v1/agent_service.proto\x12\x0b\x61gentbus.v1\x1a\x17\x61gentbus/v1/agent.proto\"S\n\x14RegisterAgentRequest\x12+\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1c.agentbus.v1.AgentDescriptor\x12\x0e\n\x06update\x18\x02 \x01(\x08\"K\n\x15RegisterAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentbus.v1.Agent\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"*\n\x16UnregisterAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"0\n\x17UnregisterAgentResponse\x12\x15\n\rdead_lettered\x18\x01 \x01(\r\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentbus.v1.Agent\"\x81\x01\n\x11ListAgentsRequest\x12\x11\n\tframework\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x13\n\x06online\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\tB\t\n\x07_online\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentbus.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xdc\x02\n\x0c\x41gentService\x12V\n\rRegisterAgent\x12!.agentbus.v1.RegisterAgentRequest\x1a\".agentbus.v1.RegisterAgentResponse\x12\\\n\x0fUnregisterAgent\x12#.agentbus.v1.UnregisterAgentRequest\x1a$.agentbus.v1.UnregisterAgentResponse\x12G\n\x08GetAgent\x12\x1c.agentbus.v1.GetAgentRequest\x1a\x1d.agentbus.v1.GetAgentResponse\x12M\n\nListAgents\x12\x1e.agentbus.v1.ListAgentsRequest\x1a\x1f.agentbus.v1.ListAgentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61gentbus/v1/agent_service.proto\x12\x0b\x61gentbus.v1\x1a\x17\x61gentbus/v1/agent.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\x14RegisterAgentRequest\x12+\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1c.agentbus.v1.AgentDescriptor\x12\x0e\n\x06update\x18\x02 \x01(\x08\"K\n\x15RegisterAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentbus.v1.Agent\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"*\n\x16UnregisterAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"0\n\x17UnregisterAgentResponse\x12\x15\n\rdead_lettered\x18\x01 \x01(\r\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.agentbus.v1.Agent\"\x81\x01\n\x11ListAgentsRequest\x12\x11\n\tframework\x18\x01 \x01(\t\x12\x12\n\ncapability\x18\x02 \x01(\t\x12\x13\n\x06online\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\tB\t\n\x07_online\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.agentbus.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"g\n\x16IssueAgentTokenRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12&\n\x03ttl\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"j\n\x17IssueAgentTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x16ListAgentTokensRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"\xd7\x01\n\nAgentToken\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0clast_used_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x17ListAgentTokensResponse\x12\'\n\x06tokens\x18\x01 \x03(\x0b\x32\x17.agentbus.v1.AgentToken\"=\n\x17RevokeAgentTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\"\x1a\n\x18RevokeAgentTokenResponse2\xf9\x04\n\x0c\x41gentService\x12V\n\rRegisterAgent\x12!.agentbus.v1.RegisterAgentRequest\x1a\".agentbus.v1.RegisterAgentResponse\x12\\\n\x0fUnregisterAgent\x12#.agentbus.v1.UnregisterAgentRequest\x1a$.agentbus.v1.UnregisterAgentResponse\x12G\n\x08GetAgent\x12\x1c.agentbus.v1.GetAgentRequest\x1a\x1d.agentbus.v1.GetAgentResponse\x12M\n\nListAgents\x12\x1e.agentbus.v1.ListAgentsRequest\x1a\x1f.agentbus.v1.ListAgentsResponse\x12\\\n\x0fIssueAgentToken\x12#.agentbus.v1.IssueAgentTokenRequest\x1a$.agentbus.v1.IssueAgentTokenResponse\x12\\\n\x0fListAgentTokens\x12#.agentbus.v1.ListAgentTokensRequest\x1a$.agentbus.v1.ListAgentTokensResponse\x12_\n\x10RevokeAgentToken\x12$.agentbus.v1.RevokeAgentTokenRequest\x1a%.agentbus.v1.RevokeAgentTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentbus.v1.agent_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REGISTERAGENTREQUEST']._serialized_start=73
-  _globals['_REGISTERAGENTREQUEST']._serialized_end=156
-  _globals['_REGISTERAGENTRESPONSE']._serialized_start=158
-  _globals['_REGISTERAGENTRESPONSE']._serialized_end=233
-  _globals['_UNREGISTERAGENTREQUEST']._serialized_start=235
-  _globals['_UNREGISTERAGENTREQUEST']._serialized_end=277
-  _globals['_UNREGISTERAGENTRESPONSE']._serialized_start=279
-  _globals['_UNREGISTERAGENTRESPONSE']._serialized_end=327
-  _globals['_GETAGENTREQUEST']._serialized_start=329
-  _globals['_GETAGENTREQUEST']._serialized_end=364
-  _globals['_GETAGENTRESPONSE']._serialized_start=366
-  _globals['_GETAGENTRESPONSE']._serialized_end=419
-  _globals['_LISTAGENTSREQUEST']._serialized_start=422
-  _globals['_LISTAGENTSREQUEST']._serialized_end=551
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=553
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=634
-  _globals['_AGENTSERVICE']._serialized_start=637
-  _globals['_AGENTSERVICE']._serialized_end=985
+  _globals['_REGISTERAGENTREQUEST']._serialized_start=138
+  _globals['_REGISTERAGENTREQUEST']._serialized_end=221
+  _globals['_REGISTERAGENTRESPONSE']._serialized_start=223
+  _globals['_REGISTERAGENTRESPONSE']._serialized_end=298
+  _globals['_UNREGISTERAGENTREQUEST']._serialized_start=300
+  _globals['_UNREGISTERAGENTREQUEST']._serialized_end=342
+  _globals['_UNREGISTERAGENTRESPONSE']._serialized_start=344
+  _globals['_UNREGISTERAGENTRESPONSE']._serialized_end=392
+  _globals['_GETAGENTREQUEST']._serialized_start=394
+  _globals['_GETAGENTREQUEST']._serialized_end=429
+  _globals['_GETAGENTRESPONSE']._serialized_start=431
+  _globals['_GETAGENTRESPONSE']._serialized_end=484
+  _globals['_LISTAGENTSREQUEST']._serialized_start=487
+  _globals['_LISTAGENTSREQUEST']._serialized_end=616
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=618
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=699
+  _globals['_ISSUEAGENTTOKENREQUEST']._serialized_start=701
+  _globals['_ISSUEAGENTTOKENREQUEST']._serialized_end=804
+  _globals['_ISSUEAGENTTOKENRESPONSE']._serialized_start=806
+  _globals['_ISSUEAGENTTOKENRESPONSE']._serialized_end=912
+  _globals['_LISTAGENTTOKENSREQUEST']._serialized_start=914
+  _globals['_LISTAGENTTOKENSREQUEST']._serialized_end=956
+  _globals['_AGENTTOKEN']._serialized_start=959
+  _globals['_AGENTTOKEN']._serialized_end=1174
+  _globals['_LISTAGENTTOKENSRESPONSE']._serialized_start=1176
+  _globals['_LISTAGENTTOKENSRESPONSE']._serialized_end=1242
+  _globals['_REVOKEAGENTTOKENREQUEST']._serialized_start=1244
+  _globals['_REVOKEAGENTTOKENREQUEST']._serialized_end=1305
+  _globals['_REVOKEAGENTTOKENRESPONSE']._serialized_start=1307
+  _globals['_REVOKEAGENTTOKENRESPONSE']._serialized_end=1333
+  _globals['_AGENTSERVICE']._serialized_start=1336
+  _globals['_AGENTSERVICE']._serialized_end=1969
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,21 @@ class AgentServiceStub:
                 request_serializer=agentbus_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
                 response_deserializer=agentbus_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
                 _registered_method=True)
+        self.IssueAgentToken = channel.unary_unary(
+                '/agentbus.v1.AgentService/IssueAgentToken',
+                request_serializer=agentbus_dot_v1_dot_agent__service__pb2.IssueAgentTokenRequest.SerializeToString,
+                response_deserializer=agentbus_dot_v1_dot_agent__service__pb2.IssueAgentTokenResponse.FromString,
+                _registered_method=True)
+        self.ListAgentTokens = channel.unary_unary(
+                '/agentbus.v1.AgentService/ListAgentTokens',
+                request_serializer=agentbus_dot_v1_dot_agent__service__pb2.ListAgentTokensRequest.SerializeToString,
+                response_deserializer=agentbus_dot_v1_dot_agent__service__pb2.ListAgentTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgentToken = channel.unary_unary(
+                '/agentbus.v1.AgentService/RevokeAgentToken',
+                request_serializer=agentbus_dot_v1_dot_agent__service__pb2.RevokeAgentTokenRequest.SerializeToString,
+                response_deserializer=agentbus_dot_v1_dot_agent__service__pb2.RevokeAgentTokenResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -87,6 +102,30 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueAgentToken(self, request, context):
+        """Issues a token that authenticates its holder as one agent
+        (`authorization: Bearer abt_...` or `x-agent-api-key: abt_...`). Admin
+        only. The token is returned once; the bus keeps only its hash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAgentTokens(self, request, context):
+        """The tokens of one agent: metadata only, never the token. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgentToken(self, request, context):
+        """Revokes a token at once: its next call fails with UNAUTHENTICATED and
+        its open streams end with UNAUTHENTICATED. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +148,21 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ListAgents,
                     request_deserializer=agentbus_dot_v1_dot_agent__service__pb2.ListAgentsRequest.FromString,
                     response_serializer=agentbus_dot_v1_dot_agent__service__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'IssueAgentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueAgentToken,
+                    request_deserializer=agentbus_dot_v1_dot_agent__service__pb2.IssueAgentTokenRequest.FromString,
+                    response_serializer=agentbus_dot_v1_dot_agent__service__pb2.IssueAgentTokenResponse.SerializeToString,
+            ),
+            'ListAgentTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgentTokens,
+                    request_deserializer=agentbus_dot_v1_dot_agent__service__pb2.ListAgentTokensRequest.FromString,
+                    response_serializer=agentbus_dot_v1_dot_agent__service__pb2.ListAgentTokensResponse.SerializeToString,
+            ),
+            'RevokeAgentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgentToken,
+                    request_deserializer=agentbus_dot_v1_dot_agent__service__pb2.RevokeAgentTokenRequest.FromString,
+                    response_serializer=agentbus_dot_v1_dot_agent__service__pb2.RevokeAgentTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +274,87 @@ class AgentService:
             '/agentbus.v1.AgentService/ListAgents',
             agentbus_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
             agentbus_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueAgentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentbus.v1.AgentService/IssueAgentToken',
+            agentbus_dot_v1_dot_agent__service__pb2.IssueAgentTokenRequest.SerializeToString,
+            agentbus_dot_v1_dot_agent__service__pb2.IssueAgentTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgentTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentbus.v1.AgentService/ListAgentTokens',
+            agentbus_dot_v1_dot_agent__service__pb2.ListAgentTokensRequest.SerializeToString,
+            agentbus_dot_v1_dot_agent__service__pb2.ListAgentTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentbus.v1.AgentService/RevokeAgentToken',
+            agentbus_dot_v1_dot_agent__service__pb2.RevokeAgentTokenRequest.SerializeToString,
+            agentbus_dot_v1_dot_agent__service__pb2.RevokeAgentTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

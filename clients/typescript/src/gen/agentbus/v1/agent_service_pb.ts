@@ -6,13 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Agent, AgentDescriptor } from "./agent_pb.js";
 import { file_agentbus_v1_agent } from "./agent_pb.js";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file agentbus/v1/agent_service.proto.
  */
 export const file_agentbus_v1_agent_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9hZ2VudGJ1cy92MS9hZ2VudF9zZXJ2aWNlLnByb3RvEgthZ2VudGJ1cy52MSJTChRSZWdpc3RlckFnZW50UmVxdWVzdBIrCgVhZ2VudBgBIAEoCzIcLmFnZW50YnVzLnYxLkFnZW50RGVzY3JpcHRvchIOCgZ1cGRhdGUYAiABKAgiSwoVUmVnaXN0ZXJBZ2VudFJlc3BvbnNlEiEKBWFnZW50GAEgASgLMhIuYWdlbnRidXMudjEuQWdlbnQSDwoHY3JlYXRlZBgCIAEoCCIqChZVbnJlZ2lzdGVyQWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJIjAKF1VucmVnaXN0ZXJBZ2VudFJlc3BvbnNlEhUKDWRlYWRfbGV0dGVyZWQYASABKA0iIwoPR2V0QWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJIjUKEEdldEFnZW50UmVzcG9uc2USIQoFYWdlbnQYASABKAsyEi5hZ2VudGJ1cy52MS5BZ2VudCKBAQoRTGlzdEFnZW50c1JlcXVlc3QSEQoJZnJhbWV3b3JrGAEgASgJEhIKCmNhcGFiaWxpdHkYAiABKAkSEwoGb25saW5lGAMgASgISACIAQESEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAlCCQoHX29ubGluZSJRChJMaXN0QWdlbnRzUmVzcG9uc2USIgoGYWdlbnRzGAEgAygLMhIuYWdlbnRidXMudjEuQWdlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMtwCCgxBZ2VudFNlcnZpY2USVgoNUmVnaXN0ZXJBZ2VudBIhLmFnZW50YnVzLnYxLlJlZ2lzdGVyQWdlbnRSZXF1ZXN0GiIuYWdlbnRidXMudjEuUmVnaXN0ZXJBZ2VudFJlc3BvbnNlElwKD1VucmVnaXN0ZXJBZ2VudBIjLmFnZW50YnVzLnYxLlVucmVnaXN0ZXJBZ2VudFJlcXVlc3QaJC5hZ2VudGJ1cy52MS5VbnJlZ2lzdGVyQWdlbnRSZXNwb25zZRJHCghHZXRBZ2VudBIcLmFnZW50YnVzLnYxLkdldEFnZW50UmVxdWVzdBodLmFnZW50YnVzLnYxLkdldEFnZW50UmVzcG9uc2USTQoKTGlzdEFnZW50cxIeLmFnZW50YnVzLnYxLkxpc3RBZ2VudHNSZXF1ZXN0Gh8uYWdlbnRidXMudjEuTGlzdEFnZW50c1Jlc3BvbnNlYgZwcm90bzM", [file_agentbus_v1_agent]);
+  fileDesc("Ch9hZ2VudGJ1cy92MS9hZ2VudF9zZXJ2aWNlLnByb3RvEgthZ2VudGJ1cy52MSJTChRSZWdpc3RlckFnZW50UmVxdWVzdBIrCgVhZ2VudBgBIAEoCzIcLmFnZW50YnVzLnYxLkFnZW50RGVzY3JpcHRvchIOCgZ1cGRhdGUYAiABKAgiSwoVUmVnaXN0ZXJBZ2VudFJlc3BvbnNlEiEKBWFnZW50GAEgASgLMhIuYWdlbnRidXMudjEuQWdlbnQSDwoHY3JlYXRlZBgCIAEoCCIqChZVbnJlZ2lzdGVyQWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJIjAKF1VucmVnaXN0ZXJBZ2VudFJlc3BvbnNlEhUKDWRlYWRfbGV0dGVyZWQYASABKA0iIwoPR2V0QWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJIjUKEEdldEFnZW50UmVzcG9uc2USIQoFYWdlbnQYASABKAsyEi5hZ2VudGJ1cy52MS5BZ2VudCKBAQoRTGlzdEFnZW50c1JlcXVlc3QSEQoJZnJhbWV3b3JrGAEgASgJEhIKCmNhcGFiaWxpdHkYAiABKAkSEwoGb25saW5lGAMgASgISACIAQESEQoJcGFnZV9zaXplGAQgASgNEhIKCnBhZ2VfdG9rZW4YBSABKAlCCQoHX29ubGluZSJRChJMaXN0QWdlbnRzUmVzcG9uc2USIgoGYWdlbnRzGAEgAygLMhIuYWdlbnRidXMudjEuQWdlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJImcKFklzc3VlQWdlbnRUb2tlblJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSJgoDdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC2Rlc2NyaXB0aW9uGAMgASgJImoKF0lzc3VlQWdlbnRUb2tlblJlc3BvbnNlEg0KBXRva2VuGAEgASgJEhAKCHRva2VuX2lkGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIioKFkxpc3RBZ2VudFRva2Vuc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAki1wEKCkFnZW50VG9rZW4SEAoIdG9rZW5faWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJCChdMaXN0QWdlbnRUb2tlbnNSZXNwb25zZRInCgZ0b2tlbnMYASADKAsyFy5hZ2VudGJ1cy52MS5BZ2VudFRva2VuIj0KF1Jldm9rZUFnZW50VG9rZW5SZXF1ZXN0EhAKCHRva2VuX2lkGAEgASgJEhAKCGFnZW50X2lkGAIgASgJIhoKGFJldm9rZUFnZW50VG9rZW5SZXNwb25zZTL5BAoMQWdlbnRTZXJ2aWNlElYKDVJlZ2lzdGVyQWdlbnQSIS5hZ2VudGJ1cy52MS5SZWdpc3RlckFnZW50UmVxdWVzdBoiLmFnZW50YnVzLnYxLlJlZ2lzdGVyQWdlbnRSZXNwb25zZRJcCg9VbnJlZ2lzdGVyQWdlbnQSIy5hZ2VudGJ1cy52MS5VbnJlZ2lzdGVyQWdlbnRSZXF1ZXN0GiQuYWdlbnRidXMudjEuVW5yZWdpc3RlckFnZW50UmVzcG9uc2USRwoIR2V0QWdlbnQSHC5hZ2VudGJ1cy52MS5HZXRBZ2VudFJlcXVlc3QaHS5hZ2VudGJ1cy52MS5HZXRBZ2VudFJlc3BvbnNlEk0KCkxpc3RBZ2VudHMSHi5hZ2VudGJ1cy52MS5MaXN0QWdlbnRzUmVxdWVzdBofLmFnZW50YnVzLnYxLkxpc3RBZ2VudHNSZXNwb25zZRJcCg9Jc3N1ZUFnZW50VG9rZW4SIy5hZ2VudGJ1cy52MS5Jc3N1ZUFnZW50VG9rZW5SZXF1ZXN0GiQuYWdlbnRidXMudjEuSXNzdWVBZ2VudFRva2VuUmVzcG9uc2USXAoPTGlzdEFnZW50VG9rZW5zEiMuYWdlbnRidXMudjEuTGlzdEFnZW50VG9rZW5zUmVxdWVzdBokLmFnZW50YnVzLnYxLkxpc3RBZ2VudFRva2Vuc1Jlc3BvbnNlEl8KEFJldm9rZUFnZW50VG9rZW4SJC5hZ2VudGJ1cy52MS5SZXZva2VBZ2VudFRva2VuUmVxdWVzdBolLmFnZW50YnVzLnYxLlJldm9rZUFnZW50VG9rZW5SZXNwb25zZWIGcHJvdG8z", [file_agentbus_v1_agent, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message agentbus.v1.RegisterAgentRequest
@@ -204,6 +206,192 @@ export const ListAgentsResponseSchema: GenMessage<ListAgentsResponse> = /*@__PUR
   messageDesc(file_agentbus_v1_agent_service, 7);
 
 /**
+ * @generated from message agentbus.v1.IssueAgentTokenRequest
+ */
+export type IssueAgentTokenRequest = Message<"agentbus.v1.IssueAgentTokenRequest"> & {
+  /**
+   * The agent the token acts as; it need not be registered yet (the token
+   * may register it).
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * How long the token is valid; unset: until revoked.
+   *
+   * @generated from field: google.protobuf.Duration ttl = 2;
+   */
+  ttl?: Duration | undefined;
+
+  /**
+   * What the token is for, shown by ListAgentTokens (at most 256 characters).
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message agentbus.v1.IssueAgentTokenRequest.
+ * Use `create(IssueAgentTokenRequestSchema)` to create a new message.
+ */
+export const IssueAgentTokenRequestSchema: GenMessage<IssueAgentTokenRequest> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_agent_service, 8);
+
+/**
+ * @generated from message agentbus.v1.IssueAgentTokenResponse
+ */
+export type IssueAgentTokenResponse = Message<"agentbus.v1.IssueAgentTokenResponse"> & {
+  /**
+   * `abt_` and 64 hex digits (256 random bits). Shown only this once.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+
+  /**
+   * @generated from field: string token_id = 2;
+   */
+  tokenId: string;
+
+  /**
+   * Unset when the token does not expire.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.IssueAgentTokenResponse.
+ * Use `create(IssueAgentTokenResponseSchema)` to create a new message.
+ */
+export const IssueAgentTokenResponseSchema: GenMessage<IssueAgentTokenResponse> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_agent_service, 9);
+
+/**
+ * @generated from message agentbus.v1.ListAgentTokensRequest
+ */
+export type ListAgentTokensRequest = Message<"agentbus.v1.ListAgentTokensRequest"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+};
+
+/**
+ * Describes the message agentbus.v1.ListAgentTokensRequest.
+ * Use `create(ListAgentTokensRequestSchema)` to create a new message.
+ */
+export const ListAgentTokensRequestSchema: GenMessage<ListAgentTokensRequest> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_agent_service, 10);
+
+/**
+ * A token's metadata.
+ *
+ * @generated from message agentbus.v1.AgentToken
+ */
+export type AgentToken = Message<"agentbus.v1.AgentToken"> & {
+  /**
+   * @generated from field: string token_id = 1;
+   */
+  tokenId: string;
+
+  /**
+   * @generated from field: string agent_id = 2;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * Unset when the token does not expire.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 5;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * Unset when the token was never used. Updated at most once a minute.
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_at = 6;
+   */
+  lastUsedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.AgentToken.
+ * Use `create(AgentTokenSchema)` to create a new message.
+ */
+export const AgentTokenSchema: GenMessage<AgentToken> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_agent_service, 11);
+
+/**
+ * @generated from message agentbus.v1.ListAgentTokensResponse
+ */
+export type ListAgentTokensResponse = Message<"agentbus.v1.ListAgentTokensResponse"> & {
+  /**
+   * Oldest first.
+   *
+   * @generated from field: repeated agentbus.v1.AgentToken tokens = 1;
+   */
+  tokens: AgentToken[];
+};
+
+/**
+ * Describes the message agentbus.v1.ListAgentTokensResponse.
+ * Use `create(ListAgentTokensResponseSchema)` to create a new message.
+ */
+export const ListAgentTokensResponseSchema: GenMessage<ListAgentTokensResponse> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_agent_service, 12);
+
+/**
+ * @generated from message agentbus.v1.RevokeAgentTokenRequest
+ */
+export type RevokeAgentTokenRequest = Message<"agentbus.v1.RevokeAgentTokenRequest"> & {
+  /**
+   * @generated from field: string token_id = 1;
+   */
+  tokenId: string;
+
+  /**
+   * When set, the token must belong to this agent (NOT_FOUND otherwise).
+   *
+   * @generated from field: string agent_id = 2;
+   */
+  agentId: string;
+};
+
+/**
+ * Describes the message agentbus.v1.RevokeAgentTokenRequest.
+ * Use `create(RevokeAgentTokenRequestSchema)` to create a new message.
+ */
+export const RevokeAgentTokenRequestSchema: GenMessage<RevokeAgentTokenRequest> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_agent_service, 13);
+
+/**
+ * @generated from message agentbus.v1.RevokeAgentTokenResponse
+ */
+export type RevokeAgentTokenResponse = Message<"agentbus.v1.RevokeAgentTokenResponse"> & {
+};
+
+/**
+ * Describes the message agentbus.v1.RevokeAgentTokenResponse.
+ * Use `create(RevokeAgentTokenResponseSchema)` to create a new message.
+ */
+export const RevokeAgentTokenResponseSchema: GenMessage<RevokeAgentTokenResponse> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_agent_service, 14);
+
+/**
  * The registry of agents that can receive messages.
  *
  * @generated from service agentbus.v1.AgentService
@@ -243,6 +431,39 @@ export const AgentService: GenService<{
     methodKind: "unary";
     input: typeof ListAgentsRequestSchema;
     output: typeof ListAgentsResponseSchema;
+  },
+  /**
+   * Issues a token that authenticates its holder as one agent
+   * (`authorization: Bearer abt_...` or `x-agent-api-key: abt_...`). Admin
+   * only. The token is returned once; the bus keeps only its hash.
+   *
+   * @generated from rpc agentbus.v1.AgentService.IssueAgentToken
+   */
+  issueAgentToken: {
+    methodKind: "unary";
+    input: typeof IssueAgentTokenRequestSchema;
+    output: typeof IssueAgentTokenResponseSchema;
+  },
+  /**
+   * The tokens of one agent: metadata only, never the token. Admin only.
+   *
+   * @generated from rpc agentbus.v1.AgentService.ListAgentTokens
+   */
+  listAgentTokens: {
+    methodKind: "unary";
+    input: typeof ListAgentTokensRequestSchema;
+    output: typeof ListAgentTokensResponseSchema;
+  },
+  /**
+   * Revokes a token at once: its next call fails with UNAUTHENTICATED and
+   * its open streams end with UNAUTHENTICATED. Admin only.
+   *
+   * @generated from rpc agentbus.v1.AgentService.RevokeAgentToken
+   */
+  revokeAgentToken: {
+    methodKind: "unary";
+    input: typeof RevokeAgentTokenRequestSchema;
+    output: typeof RevokeAgentTokenResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentbus_v1_agent_service, 0);
