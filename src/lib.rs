@@ -14,6 +14,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod mcp;
 pub mod pb;
 pub mod server;
 pub mod store;

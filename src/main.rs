@@ -41,6 +41,8 @@ enum Command {
     Serve(ServeArgs),
     /// Measure a bus: throughput, latency percentiles, server CPU per operation.
     Bench(BenchArgs),
+    /// Serve MCP over stdio for a coding agent (Claude Code, Codex, OpenCode), acting as one agent.
+    Mcp(agentbus::mcp::McpArgs),
     #[command(flatten)]
     Client(cli::Command),
 }
@@ -48,18 +50,23 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => {
-            init_tracing();
+            init_tracing("info");
             serve(&args)
         }
         Command::Bench(args) => bench(args),
+        // Stdout is the MCP protocol's; logs go to stderr.
+        Command::Mcp(args) => {
+            init_tracing("warn,agentbus=info");
+            agentbus::mcp::run(args)
+        }
         // Client output is the JSON on stdout and one error line on stderr.
         Command::Client(command) => cli::run(command),
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
         .with_writer(std::io::stderr)
         .init();
 }

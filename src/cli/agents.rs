@@ -137,27 +137,34 @@ impl RegisterArgs {
             agent.framework = framework;
         }
         for capability in &self.capability {
-            let capabilities = agent.capabilities.get_or_insert_default();
-            let (list, value) = capability.split_once('=').unwrap_or(("optimal_tasks", capability));
-            let list = match list {
-                "input_types" => &mut capabilities.input_types,
-                "output_types" => &mut capabilities.output_types,
-                "languages" => &mut capabilities.languages,
-                "tools" => &mut capabilities.tools,
-                "model_preferences" => &mut capabilities.model_preferences,
-                "optimal_tasks" => &mut capabilities.optimal_tasks,
-                other => {
-                    return Err(Status::invalid_argument(format!(
-                        "--capability: unknown list {other:?}; expected one of: input_types, output_types, \
-                         languages, tools, model_preferences, optimal_tasks"
-                    )));
-                }
-            };
-            list.push(value.to_owned());
+            add_capability(&mut agent, capability)?;
         }
         Ok(pb::RegisterAgentRequest {
             agent: Some(agent),
             update: self.update,
         })
     }
+}
+
+/// Adds `LIST=VALUE` (or a bare VALUE, an optimal task) to the agent's
+/// capabilities, as `--capability` spells it.
+pub fn add_capability(agent: &mut pb::AgentDescriptor, capability: &str) -> Result<(), Status> {
+    let capabilities = agent.capabilities.get_or_insert_default();
+    let (list, value) = capability.split_once('=').unwrap_or(("optimal_tasks", capability));
+    let list = match list {
+        "input_types" => &mut capabilities.input_types,
+        "output_types" => &mut capabilities.output_types,
+        "languages" => &mut capabilities.languages,
+        "tools" => &mut capabilities.tools,
+        "model_preferences" => &mut capabilities.model_preferences,
+        "optimal_tasks" => &mut capabilities.optimal_tasks,
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "--capability: unknown list {other:?}; expected one of: input_types, output_types, \
+                 languages, tools, model_preferences, optimal_tasks"
+            )));
+        }
+    };
+    list.push(value.to_owned());
+    Ok(())
 }

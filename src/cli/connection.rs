@@ -93,22 +93,25 @@ impl Connection {
     /// Checks the options, then connects (so an unreachable bus is reported
     /// as such, not as the failure of whatever call came first).
     pub async fn open(args: &ClientArgs) -> Result<Self, Status> {
-        let url = url(&args.addr)?;
-        let credentials = Credentials::new(args.api_key.as_deref(), args.token.as_deref())?;
-        let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Status::invalid_argument(format!("--addr: {url:?} is not a valid URL: {e}")))?
-            .connect_timeout(args.rpc_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
-        if let Some(tls) = tls_config(args, &url)? {
-            endpoint = endpoint
-                .tls_config(tls)
-                .map_err(|e| Status::invalid_argument(with_sources("TLS settings".into(), Some(&e))))?;
-        }
+        let (endpoint, credentials) = endpoint(args)?;
+        let url = endpoint.uri().to_string();
         let channel = endpoint
             .connect()
             .await
             .map_err(|error| Status::unavailable(with_sources(format!("cannot connect to {url}"), Some(&error))))?;
         Ok(Self {
             channel,
+            credentials,
+            rpc_timeout: args.rpc_timeout,
+        })
+    }
+
+    /// Checks the options and connects on the first call, and again after
+    /// the bus went away: for long-lived clients such as `agentbus mcp`.
+    pub fn lazy(args: &ClientArgs) -> Result<Self, Status> {
+        let (endpoint, credentials) = endpoint(args)?;
+        Ok(Self {
+            channel: endpoint.connect_lazy(),
             credentials,
             rpc_timeout: args.rpc_timeout,
         })
@@ -134,6 +137,21 @@ impl Connection {
         }
         request
     }
+}
+
+/// The endpoint and credentials the options describe.
+fn endpoint(args: &ClientArgs) -> Result<(Endpoint, Credentials), Status> {
+    let url = url(&args.addr)?;
+    let credentials = Credentials::new(args.api_key.as_deref(), args.token.as_deref())?;
+    let mut endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| Status::invalid_argument(format!("--addr: {url:?} is not a valid URL: {e}")))?
+        .connect_timeout(args.rpc_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+    if let Some(tls) = tls_config(args, &url)? {
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| Status::invalid_argument(with_sources("TLS settings".into(), Some(&e))))?;
+    }
+    Ok((endpoint, credentials))
 }
 
 /// TLS settings for an https:// address; the TLS options without one are

@@ -7,10 +7,10 @@
 //! Errors go to stderr as `agentbus: CODE_NAME: message` and map to the exit
 //! codes in [`exit`].
 
-mod agents;
-mod connection;
+pub(crate) mod agents;
+pub(crate) mod connection;
 mod exit;
-mod input;
+pub(crate) mod input;
 mod output;
 mod receive;
 mod send;
