@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::domain::token::TOKEN_PREFIX;
 use crate::store::sqlite::Synchronous;
 use crate::transport::tls::TlsFiles;
 
@@ -288,6 +289,11 @@ impl Config {
             && (key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()))
         {
             return invalid("api_key must be non-empty printable ASCII without spaces".into());
+        }
+        if self.api_key.as_deref().is_some_and(|key| key.starts_with(TOKEN_PREFIX)) {
+            return invalid(format!(
+                "api_key must not start with {TOKEN_PREFIX:?}: that prefix marks agent tokens"
+            ));
         }
         if self.require_agent_identity && self.api_key.is_none() {
             return invalid(

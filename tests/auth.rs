@@ -797,3 +797,86 @@ async fn require_agent_identity_keeps_the_admin_key_from_speaking() {
     w.admin.issue(BACKEND, None).await;
     w.backend.send(BACKEND, ORC, "msg_agent").await.unwrap();
 }
+
+fn in_session(mut request: pb::SendMessageRequest, kind: pb::MessageType, in_reply_to: &str) -> pb::SendMessageRequest {
+    let message = request.message.as_mut().unwrap();
+    message.sender.as_mut().unwrap().session_id = TEAM.into();
+    message.message_type = kind as i32;
+    message.in_reply_to = in_reply_to.into();
+    request
+}
+
+#[tokio::test]
+async fn messages_do_not_reach_into_what_the_sender_takes_no_part_in() {
+    let w = world(&[]).await;
+    let (mut orc, mut backend, mut mallory) = (w.orc.clone(), w.backend.clone(), w.mallory.clone());
+
+    // A foreign session answers as a missing one does.
+    let foreign = mallory
+        .messages
+        .send_message(in_session(
+            message(MALLORY, ORC, "msg_m1"),
+            pb::MessageType::StatusUpdate,
+            "",
+        ))
+        .await
+        .unwrap_err();
+    let mut missing = in_session(message(MALLORY, ORC, "msg_m2"), pb::MessageType::StatusUpdate, "");
+    missing.message.as_mut().unwrap().sender.as_mut().unwrap().session_id = "sess_nowhere".into();
+    let missing = mallory.messages.send_message(missing).await.unwrap_err();
+    assert_eq!(foreign.code(), missing.code());
+    assert_eq!(
+        foreign.message().replace(TEAM, "X"),
+        missing.message().replace("sess_nowhere", "X")
+    );
+
+    // Acking another agent's message in one's own name: as if it did not exist.
+    let ack = pb::AckMessageRequest {
+        agent_id: MALLORY.into(),
+        message_id: "msg_orc_1".into(),
+    };
+    common::assert_status(mallory.messages.ack_message(ack).await, Code::NotFound, "not found");
+
+    // A participant cannot report on a task delegated to another.
+    let task = in_session(message(ORC, BACKEND, "msg_task"), pb::MessageType::TaskRequest, "");
+    orc.messages.send_message(task).await.unwrap();
+    orc.sessions
+        .add_participant(pb::AddParticipantRequest {
+            session_id: TEAM.into(),
+            participant: Some(spec(MALLORY, "reviewer")),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let task_state = |mut sessions: Sessions| async move {
+        let session = sessions
+            .get_session(pb::GetSessionRequest {
+                session_id: TEAM.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .session
+            .unwrap();
+        session
+            .tasks
+            .iter()
+            .find(|t| t.task_id == "msg_task")
+            .map(|t| t.state)
+            .unwrap()
+    };
+    let spoofed = in_session(
+        message(MALLORY, ORC, "msg_spoofed_result"),
+        pb::MessageType::TaskResponse,
+        "msg_task",
+    );
+    mallory.messages.send_message(spoofed).await.unwrap();
+    assert_eq!(task_state(orc.sessions.clone()).await, pb::TaskState::Delegated as i32);
+    let real = in_session(
+        message(BACKEND, ORC, "msg_real_result"),
+        pb::MessageType::TaskResponse,
+        "msg_task",
+    );
+    backend.messages.send_message(real).await.unwrap();
+    assert_eq!(task_state(orc.sessions.clone()).await, pb::TaskState::Completed as i32);
+}

@@ -1331,7 +1331,7 @@ async fn task_requests_in_sessions_become_tasks_with_events() {
     assert_status(
         send(&mut messages, in_session(message("x2", FRONTEND, BACKEND))).await,
         Code::FailedPrecondition,
-        "sender codex://frontend",
+        "session sess_tasks does not exist or codex://frontend takes no part in it",
     );
     let mut elsewhere = message("x3", ORCHESTRATOR, BACKEND);
     elsewhere.sender.as_mut().unwrap().session_id = "sess_missing".into();

@@ -80,7 +80,9 @@ pub type Refusal = (Denial, &'static str);
 
 /// Accepts the admin key and agent tokens in `x-agent-api-key: KEY` or
 /// `authorization: Bearer KEY`, and a client certificate's agent. Every
-/// credential a call carries must be valid and name the same caller.
+/// credential a call carries must be valid, and a token must name the same
+/// agent as the other credentials; the admin key wins over a certificate
+/// (the operator may hold one that names an agent).
 #[derive(Clone)]
 pub struct Authenticator {
     key: Option<Arc<[u8]>>,
@@ -105,15 +107,21 @@ impl Authenticator {
         peer: Option<&AgentId>,
     ) -> Result<Identity, Refusal> {
         let mut found: Option<Identity> = None;
-        let bearer = authorizations.into_iter().map(|authorization| {
-            authorization
+        let bearer = authorizations.into_iter().filter_map(|authorization| {
+            let token = authorization
                 .split_at_checked(7)
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
-                .map(|(_, token)| token)
-                .ok_or((
+                .map(|(_, token)| token);
+            match token {
+                Some(token) => Some(Ok(token)),
+                // Without a key only tokens are checked: another scheme
+                // (a proxy's Basic, say) is none of ours.
+                None if self.key.is_none() => None,
+                None => Some(Err((
                     Denial::InvalidCredentials,
                     "invalid authorization header: expected `Bearer <key or token>`",
-                ))
+                ))),
+            }
         });
         for credential in bearer.chain(api_keys.into_iter().map(Ok)) {
             let identity = self.identify(credential?)?;
@@ -129,24 +137,21 @@ impl Authenticator {
                 _ => found = Some(identity),
             }
         }
-        let from_certificate = || {
-            peer.map(|agent_id| Identity::Agent {
-                agent_id: agent_id.clone(),
-                grant: None,
-            })
-        };
-        match found {
-            Some(Identity::Agent { ref agent_id, .. }) if peer.is_some_and(|p| p != agent_id) => Err((
+        match (found, peer) {
+            (Some(Identity::Agent { agent_id, .. }), Some(peer)) if &agent_id != peer => Err((
                 Denial::InvalidCredentials,
                 "the token names another agent than the client certificate",
             )),
-            Some(Identity::Anonymous) | None if peer.is_some() => Ok(from_certificate().unwrap_or(Identity::Anonymous)),
-            Some(identity) => Ok(identity),
-            None if self.key.is_some() => Err((
+            (Some(Identity::Anonymous) | None, Some(peer)) => Ok(Identity::Agent {
+                agent_id: peer.clone(),
+                grant: None,
+            }),
+            (Some(identity), _) => Ok(identity),
+            (None, None) if self.key.is_some() => Err((
                 Denial::MissingCredentials,
                 "missing API key or agent token: send metadata `x-agent-api-key: <key or token>` or `authorization: Bearer <key or token>`",
             )),
-            None => Ok(Identity::Anonymous),
+            (None, None) => Ok(Identity::Anonymous),
         }
     }
 
@@ -254,6 +259,9 @@ mod tests {
             who(auth.authenticate(none, none, Some(&other))),
             Ok("codex://b (client certificate)".into())
         );
+        // The admin key is the operator's, whatever certificate carries it.
+        let admin_and_agent = auth.authenticate([&b"s3cret"[..]], none, Some(&other));
+        assert_eq!(who(admin_and_agent), Ok("admin".into()));
     }
 
     #[tokio::test]

@@ -49,7 +49,7 @@ impl Api {
         }
         let new = convert::new_message_from(message)?;
         self.speak_as(caller, "message.sender.agent_id", &new.sender.agent_id)?;
-        let outcome = self.messaging.send(new, caller.deadline).await?;
+        let outcome = self.checked(caller, self.messaging.send(new, caller.deadline).await)?;
         Ok(pb::SendMessageResponse {
             accepted: true,
             message_id: outcome.message_id.to_string(),
@@ -101,7 +101,7 @@ impl Api {
         let agent = agent_id("agent_id", &r.agent_id)?;
         self.speak_as(caller, "agent_id", &agent)?;
         let id = message_id(&r.message_id)?;
-        let state = self.messaging.ack(&agent, &id).await?;
+        let state = self.checked(caller, self.messaging.ack(&caller.actor(), &agent, &id).await)?;
         Ok(pb::AckMessageResponse {
             state: convert::message_state(state) as i32,
         })
@@ -121,7 +121,7 @@ impl Api {
             .enumerate()
             .map(|(i, id)| MessageId::parse_field(&format!("{field}[{i}]"), id))
             .collect::<Result<Vec<_>, _>>()?;
-        let results = self.messaging.ack_many(&agent, &ids).await;
+        let results = self.messaging.ack_many(&caller.actor(), &agent, &ids).await;
         let results = ids
             .iter()
             .zip(results)
@@ -133,6 +133,7 @@ impl Api {
                 match result {
                     Ok(state) => answer.state = convert::message_state(state) as i32,
                     Err(e) => {
+                        let e = self.observe(caller, e);
                         answer.code = errors::grpc_code(e.kind) as i32;
                         answer.error = e.message;
                     }

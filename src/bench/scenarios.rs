@@ -575,8 +575,9 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
         .await;
         let used = cpu.finish(bus).await;
         let sent = sent_measured.load(Ordering::Relaxed);
-        // Wait for every measured message to arrive.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Wait for every measured message to arrive: a message later than
+        // the p99 budget (and 10 s) counts as lost.
+        let deadline = Instant::now() + Duration::from_secs(10).max(args.max_p99);
         while receivers.received.lock().unwrap_or_else(PoisonError::into_inner).len() < sent as usize
             && Instant::now() < deadline
         {

@@ -209,9 +209,11 @@ impl Credentials {
             (None, Some(token)) => ("--token", "authorization", format!("Bearer {token}")),
             (None, None) => return Ok(Self(None)),
         };
-        let value = MetadataValue::try_from(value).map_err(|_| {
+        let mut value = MetadataValue::try_from(value).map_err(|_| {
             Status::invalid_argument(format!("{flag}: must be printable ASCII (it is sent as gRPC metadata)"))
         })?;
+        // Never indexed by HPACK, so it cannot leak through compression.
+        value.set_sensitive(true);
         Ok(Self(Some((header, value))))
     }
 }

@@ -34,7 +34,8 @@ pub struct Error {
 }
 
 /// Why an access rule refused a call: the `reason` label of the denials
-/// counter.
+/// counter. [`Denial::ALL`] lists them in declaration order, so that a
+/// denial is its own index there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Denial {
     MissingCredentials,

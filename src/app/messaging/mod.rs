@@ -20,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::Metrics;
 use super::presence::Presence;
+use crate::domain::access::Actor;
 use crate::domain::message::{
     AgentRef, BUS_AGENT, DeliveryMode, Message, MessageId, MessageRecord, MessageState, MessageType, Priority, Routing,
     json_fingerprint,
 };
 use crate::domain::session::{Session, SessionEventKind, SessionLimits, Task, TaskState};
-use crate::domain::{AgentId, Error, ErrorKind, JsonObject, Result, Timestamp};
+use crate::domain::{AgentId, Denial, Error, ErrorKind, JsonObject, Result, Timestamp};
 use crate::store::{MessageWrite, SessionChange, Store, StoreError, WriteSet};
 
 mod inbox;
@@ -300,9 +301,16 @@ impl Messaging {
         let Some(id) = &message.sender.session_id else {
             return Ok(None);
         };
-        let Some(session) = self.store.get_session(id).await? else {
-            return Err(Error::failed_precondition(format!("session {id} does not exist")));
+        // A session the sender takes no part in does not exist for it.
+        let sender = &message.sender.agent_id;
+        let missing = || {
+            Error::failed_precondition(format!("session {id} does not exist or {sender} takes no part in it"))
+                .because(Denial::NotParticipant)
         };
+        let session = self.store.get_session(id).await?.ok_or_else(missing)?;
+        if !session.involves(sender) {
+            return Err(missing());
+        }
         if !session.is_active() {
             return Err(Error::failed_precondition(format!(
                 "session {id} is {}",
@@ -354,6 +362,11 @@ impl Messaging {
             let Some(task_id) = self.task_of_reply(&session, message).await? else {
                 return Ok(None);
             };
+            // Only the agent the task went to reports on it; the message
+            // still goes through, it just does not move the task.
+            if !self.works_on(&session, &task_id, &message.sender.agent_id).await? {
+                return Ok(None);
+            }
             if !session.update_task(
                 &task_id,
                 state,
@@ -374,6 +387,25 @@ impl Messaging {
             task_id: Some(task_id),
             timestamp: now,
         }))
+    }
+
+    /// Whether `agent` is the task's assignee, or the fallback agent its
+    /// request was rerouted to.
+    async fn works_on(&self, session: &Session, task_id: &str, agent: &AgentId) -> Result<bool> {
+        let Some(task) = session.task(task_id) else {
+            return Ok(false);
+        };
+        if &task.assignee == agent {
+            return Ok(true);
+        }
+        let Ok(request) = MessageId::parse_field("request_id", &task.request_id) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .get_message(&request)
+            .await?
+            .is_some_and(|r| &r.recipient == agent))
     }
 
     /// The task a reply belongs to: its `task_id`, or the task of the
@@ -562,7 +594,7 @@ impl Messaging {
     fn settle_sync_reply(self: &Arc<Self>, reply: &Message) {
         let (messaging, agent, id) = (self.clone(), reply.recipient.agent_id.clone(), reply.message_id.clone());
         tokio::spawn(async move {
-            if let Err(error) = messaging.ack(&agent, &id).await {
+            if let Err(error) = messaging.ack(&Actor::Admin, &agent, &id).await {
                 tracing::debug!(%error, message_id = %id, "a SYNC reply stays in the inbox");
             }
         });
@@ -572,11 +604,13 @@ impl Messaging {
     /// acked too: a SYNC reply handed over in a response, or a delivery
     /// whose claim a restart forgot (claims are leases) and that the agent
     /// had received before it.
-    pub async fn ack(&self, agent: &AgentId, id: &MessageId) -> Result<MessageState> {
+    /// Acknowledges a message addressed to `agent`. For an agent `actor`,
+    /// a message addressed to another is NOT_FOUND, as if it did not exist.
+    pub async fn ack(&self, actor: &Actor, agent: &AgentId, id: &MessageId) -> Result<MessageState> {
         for _ in 0..MAX_ATTEMPTS {
             let record = self.get(id).await?;
             let now = self.tick();
-            let Some(write) = ack_write(agent, &record, now)? else {
+            let Some(write) = ack_write(actor, agent, &record, now)? else {
                 return Ok(record.state);
             };
             match self.store.write(write.into()).await {
@@ -593,7 +627,7 @@ impl Messaging {
 
     /// Acknowledges several messages addressed to `agent` in one commit;
     /// one result per id, in order, each as [`Messaging::ack`] would answer.
-    pub async fn ack_many(&self, agent: &AgentId, ids: &[MessageId]) -> Vec<Result<MessageState>> {
+    pub async fn ack_many(&self, actor: &Actor, agent: &AgentId, ids: &[MessageId]) -> Vec<Result<MessageState>> {
         let now = self.tick();
         // `None`: answered by the write below.
         let mut results: Vec<Option<Result<MessageState>>> = Vec::with_capacity(ids.len());
@@ -607,7 +641,7 @@ impl Messaging {
                 continue;
             }
             let step = match self.get(id).await {
-                Ok(record) => ack_write(agent, &record, now).map(|write| (write, record)),
+                Ok(record) => ack_write(actor, agent, &record, now).map(|write| (write, record)),
                 Err(e) => Err(e),
             };
             results.push(match step {
@@ -640,7 +674,7 @@ impl Messaging {
                 (None, Ok(_)) => Ok(MessageState::Acked),
                 // One of them changed meanwhile (redelivered, expired): each
                 // on its own finds out which.
-                (None, Err(StoreError::Conflict { .. })) => self.ack(agent, id).await,
+                (None, Err(StoreError::Conflict { .. })) => self.ack(actor, agent, id).await,
                 (None, Err(e)) => Err(e.clone().into()),
             });
         }
@@ -658,8 +692,11 @@ impl Messaging {
 }
 
 /// The write that acknowledges `record`; `None` if it already is.
-fn ack_write(agent: &AgentId, record: &MessageRecord, now: Timestamp) -> Result<Option<MessageWrite>> {
+fn ack_write(actor: &Actor, agent: &AgentId, record: &MessageRecord, now: Timestamp) -> Result<Option<MessageWrite>> {
     let id = record.id();
+    if &record.recipient != agent && actor.agent().is_some() {
+        return Err(Error::not_found(format!("message {id} not found")).because(Denial::NotParticipant));
+    }
     if &record.recipient != agent {
         return Err(Error::failed_precondition(format!(
             "message {id} is addressed to {}, not {agent}",
@@ -815,7 +852,10 @@ mod tests {
             panic!("no delivery")
         };
         tokio::time::sleep(Duration::from_millis(2)).await;
-        messaging.ack(&backend, &message.message_id).await.unwrap();
+        messaging
+            .ack(&Actor::Admin, &backend, &message.message_id)
+            .await
+            .unwrap();
 
         messaging.send(request("dropped", 0), None).await.unwrap();
         let Some(Ok(InboxItem::Delivery { .. })) = inbox.next().await else {
