@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::memory::MemoryStore;
 use super::sqlite::{SqliteOptions, SqliteStore, Synchronous};
-use super::{EventFilter, MessageWrite, SessionChange, SessionQuery, Store, StoreError, WriteSet};
+use super::{EventFilter, MessageWrite, Record, SessionChange, SessionQuery, Store, StoreError, WriteSet};
 use crate::domain::agent::{Agent, AgentDescriptor, Capabilities};
 use crate::domain::message::{
     AgentRef, Message, MessageId, MessageRecord, MessageState, MessageType, Priority, Routing,
@@ -118,7 +118,7 @@ async fn create_get_and_version_checks(store: &dyn Store) {
 
     assert_eq!(
         store.commit(create(&session)).await.unwrap_err(),
-        StoreError::AlreadyExists(format!("session {}", session.session_id))
+        StoreError::AlreadyExists(Record::Session(session.session_id.clone()))
     );
     let updated = store.commit(changed(&session, "a")).await.unwrap();
     assert_eq!((updated.sequence, updated.session.version), (2, 2));
@@ -138,7 +138,10 @@ async fn create_get_and_version_checks(store: &dyn Store) {
         .commit(changed(&new_session("ghost", &[]), "c"))
         .await
         .unwrap_err();
-    assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+    assert_eq!(
+        missing,
+        StoreError::NotFound(Record::Session(SessionId::parse("ghost").unwrap()))
+    );
     assert_eq!(
         store.get_session(&session.session_id).await.unwrap().unwrap().version,
         2
@@ -351,7 +354,7 @@ async fn agents_register_update_list_delete(store: &dyn Store) {
     assert_eq!(store.get_agent(first.id()).await.unwrap(), Some(first.clone()));
     let taken = store.put_agent(first.clone(), None).await.unwrap_err();
     assert!(
-        matches!(taken, StoreError::AlreadyExists(ref r) if r.contains("opencode://backend")),
+        matches!(taken, StoreError::AlreadyExists(Record::Agent(ref id)) if id == first.id()),
         "{taken:?}"
     );
     let updated = agent_record("opencode://backend", 2);
@@ -362,7 +365,7 @@ async fn agents_register_update_list_delete(store: &dyn Store) {
     ));
     assert!(matches!(
         store.put_agent(agent_record("x://ghost", 2), Some(1)).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound(Record::Agent(_)))
     ));
     for id in ["codex://frontend", "claude-code://qa", "aider://z"] {
         store.put_agent(agent_record(id, 1), None).await.unwrap();
@@ -527,9 +530,9 @@ async fn write_sets_are_all_or_nothing(store: &dyn Store) {
     // refuses its id.
     store.write(next(&lone, MessageState::Acked).into()).await.unwrap();
     let again = store.write(insert(&first).into()).await.unwrap_err();
-    assert_eq!(again, StoreError::AlreadyExists("message m1".into()));
+    assert_eq!(again, StoreError::AlreadyExists(Record::Message(first.id().clone())));
     let again = store.write(insert(&lone).into()).await.unwrap_err();
-    assert_eq!(again, StoreError::AlreadyExists("message m3".into()));
+    assert_eq!(again, StoreError::AlreadyExists(Record::Message(lone.id().clone())));
 }
 
 async fn inbox_limit_counts_open_messages(store: &dyn Store) {
@@ -568,7 +571,7 @@ async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
     let mut write = insert(&message("needs-agent", to, Priority::Medium, 1));
     write.require_recipient = true;
     let missing = store.write(write.clone().into()).await.unwrap_err();
-    assert_eq!(missing, StoreError::NotFound(format!("agent {to}")));
+    assert_eq!(missing, StoreError::NotFound(Record::Agent(agent(to))));
     store.put_agent(agent_record(to, 1), None).await.unwrap();
     store.write(write.into()).await.unwrap();
     // The inbox limit also counts messages added earlier in the same set.
@@ -678,7 +681,7 @@ async fn tokens_put_list_touch_delete(store: &dyn Store) {
     store.put_token(second.clone()).await.unwrap();
     assert!(matches!(
         store.put_token(token("tok_1", "x://other")).await,
-        Err(StoreError::AlreadyExists(ref r)) if r.contains("tok_1")
+        Err(StoreError::AlreadyExists(Record::Token(ref id))) if id == "tok_1"
     ));
     assert_eq!(store.tokens().await.unwrap(), [first.clone(), second.clone()]);
     let used = Timestamp::from_unix_micros(5_000);

@@ -18,6 +18,7 @@ use crate::domain::session::{Session, SessionEvent, SessionEventKind, SessionSta
 use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
 
+mod error;
 mod index;
 pub mod memory;
 pub mod sqlite;
@@ -25,23 +26,8 @@ pub mod sqlite;
 #[cfg(test)]
 mod conformance;
 
-/// Errors name the record, e.g. `session sess_1` or `agent codex://a`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0} already exists")]
-    AlreadyExists(String),
-    #[error("{0} does not exist")]
-    NotFound(String),
-    /// The stored version differs from the expected one.
-    #[error("{record} is at version {actual}, not {expected}")]
-    Conflict { record: String, expected: u64, actual: u64 },
-    #[error("the inbox of {agent} is full ({limit} messages waiting)")]
-    InboxFull { agent: AgentId, limit: u64 },
-    #[error("the store is closed")]
-    Closed,
-    #[error("storage failure: {0}")]
-    Backend(String),
-}
+use error::check_version;
+pub use error::{Record, StoreError};
 
 /// One change to commit: the new session and the event describing it.
 #[derive(Debug, Clone)]
@@ -277,36 +263,16 @@ impl EventFeed {
     }
 }
 
-/// Checks a compare-and-swap write: `expected` is the version the writer
-/// read (`None`: the record must not exist yet), `stored` what is there.
-fn check_version(
-    record: impl FnOnce() -> String,
-    expected: Option<u64>,
-    stored: Option<u64>,
-) -> Result<(), StoreError> {
-    match (expected, stored) {
-        (None, None) => Ok(()),
-        (None, Some(_)) => Err(StoreError::AlreadyExists(record())),
-        (Some(_), None) => Err(StoreError::NotFound(record())),
-        (Some(expected), Some(actual)) if expected == actual => Ok(()),
-        (Some(expected), Some(actual)) => Err(StoreError::Conflict {
-            record: record(),
-            expected,
-            actual,
-        }),
-    }
+fn session_record(change: &SessionChange) -> impl FnOnce() -> Record + '_ {
+    move || Record::Session(change.session.session_id.clone())
 }
 
-fn session_record(change: &SessionChange) -> impl FnOnce() -> String + '_ {
-    move || format!("session {}", change.session.session_id)
+fn message_record(record: &MessageRecord) -> impl FnOnce() -> Record + '_ {
+    move || Record::Message(record.id().clone())
 }
 
-fn message_record(record: &MessageRecord) -> impl FnOnce() -> String + '_ {
-    move || format!("message {}", record.id())
-}
-
-fn agent_record(agent: &Agent) -> impl FnOnce() -> String + '_ {
-    move || format!("agent {}", agent.id())
+fn agent_record(agent: &Agent) -> impl FnOnce() -> Record + '_ {
+    move || Record::Agent(agent.id().clone())
 }
 
 fn event_of(change: SessionChange, sequence: u64) -> SessionEvent {

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::index::MessageIndex;
 use super::{
-    EventFeed, EventFilter, MessageWrite, SessionChange, SessionPage, SessionQuery, Store, StoreCounts, StoreError,
-    WriteSet, agent_record, check_version, event_of, message_record, session_record,
+    EventFeed, EventFilter, MessageWrite, Record, SessionChange, SessionPage, SessionQuery, Store, StoreCounts,
+    StoreError, WriteSet, agent_record, check_version, event_of, message_record, session_record,
 };
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord, MessageState};
@@ -830,7 +830,7 @@ fn apply_message(
     let (stored, was_open_for) = view.message(conn, write)?;
     check_version(message_record(record), write.expected, stored)?;
     if write.require_recipient && !view.is_registered(&record.recipient) {
-        return Err(StoreError::NotFound(format!("agent {}", record.recipient)));
+        return Err(StoreError::NotFound(Record::Agent(record.recipient.clone())));
     }
     if let (None, Some(limit)) = (write.expected, write.inbox_limit)
         && view.open_count(&record.recipient) >= limit
@@ -1211,7 +1211,7 @@ impl Store for SqliteStore {
                 .and_then(|mut stmt| stmt.execute(params![token.token_id, body]))
                 .map_err(backend)?;
             if inserted == 0 {
-                return Err(StoreError::AlreadyExists(format!("token {}", token.token_id)));
+                return Err(StoreError::AlreadyExists(Record::Token(token.token_id)));
             }
             Ok(1)
         };

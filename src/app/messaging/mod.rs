@@ -26,7 +26,7 @@ use crate::domain::message::{
 };
 use crate::domain::session::{Session, SessionEventKind, SessionLimits, Task, TaskState};
 use crate::domain::{AgentId, Error, ErrorKind, JsonObject, Result, Timestamp};
-use crate::store::{MessageWrite, SessionChange, Store, StoreError, WriteSet};
+use crate::store::{MessageWrite, Record, SessionChange, Store, StoreError, WriteSet};
 
 mod inbox;
 mod sweep;
@@ -248,11 +248,11 @@ impl Messaging {
                     }
                     return Ok(record);
                 }
-                Err(StoreError::AlreadyExists(what)) if what == format!("message {}", message.message_id) => {
+                Err(StoreError::AlreadyExists(Record::Message(id))) if id == message.message_id => {
                     return Err(self.duplicate(message, print).await);
                 }
                 // The recipient was unregistered meanwhile: resolve again.
-                Err(StoreError::NotFound(what)) if what.starts_with("agent ") => continue,
+                Err(StoreError::NotFound(Record::Agent(_))) => continue,
                 // The session or the answered message changed meanwhile.
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(Accepted::Failed(e.into())),
