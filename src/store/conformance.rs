@@ -612,6 +612,54 @@ async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
     assert_eq!(store.inbox_depth(&agent("codex://frontend")).await.unwrap(), 1);
 }
 
+/// Every backend checks a message write in the same order and fails with
+/// the first refusal: its id or version, then its recipient, then the
+/// recipient's inbox (see [`MessageWrite::expected`]).
+async fn message_checks_run_in_one_order(store: &dyn Store) {
+    let to = "opencode://backend";
+    let strict = |record: &MessageRecord| MessageWrite {
+        inbox_limit: Some(0),
+        require_recipient: true,
+        ..insert(record)
+    };
+    let taken = |record: &MessageRecord| StoreError::AlreadyExists(Record::Message(record.id().clone()));
+    let open = message("open", to, Priority::Medium, 1);
+    store.write(insert(&open).into()).await.unwrap();
+    assert_eq!(store.write(strict(&open).into()).await.unwrap_err(), taken(&open));
+    // A closed message (the SQLite store no longer holds it in memory)
+    // refuses its id before anything else too.
+    let closed = message("closed", to, Priority::Medium, 2);
+    store.write(insert(&closed).into()).await.unwrap();
+    store.write(next(&closed, MessageState::Acked).into()).await.unwrap();
+    assert_eq!(store.write(strict(&closed).into()).await.unwrap_err(), taken(&closed));
+    // So does a stale update of it.
+    let stale = MessageWrite {
+        require_recipient: true,
+        ..next(&closed, MessageState::Delivered)
+    };
+    let conflict = store.write(stale.into()).await.unwrap_err();
+    assert!(
+        matches!(conflict, StoreError::Conflict { record: Record::Message(ref id), expected: 1, actual: 2 } if id == closed.id()),
+        "{conflict:?}"
+    );
+    // A new id: the missing recipient before the full inbox.
+    let fresh = message("fresh", to, Priority::Medium, 3);
+    assert_eq!(
+        store.write(strict(&fresh).into()).await.unwrap_err(),
+        StoreError::NotFound(Record::Agent(agent(to)))
+    );
+    store.put_agent(agent_record(to, 1), None).await.unwrap();
+    assert_eq!(
+        store.write(strict(&fresh).into()).await.unwrap_err(),
+        StoreError::InboxFull {
+            agent: agent(to),
+            limit: 0
+        }
+    );
+    assert_eq!(store.get_message(fresh.id()).await.unwrap(), None);
+    assert_eq!(store.inbox_depth(&agent(to)).await.unwrap(), 1);
+}
+
 /// The next version of `record` in `state`, written over `record`.
 pub(super) fn next(record: &MessageRecord, state: MessageState) -> MessageWrite {
     let mut next = record.clone();
@@ -752,6 +800,10 @@ macro_rules! conformance {
             #[tokio::test]
             async fn writes_can_require_a_registered_recipient() {
                 super::writes_can_require_a_registered_recipient(super::$backend().store.as_ref()).await;
+            }
+            #[tokio::test]
+            async fn message_checks_run_in_one_order() {
+                super::message_checks_run_in_one_order(super::$backend().store.as_ref()).await;
             }
             #[tokio::test]
             async fn leases_are_version_checked_and_seen_by_writes() {

@@ -46,11 +46,20 @@ pub struct SessionChange {
 #[derive(Debug, Clone)]
 pub struct MessageWrite {
     pub record: MessageRecord,
-    /// `None`: the message must not exist yet. A taken id fails with
-    /// [`StoreError::AlreadyExists`], but when it belongs to a closed message
-    /// the SQLite store may first fail `inbox_limit` or `require_recipient`:
-    /// a caller that must tell a resend apart looks the id up after a
-    /// failure (as `Messaging` does).
+    /// `None`: the message must not exist yet. Every backend checks a write
+    /// in this order and fails with the first check that does not hold:
+    /// 1. the version: a taken id, of an open or a closed message, fails
+    ///    with [`StoreError::AlreadyExists`]; an update of a missing or a
+    ///    changed message with [`StoreError::NotFound`] or
+    ///    [`StoreError::Conflict`];
+    /// 2. `require_recipient`;
+    /// 3. `inbox_limit`.
+    ///
+    /// The id comes first because a resend (the same id again) is told by it
+    /// alone, whatever changed since the first send: a caller need not look
+    /// the id up after a refusal. The recipient comes before its inbox: an
+    /// unregistered agent has no inbox to be full, and its `NotFound` sends
+    /// the caller to resolve the recipient again.
     pub expected: Option<u64>,
     /// For new messages: fail with [`StoreError::InboxFull`] if the
     /// recipient already has this many open messages.

@@ -817,6 +817,28 @@ fn message_state_code(state: MessageState) -> i64 {
     }
 }
 
+/// Why the write may not commit once its version checked out: its
+/// recipient is not registered, or that inbox is full.
+fn refusal(write: &MessageWrite, view: &View<'_>) -> Option<StoreError> {
+    let recipient = &write.record.recipient;
+    if write.require_recipient && !view.is_registered(recipient) {
+        return Some(StoreError::NotFound(Record::Agent(recipient.clone())));
+    }
+    match (write.expected, write.inbox_limit) {
+        (None, Some(limit)) if view.open_count(recipient) >= limit => Some(StoreError::InboxFull {
+            agent: recipient.clone(),
+            limit,
+        }),
+        _ => None,
+    }
+}
+
+fn is_stored(conn: &Connection, id: &MessageId) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM messages WHERE message_id = ?1")
+        .and_then(|mut stmt| stmt.exists([id.as_str()]))
+        .map_err(backend)
+}
+
 /// Writes the message; answers the recipient of its previous version if that
 /// was open.
 fn apply_message(
@@ -829,16 +851,14 @@ fn apply_message(
     let id = record.id().as_str();
     let (stored, was_open_for) = view.message(conn, write)?;
     check_version(message_record(record), write.expected, stored)?;
-    if write.require_recipient && !view.is_registered(&record.recipient) {
-        return Err(StoreError::NotFound(Record::Agent(record.recipient.clone())));
-    }
-    if let (None, Some(limit)) = (write.expected, write.inbox_limit)
-        && view.open_count(&record.recipient) >= limit
-    {
-        return Err(StoreError::InboxFull {
-            agent: record.recipient.clone(),
-            limit,
-        });
+    if let Some(refusal) = refusal(write, view) {
+        // A new message's id is not looked up on disk on the way in (the
+        // primary key refuses a taken one), but a taken id is the first
+        // refusal of the contract ([`MessageWrite::expected`]): look now.
+        if write.expected.is_none() && is_stored(conn, record.id())? {
+            return Err(StoreError::AlreadyExists(message_record(record)()));
+        }
+        return Err(refusal);
     }
     let state = message_state_code(record.state);
     let columns = params![

@@ -202,9 +202,13 @@ impl Messaging {
         match self.insert(&message, print).await {
             // A resend is answered from the first send, whatever changed
             // since: a check that failed (the recipient is gone, the session
-            // ended, the inbox is full) may have failed because of that. Only
-            // a client-chosen id can be a resend. A resend that passes every
-            // check meets its first send's id in the store.
+            // ended) may have failed because of that. Only a client-chosen id
+            // can be a resend. The store checks the id before its own
+            // refusals (a full inbox, a recipient unregistered meanwhile), so
+            // a resend that reaches it meets its first send's id; but
+            // `insert` resolves the recipient and checks the session before
+            // the store sees the id, and looking the id up first would cost
+            // every send a read to spare a failed one.
             Err(Accepted::Failed(error)) if resend_possible => {
                 match self.store.get_message(&message.message_id).await {
                     Ok(Some(_)) => Err(self.duplicate(&message, print).await),
