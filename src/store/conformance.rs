@@ -1,4 +1,5 @@
-//! One behaviour suite, run against every backend.
+//! One behaviour suite, run against every backend. A backend joins with an
+//! `async fn name() -> Fixture` and one line, `conformance!(name);`.
 
 use std::sync::Arc;
 
@@ -15,16 +16,17 @@ use crate::domain::session::{NewSession, ParticipantSpec, Session, SessionEventK
 use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, JsonObject, SessionId, Timestamp};
 
-/// A store plus whatever keeps its files alive.
+/// A store plus whatever keeps its data alive while a test runs (a
+/// temporary directory, later a database schema).
 struct Fixture {
     store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
+    _keep: Option<Box<dyn std::any::Any + Send>>,
 }
 
-fn memory() -> Fixture {
+async fn memory() -> Fixture {
     Fixture {
         store: Arc::new(MemoryStore::new(64)),
-        _dir: None,
+        _keep: None,
     }
 }
 
@@ -38,12 +40,12 @@ fn sqlite_options(dir: &std::path::Path) -> SqliteOptions {
     }
 }
 
-fn sqlite() -> Fixture {
+async fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&sqlite_options(dir.path())).unwrap();
     Fixture {
         store: Arc::new(store),
-        _dir: Some(dir),
+        _keep: Some(Box::new(dir)),
     }
 }
 
@@ -103,7 +105,7 @@ async fn all_events(store: &dyn Store) -> Vec<u64> {
         .collect()
 }
 
-async fn create_get_and_version_checks(store: &dyn Store) {
+async fn create_get_and_version_checks(store: Arc<dyn Store>) {
     let session = new_session("s1", &["opencode://backend"]);
     let event = store.commit(create(&session)).await.unwrap();
     assert_eq!((event.sequence, event.kind), (1, SessionEventKind::SessionCreated));
@@ -147,11 +149,11 @@ async fn create_get_and_version_checks(store: &dyn Store) {
         2
     );
     // Failed commits consume no sequence number.
-    assert_eq!(all_events(store).await, vec![1, 2]);
+    assert_eq!(all_events(store.as_ref()).await, vec![1, 2]);
     assert_eq!(store.feed().last_sequence(), 2);
 }
 
-async fn events_filter_and_bound(store: &dyn Store) {
+async fn events_filter_and_bound(store: Arc<dyn Store>) {
     let a = new_session("a", &[]);
     let b = new_session("b", &[]);
     store.commit(create(&a)).await.unwrap();
@@ -182,7 +184,7 @@ async fn events_filter_and_bound(store: &dyn Store) {
     assert_eq!(event.kind, SessionEventKind::SharedContextUpdated);
 }
 
-async fn feed_announces_in_order(store: &dyn Store) {
+async fn feed_announces_in_order(store: Arc<dyn Store>) {
     let mut feed = store.feed().subscribe();
     let session = new_session("fed", &[]);
     store.commit(create(&session)).await.unwrap();
@@ -192,7 +194,7 @@ async fn feed_announces_in_order(store: &dyn Store) {
     assert_eq!((second.sequence, second.session.version), (2, 2));
 }
 
-async fn list_pages_and_filters(store: &dyn Store) {
+async fn list_pages_and_filters(store: Arc<dyn Store>) {
     for i in 0..5 {
         let participants: &[&str] = if i % 2 == 0 { &["codex://frontend"] } else { &[] };
         store
@@ -289,7 +291,7 @@ async fn list_pages_and_filters(store: &dyn Store) {
     assert_eq!(store.counts().await.unwrap().active_sessions, 4);
 }
 
-async fn idle_sessions_oldest_first(store: &dyn Store) {
+async fn idle_sessions_oldest_first(store: Arc<dyn Store>) {
     let mut old = new_session("old", &[]);
     old.updated_at = Timestamp::from_unix_micros(1_000);
     let mut older = new_session("older", &[]);
@@ -348,7 +350,7 @@ fn agent_record(id: &str, version: u64) -> Agent {
     }
 }
 
-async fn agents_register_update_list_delete(store: &dyn Store) {
+async fn agents_register_update_list_delete(store: Arc<dyn Store>) {
     let first = agent_record("opencode://backend", 1);
     store.put_agent(first.clone(), None).await.unwrap();
     assert_eq!(store.get_agent(first.id()).await.unwrap(), Some(first.clone()));
@@ -423,7 +425,7 @@ fn ids(records: &[MessageRecord]) -> Vec<&str> {
     records.iter().map(|r| r.id().as_str()).collect()
 }
 
-async fn inbox_orders_by_priority_then_age(store: &dyn Store) {
+async fn inbox_orders_by_priority_then_age(store: Arc<dyn Store>) {
     let to = "opencode://backend";
     let records = [
         message("low-1", to, Priority::Low, 10),
@@ -496,7 +498,7 @@ async fn inbox_orders_by_priority_then_age(store: &dyn Store) {
     assert_eq!(expired_ids, ["high-1", "high-2", "low-1", "medium-1", "other"]);
 }
 
-async fn write_sets_are_all_or_nothing(store: &dyn Store) {
+async fn write_sets_are_all_or_nothing(store: Arc<dyn Store>) {
     let session = new_session("atomic", &[]);
     let first = message("m1", "opencode://backend", Priority::Medium, 1);
     let mut reply = message("m2", "claude-code://orchestrator", Priority::Medium, 2);
@@ -535,7 +537,7 @@ async fn write_sets_are_all_or_nothing(store: &dyn Store) {
     assert_eq!(again, StoreError::AlreadyExists(Record::Message(lone.id().clone())));
 }
 
-async fn inbox_limit_counts_open_messages(store: &dyn Store) {
+async fn inbox_limit_counts_open_messages(store: Arc<dyn Store>) {
     let to = "opencode://backend";
     let limited = |id: &str| MessageWrite {
         inbox_limit: Some(2),
@@ -566,7 +568,7 @@ async fn inbox_limit_counts_open_messages(store: &dyn Store) {
     assert_eq!(store.inbox_depth(&agent(to)).await.unwrap(), 2);
 }
 
-async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
+async fn writes_can_require_a_registered_recipient(store: Arc<dyn Store>) {
     let to = "opencode://backend";
     let mut write = insert(&message("needs-agent", to, Priority::Medium, 1));
     write.require_recipient = true;
@@ -615,7 +617,7 @@ async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
 /// Every backend checks a message write in the same order and fails with
 /// the first refusal: its id or version, then its recipient, then the
 /// recipient's inbox (see [`MessageWrite::expected`]).
-async fn message_checks_run_in_one_order(store: &dyn Store) {
+async fn message_checks_run_in_one_order(store: Arc<dyn Store>) {
     let to = "opencode://backend";
     let strict = |record: &MessageRecord| MessageWrite {
         inbox_limit: Some(0),
@@ -673,7 +675,7 @@ pub(super) fn next(record: &MessageRecord, state: MessageState) -> MessageWrite 
     }
 }
 
-async fn leases_are_version_checked_and_seen_by_writes(store: &dyn Store) {
+async fn leases_are_version_checked_and_seen_by_writes(store: Arc<dyn Store>) {
     let queued = message("leased", "opencode://backend", Priority::Medium, 10);
     store.write(insert(&queued).into()).await.unwrap();
     let claim = next(&queued, MessageState::Delivered);
@@ -722,7 +724,7 @@ fn token(id: &str, agent_id: &str) -> AgentToken {
     }
 }
 
-async fn tokens_put_list_touch_delete(store: &dyn Store) {
+async fn tokens_put_list_touch_delete(store: Arc<dyn Store>) {
     let first = token("tok_1", "opencode://backend");
     let second = token("tok_2", "codex://frontend");
     store.put_token(first.clone()).await.unwrap();
@@ -745,7 +747,7 @@ async fn tokens_put_list_touch_delete(store: &dyn Store) {
     assert_eq!(store.tokens().await.unwrap(), [touched]);
 }
 
-async fn closed_store_refuses_writes(store: &dyn Store) {
+async fn closed_store_refuses_writes(store: Arc<dyn Store>) {
     store.close().await.unwrap();
     assert_eq!(
         store.commit(create(&new_session("late", &[]))).await.unwrap_err(),
@@ -753,70 +755,39 @@ async fn closed_store_refuses_writes(store: &dyn Store) {
     );
 }
 
+/// Runs the whole suite against one backend: `conformance!(name)` needs an
+/// `async fn name() -> Fixture` beside it, and each test is an
+/// `async fn(Arc<dyn Store>)` listed here once.
 macro_rules! conformance {
     ($backend:ident) => {
+        conformance!($backend:
+            create_get_and_version_checks,
+            events_filter_and_bound,
+            feed_announces_in_order,
+            list_pages_and_filters,
+            idle_sessions_oldest_first,
+            concurrent_writers,
+            agents_register_update_list_delete,
+            inbox_orders_by_priority_then_age,
+            write_sets_are_all_or_nothing,
+            inbox_limit_counts_open_messages,
+            writes_can_require_a_registered_recipient,
+            message_checks_run_in_one_order,
+            leases_are_version_checked_and_seen_by_writes,
+            tokens_put_list_touch_delete,
+            closed_store_refuses_writes,
+        );
+    };
+    ($backend:ident: $($test:ident),+ $(,)?) => {
         mod $backend {
-            #[tokio::test]
-            async fn create_get_and_version_checks() {
-                super::create_get_and_version_checks(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn events_filter_and_bound() {
-                super::events_filter_and_bound(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn feed_announces_in_order() {
-                super::feed_announces_in_order(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn list_pages_and_filters() {
-                super::list_pages_and_filters(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn idle_sessions_oldest_first() {
-                super::idle_sessions_oldest_first(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_writers() {
-                let fixture = super::$backend();
-                super::concurrent_writers(fixture.store.clone()).await;
-            }
-            #[tokio::test]
-            async fn agents_register_update_list_delete() {
-                super::agents_register_update_list_delete(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn inbox_orders_by_priority_then_age() {
-                super::inbox_orders_by_priority_then_age(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn write_sets_are_all_or_nothing() {
-                super::write_sets_are_all_or_nothing(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn inbox_limit_counts_open_messages() {
-                super::inbox_limit_counts_open_messages(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn writes_can_require_a_registered_recipient() {
-                super::writes_can_require_a_registered_recipient(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn message_checks_run_in_one_order() {
-                super::message_checks_run_in_one_order(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn leases_are_version_checked_and_seen_by_writes() {
-                super::leases_are_version_checked_and_seen_by_writes(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn tokens_put_list_touch_delete() {
-                super::tokens_put_list_touch_delete(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn closed_store_refuses_writes() {
-                super::closed_store_refuses_writes(super::$backend().store.as_ref()).await;
-            }
+            $(
+                // Two workers: some tests race writers against each other.
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let fixture = super::$backend().await;
+                    super::$test(fixture.store.clone()).await;
+                }
+            )+
         }
     };
 }
