@@ -85,3 +85,21 @@ pub(super) fn decode_event(row: &rusqlite::Row<'_>) -> Result<SessionEvent, Stor
         session: parse_session(&body)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::message::Priority;
+    use crate::store::conformance::message;
+
+    /// A body written before a field existed decodes with the field's serde
+    /// default: JSON bodies change without a schema version.
+    #[test]
+    fn a_body_without_a_later_field_decodes_with_its_default() {
+        let record = message("m1", "opencode://backend", Priority::Medium, 1);
+        let mut body: serde_json::Value = serde_json::from_str(&encode(&record).unwrap()).unwrap();
+        body["message"].as_object_mut().unwrap().remove("metadata").unwrap();
+        let decoded: MessageRecord = decode(&body.to_string()).unwrap();
+        assert_eq!(decoded, record);
+    }
+}
