@@ -12,24 +12,14 @@ pub mod watch;
 use crate::domain::Error;
 use crate::store::StoreError;
 
+/// The store classifies its own errors ([`StoreError::kind`]) and words
+/// them for clients; only a backend failure's detail is kept back, for the
+/// log.
 impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::AlreadyExists(record) => Error::already_exists(format!("{record} already exists")),
-            StoreError::NotFound(record) => Error::not_found(format!("{record} not found")),
-            StoreError::Conflict {
-                record,
-                expected,
-                actual,
-            } => Error::aborted(format!("{record} is at version {actual}, not the expected {expected}")),
-            StoreError::InboxFull { agent, limit } => Error::resource_exhausted(format!(
-                "the inbox of {agent} is full ({limit} messages waiting); retry later"
-            )),
-            StoreError::Closed => Error::unavailable("the server is shutting down"),
-            StoreError::Backend(detail) => {
-                tracing::error!(%detail, "storage failure");
-                Error::internal("storage failure; see the server log")
-            }
+        if let StoreError::Backend(detail) = &error {
+            tracing::error!(%detail, "storage failure");
         }
+        Error::new(error.kind(), error.client_message())
     }
 }

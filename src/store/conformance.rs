@@ -1,4 +1,5 @@
-//! One behaviour suite, run against every backend.
+//! One behaviour suite, run against every backend. A backend joins with an
+//! `async fn name() -> Fixture` and one line, `conformance!(name);`.
 
 use std::sync::Arc;
 
@@ -6,7 +7,7 @@ use serde_json::json;
 
 use super::memory::MemoryStore;
 use super::sqlite::{SqliteOptions, SqliteStore, Synchronous};
-use super::{EventFilter, MessageWrite, SessionChange, SessionQuery, Store, StoreError, WriteSet};
+use super::{EventFilter, MessageWrite, Record, SessionChange, SessionQuery, Store, StoreError, WriteSet};
 use crate::domain::agent::{Agent, AgentDescriptor, Capabilities};
 use crate::domain::message::{
     AgentRef, Message, MessageId, MessageRecord, MessageState, MessageType, Priority, Routing,
@@ -15,16 +16,17 @@ use crate::domain::session::{NewSession, ParticipantSpec, Session, SessionEventK
 use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, JsonObject, SessionId, Timestamp};
 
-/// A store plus whatever keeps its files alive.
+/// A store plus whatever keeps its data alive while a test runs (a
+/// temporary directory, later a database schema).
 struct Fixture {
     store: Arc<dyn Store>,
-    _dir: Option<tempfile::TempDir>,
+    _keep: Option<Box<dyn std::any::Any + Send>>,
 }
 
-fn memory() -> Fixture {
+async fn memory() -> Fixture {
     Fixture {
         store: Arc::new(MemoryStore::new(64)),
-        _dir: None,
+        _keep: None,
     }
 }
 
@@ -38,12 +40,12 @@ fn sqlite_options(dir: &std::path::Path) -> SqliteOptions {
     }
 }
 
-fn sqlite() -> Fixture {
+async fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&sqlite_options(dir.path())).unwrap();
     Fixture {
         store: Arc::new(store),
-        _dir: Some(dir),
+        _keep: Some(Box::new(dir)),
     }
 }
 
@@ -103,7 +105,7 @@ async fn all_events(store: &dyn Store) -> Vec<u64> {
         .collect()
 }
 
-async fn create_get_and_version_checks(store: &dyn Store) {
+async fn create_get_and_version_checks(store: Arc<dyn Store>) {
     let session = new_session("s1", &["opencode://backend"]);
     let event = store.commit(create(&session)).await.unwrap();
     assert_eq!((event.sequence, event.kind), (1, SessionEventKind::SessionCreated));
@@ -118,7 +120,7 @@ async fn create_get_and_version_checks(store: &dyn Store) {
 
     assert_eq!(
         store.commit(create(&session)).await.unwrap_err(),
-        StoreError::AlreadyExists(format!("session {}", session.session_id))
+        StoreError::AlreadyExists(Record::Session(session.session_id.clone()))
     );
     let updated = store.commit(changed(&session, "a")).await.unwrap();
     assert_eq!((updated.sequence, updated.session.version), (2, 2));
@@ -138,17 +140,20 @@ async fn create_get_and_version_checks(store: &dyn Store) {
         .commit(changed(&new_session("ghost", &[]), "c"))
         .await
         .unwrap_err();
-    assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+    assert_eq!(
+        missing,
+        StoreError::NotFound(Record::Session(SessionId::parse("ghost").unwrap()))
+    );
     assert_eq!(
         store.get_session(&session.session_id).await.unwrap().unwrap().version,
         2
     );
     // Failed commits consume no sequence number.
-    assert_eq!(all_events(store).await, vec![1, 2]);
+    assert_eq!(all_events(store.as_ref()).await, vec![1, 2]);
     assert_eq!(store.feed().last_sequence(), 2);
 }
 
-async fn events_filter_and_bound(store: &dyn Store) {
+async fn events_filter_and_bound(store: Arc<dyn Store>) {
     let a = new_session("a", &[]);
     let b = new_session("b", &[]);
     store.commit(create(&a)).await.unwrap();
@@ -179,7 +184,7 @@ async fn events_filter_and_bound(store: &dyn Store) {
     assert_eq!(event.kind, SessionEventKind::SharedContextUpdated);
 }
 
-async fn feed_announces_in_order(store: &dyn Store) {
+async fn feed_announces_in_order(store: Arc<dyn Store>) {
     let mut feed = store.feed().subscribe();
     let session = new_session("fed", &[]);
     store.commit(create(&session)).await.unwrap();
@@ -189,7 +194,7 @@ async fn feed_announces_in_order(store: &dyn Store) {
     assert_eq!((second.sequence, second.session.version), (2, 2));
 }
 
-async fn list_pages_and_filters(store: &dyn Store) {
+async fn list_pages_and_filters(store: Arc<dyn Store>) {
     for i in 0..5 {
         let participants: &[&str] = if i % 2 == 0 { &["codex://frontend"] } else { &[] };
         store
@@ -286,7 +291,7 @@ async fn list_pages_and_filters(store: &dyn Store) {
     assert_eq!(store.counts().await.unwrap().active_sessions, 4);
 }
 
-async fn idle_sessions_oldest_first(store: &dyn Store) {
+async fn idle_sessions_oldest_first(store: Arc<dyn Store>) {
     let mut old = new_session("old", &[]);
     old.updated_at = Timestamp::from_unix_micros(1_000);
     let mut older = new_session("older", &[]);
@@ -345,13 +350,13 @@ fn agent_record(id: &str, version: u64) -> Agent {
     }
 }
 
-async fn agents_register_update_list_delete(store: &dyn Store) {
+async fn agents_register_update_list_delete(store: Arc<dyn Store>) {
     let first = agent_record("opencode://backend", 1);
     store.put_agent(first.clone(), None).await.unwrap();
     assert_eq!(store.get_agent(first.id()).await.unwrap(), Some(first.clone()));
     let taken = store.put_agent(first.clone(), None).await.unwrap_err();
     assert!(
-        matches!(taken, StoreError::AlreadyExists(ref r) if r.contains("opencode://backend")),
+        matches!(taken, StoreError::AlreadyExists(Record::Agent(ref id)) if id == first.id()),
         "{taken:?}"
     );
     let updated = agent_record("opencode://backend", 2);
@@ -362,7 +367,7 @@ async fn agents_register_update_list_delete(store: &dyn Store) {
     ));
     assert!(matches!(
         store.put_agent(agent_record("x://ghost", 2), Some(1)).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound(Record::Agent(_)))
     ));
     for id in ["codex://frontend", "claude-code://qa", "aider://z"] {
         store.put_agent(agent_record(id, 1), None).await.unwrap();
@@ -420,7 +425,7 @@ fn ids(records: &[MessageRecord]) -> Vec<&str> {
     records.iter().map(|r| r.id().as_str()).collect()
 }
 
-async fn inbox_orders_by_priority_then_age(store: &dyn Store) {
+async fn inbox_orders_by_priority_then_age(store: Arc<dyn Store>) {
     let to = "opencode://backend";
     let records = [
         message("low-1", to, Priority::Low, 10),
@@ -493,7 +498,7 @@ async fn inbox_orders_by_priority_then_age(store: &dyn Store) {
     assert_eq!(expired_ids, ["high-1", "high-2", "low-1", "medium-1", "other"]);
 }
 
-async fn write_sets_are_all_or_nothing(store: &dyn Store) {
+async fn write_sets_are_all_or_nothing(store: Arc<dyn Store>) {
     let session = new_session("atomic", &[]);
     let first = message("m1", "opencode://backend", Priority::Medium, 1);
     let mut reply = message("m2", "claude-code://orchestrator", Priority::Medium, 2);
@@ -527,12 +532,12 @@ async fn write_sets_are_all_or_nothing(store: &dyn Store) {
     // refuses its id.
     store.write(next(&lone, MessageState::Acked).into()).await.unwrap();
     let again = store.write(insert(&first).into()).await.unwrap_err();
-    assert_eq!(again, StoreError::AlreadyExists("message m1".into()));
+    assert_eq!(again, StoreError::AlreadyExists(Record::Message(first.id().clone())));
     let again = store.write(insert(&lone).into()).await.unwrap_err();
-    assert_eq!(again, StoreError::AlreadyExists("message m3".into()));
+    assert_eq!(again, StoreError::AlreadyExists(Record::Message(lone.id().clone())));
 }
 
-async fn inbox_limit_counts_open_messages(store: &dyn Store) {
+async fn inbox_limit_counts_open_messages(store: Arc<dyn Store>) {
     let to = "opencode://backend";
     let limited = |id: &str| MessageWrite {
         inbox_limit: Some(2),
@@ -563,12 +568,12 @@ async fn inbox_limit_counts_open_messages(store: &dyn Store) {
     assert_eq!(store.inbox_depth(&agent(to)).await.unwrap(), 2);
 }
 
-async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
+async fn writes_can_require_a_registered_recipient(store: Arc<dyn Store>) {
     let to = "opencode://backend";
     let mut write = insert(&message("needs-agent", to, Priority::Medium, 1));
     write.require_recipient = true;
     let missing = store.write(write.clone().into()).await.unwrap_err();
-    assert_eq!(missing, StoreError::NotFound(format!("agent {to}")));
+    assert_eq!(missing, StoreError::NotFound(Record::Agent(agent(to))));
     store.put_agent(agent_record(to, 1), None).await.unwrap();
     store.write(write.into()).await.unwrap();
     // The inbox limit also counts messages added earlier in the same set.
@@ -609,6 +614,54 @@ async fn writes_can_require_a_registered_recipient(store: &dyn Store) {
     assert_eq!(store.inbox_depth(&agent("codex://frontend")).await.unwrap(), 1);
 }
 
+/// Every backend checks a message write in the same order and fails with
+/// the first refusal: its id or version, then its recipient, then the
+/// recipient's inbox (see [`MessageWrite::expected`]).
+async fn message_checks_run_in_one_order(store: Arc<dyn Store>) {
+    let to = "opencode://backend";
+    let strict = |record: &MessageRecord| MessageWrite {
+        inbox_limit: Some(0),
+        require_recipient: true,
+        ..insert(record)
+    };
+    let taken = |record: &MessageRecord| StoreError::AlreadyExists(Record::Message(record.id().clone()));
+    let open = message("open", to, Priority::Medium, 1);
+    store.write(insert(&open).into()).await.unwrap();
+    assert_eq!(store.write(strict(&open).into()).await.unwrap_err(), taken(&open));
+    // A closed message (the SQLite store no longer holds it in memory)
+    // refuses its id before anything else too.
+    let closed = message("closed", to, Priority::Medium, 2);
+    store.write(insert(&closed).into()).await.unwrap();
+    store.write(next(&closed, MessageState::Acked).into()).await.unwrap();
+    assert_eq!(store.write(strict(&closed).into()).await.unwrap_err(), taken(&closed));
+    // So does a stale update of it.
+    let stale = MessageWrite {
+        require_recipient: true,
+        ..next(&closed, MessageState::Delivered)
+    };
+    let conflict = store.write(stale.into()).await.unwrap_err();
+    assert!(
+        matches!(conflict, StoreError::Conflict { record: Record::Message(ref id), expected: 1, actual: 2 } if id == closed.id()),
+        "{conflict:?}"
+    );
+    // A new id: the missing recipient before the full inbox.
+    let fresh = message("fresh", to, Priority::Medium, 3);
+    assert_eq!(
+        store.write(strict(&fresh).into()).await.unwrap_err(),
+        StoreError::NotFound(Record::Agent(agent(to)))
+    );
+    store.put_agent(agent_record(to, 1), None).await.unwrap();
+    assert_eq!(
+        store.write(strict(&fresh).into()).await.unwrap_err(),
+        StoreError::InboxFull {
+            agent: agent(to),
+            limit: 0
+        }
+    );
+    assert_eq!(store.get_message(fresh.id()).await.unwrap(), None);
+    assert_eq!(store.inbox_depth(&agent(to)).await.unwrap(), 1);
+}
+
 /// The next version of `record` in `state`, written over `record`.
 pub(super) fn next(record: &MessageRecord, state: MessageState) -> MessageWrite {
     let mut next = record.clone();
@@ -622,7 +675,7 @@ pub(super) fn next(record: &MessageRecord, state: MessageState) -> MessageWrite 
     }
 }
 
-async fn leases_are_version_checked_and_seen_by_writes(store: &dyn Store) {
+async fn leases_are_version_checked_and_seen_by_writes(store: Arc<dyn Store>) {
     let queued = message("leased", "opencode://backend", Priority::Medium, 10);
     store.write(insert(&queued).into()).await.unwrap();
     let claim = next(&queued, MessageState::Delivered);
@@ -671,14 +724,14 @@ fn token(id: &str, agent_id: &str) -> AgentToken {
     }
 }
 
-async fn tokens_put_list_touch_delete(store: &dyn Store) {
+async fn tokens_put_list_touch_delete(store: Arc<dyn Store>) {
     let first = token("tok_1", "opencode://backend");
     let second = token("tok_2", "codex://frontend");
     store.put_token(first.clone()).await.unwrap();
     store.put_token(second.clone()).await.unwrap();
     assert!(matches!(
         store.put_token(token("tok_1", "x://other")).await,
-        Err(StoreError::AlreadyExists(ref r)) if r.contains("tok_1")
+        Err(StoreError::AlreadyExists(Record::Token(ref id))) if id == "tok_1"
     ));
     assert_eq!(store.tokens().await.unwrap(), [first.clone(), second.clone()]);
     let used = Timestamp::from_unix_micros(5_000);
@@ -694,7 +747,7 @@ async fn tokens_put_list_touch_delete(store: &dyn Store) {
     assert_eq!(store.tokens().await.unwrap(), [touched]);
 }
 
-async fn closed_store_refuses_writes(store: &dyn Store) {
+async fn closed_store_refuses_writes(store: Arc<dyn Store>) {
     store.close().await.unwrap();
     assert_eq!(
         store.commit(create(&new_session("late", &[]))).await.unwrap_err(),
@@ -702,66 +755,39 @@ async fn closed_store_refuses_writes(store: &dyn Store) {
     );
 }
 
+/// Runs the whole suite against one backend: `conformance!(name)` needs an
+/// `async fn name() -> Fixture` beside it, and each test is an
+/// `async fn(Arc<dyn Store>)` listed here once.
 macro_rules! conformance {
     ($backend:ident) => {
+        conformance!($backend:
+            create_get_and_version_checks,
+            events_filter_and_bound,
+            feed_announces_in_order,
+            list_pages_and_filters,
+            idle_sessions_oldest_first,
+            concurrent_writers,
+            agents_register_update_list_delete,
+            inbox_orders_by_priority_then_age,
+            write_sets_are_all_or_nothing,
+            inbox_limit_counts_open_messages,
+            writes_can_require_a_registered_recipient,
+            message_checks_run_in_one_order,
+            leases_are_version_checked_and_seen_by_writes,
+            tokens_put_list_touch_delete,
+            closed_store_refuses_writes,
+        );
+    };
+    ($backend:ident: $($test:ident),+ $(,)?) => {
         mod $backend {
-            #[tokio::test]
-            async fn create_get_and_version_checks() {
-                super::create_get_and_version_checks(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn events_filter_and_bound() {
-                super::events_filter_and_bound(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn feed_announces_in_order() {
-                super::feed_announces_in_order(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn list_pages_and_filters() {
-                super::list_pages_and_filters(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn idle_sessions_oldest_first() {
-                super::idle_sessions_oldest_first(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_writers() {
-                let fixture = super::$backend();
-                super::concurrent_writers(fixture.store.clone()).await;
-            }
-            #[tokio::test]
-            async fn agents_register_update_list_delete() {
-                super::agents_register_update_list_delete(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn inbox_orders_by_priority_then_age() {
-                super::inbox_orders_by_priority_then_age(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn write_sets_are_all_or_nothing() {
-                super::write_sets_are_all_or_nothing(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn inbox_limit_counts_open_messages() {
-                super::inbox_limit_counts_open_messages(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn writes_can_require_a_registered_recipient() {
-                super::writes_can_require_a_registered_recipient(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn leases_are_version_checked_and_seen_by_writes() {
-                super::leases_are_version_checked_and_seen_by_writes(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn tokens_put_list_touch_delete() {
-                super::tokens_put_list_touch_delete(super::$backend().store.as_ref()).await;
-            }
-            #[tokio::test]
-            async fn closed_store_refuses_writes() {
-                super::closed_store_refuses_writes(super::$backend().store.as_ref()).await;
-            }
+            $(
+                // Two workers: some tests race writers against each other.
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let fixture = super::$backend().await;
+                    super::$test(fixture.store.clone()).await;
+                }
+            )+
         }
     };
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::index::MessageIndex;
 use super::{
-    EventFeed, EventFilter, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet, agent_record,
+    EventFeed, EventFilter, Record, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet, agent_record,
     check_version, event_of, message_record, session_record,
 };
 use crate::domain::agent::Agent;
@@ -78,7 +78,7 @@ impl Store for MemoryStore {
             let current = staged.get(id).copied().or_else(|| inner.messages.get(id));
             check_version(message_record(record), write.expected, current.map(|m| m.version))?;
             if write.require_recipient && !inner.agents.contains_key(&record.recipient) {
-                return Err(StoreError::NotFound(format!("agent {}", record.recipient)));
+                return Err(StoreError::NotFound(Record::Agent(record.recipient.clone())));
             }
             if let (None, Some(limit)) = (write.expected, write.inbox_limit) {
                 let open_for = |m: &MessageRecord| m.recipient == record.recipient && m.state.is_open();
@@ -237,7 +237,7 @@ impl Store for MemoryStore {
     async fn put_token(&self, token: AgentToken) -> Result<(), StoreError> {
         let mut inner = self.open()?;
         if inner.tokens.iter().any(|t| t.token_id == token.token_id) {
-            return Err(StoreError::AlreadyExists(format!("token {}", token.token_id)));
+            return Err(StoreError::AlreadyExists(Record::Token(token.token_id)));
         }
         inner.tokens.push(token);
         Ok(())

@@ -18,6 +18,7 @@ use crate::domain::session::{Session, SessionEvent, SessionEventKind, SessionSta
 use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
 
+mod error;
 mod index;
 pub mod memory;
 pub mod sqlite;
@@ -25,23 +26,8 @@ pub mod sqlite;
 #[cfg(test)]
 mod conformance;
 
-/// Errors name the record, e.g. `session sess_1` or `agent codex://a`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0} already exists")]
-    AlreadyExists(String),
-    #[error("{0} does not exist")]
-    NotFound(String),
-    /// The stored version differs from the expected one.
-    #[error("{record} is at version {actual}, not {expected}")]
-    Conflict { record: String, expected: u64, actual: u64 },
-    #[error("the inbox of {agent} is full ({limit} messages waiting)")]
-    InboxFull { agent: AgentId, limit: u64 },
-    #[error("the store is closed")]
-    Closed,
-    #[error("storage failure: {0}")]
-    Backend(String),
-}
+use error::check_version;
+pub use error::{Record, StoreError};
 
 /// One change to commit: the new session and the event describing it.
 #[derive(Debug, Clone)]
@@ -60,11 +46,20 @@ pub struct SessionChange {
 #[derive(Debug, Clone)]
 pub struct MessageWrite {
     pub record: MessageRecord,
-    /// `None`: the message must not exist yet. A taken id fails with
-    /// [`StoreError::AlreadyExists`], but when it belongs to a closed message
-    /// the SQLite store may first fail `inbox_limit` or `require_recipient`:
-    /// a caller that must tell a resend apart looks the id up after a
-    /// failure (as `Messaging` does).
+    /// `None`: the message must not exist yet. Every backend checks a write
+    /// in this order and fails with the first check that does not hold:
+    /// 1. the version: a taken id, of an open or a closed message, fails
+    ///    with [`StoreError::AlreadyExists`]; an update of a missing or a
+    ///    changed message with [`StoreError::NotFound`] or
+    ///    [`StoreError::Conflict`];
+    /// 2. `require_recipient`;
+    /// 3. `inbox_limit`.
+    ///
+    /// The id comes first because a resend (the same id again) is told by it
+    /// alone, whatever changed since the first send: a caller need not look
+    /// the id up after a refusal. The recipient comes before its inbox: an
+    /// unregistered agent has no inbox to be full, and its `NotFound` sends
+    /// the caller to resolve the recipient again.
     pub expected: Option<u64>,
     /// For new messages: fail with [`StoreError::InboxFull`] if the
     /// recipient already has this many open messages.
@@ -277,36 +272,16 @@ impl EventFeed {
     }
 }
 
-/// Checks a compare-and-swap write: `expected` is the version the writer
-/// read (`None`: the record must not exist yet), `stored` what is there.
-fn check_version(
-    record: impl FnOnce() -> String,
-    expected: Option<u64>,
-    stored: Option<u64>,
-) -> Result<(), StoreError> {
-    match (expected, stored) {
-        (None, None) => Ok(()),
-        (None, Some(_)) => Err(StoreError::AlreadyExists(record())),
-        (Some(_), None) => Err(StoreError::NotFound(record())),
-        (Some(expected), Some(actual)) if expected == actual => Ok(()),
-        (Some(expected), Some(actual)) => Err(StoreError::Conflict {
-            record: record(),
-            expected,
-            actual,
-        }),
-    }
+fn session_record(change: &SessionChange) -> impl FnOnce() -> Record + '_ {
+    move || Record::Session(change.session.session_id.clone())
 }
 
-fn session_record(change: &SessionChange) -> impl FnOnce() -> String + '_ {
-    move || format!("session {}", change.session.session_id)
+fn message_record(record: &MessageRecord) -> impl FnOnce() -> Record + '_ {
+    move || Record::Message(record.id().clone())
 }
 
-fn message_record(record: &MessageRecord) -> impl FnOnce() -> String + '_ {
-    move || format!("message {}", record.id())
-}
-
-fn agent_record(agent: &Agent) -> impl FnOnce() -> String + '_ {
-    move || format!("agent {}", agent.id())
+fn agent_record(agent: &Agent) -> impl FnOnce() -> Record + '_ {
+    move || Record::Agent(agent.id().clone())
 }
 
 fn event_of(change: SessionChange, sequence: u64) -> SessionEvent {

@@ -27,7 +27,7 @@ use crate::domain::message::{
 };
 use crate::domain::session::{Session, SessionEventKind, SessionLimits, Task, TaskState};
 use crate::domain::{AgentId, Denial, Error, ErrorKind, JsonObject, Result, Timestamp};
-use crate::store::{MessageWrite, SessionChange, Store, StoreError, WriteSet};
+use crate::store::{MessageWrite, Record, SessionChange, Store, StoreError, WriteSet};
 
 mod inbox;
 mod sweep;
@@ -203,9 +203,13 @@ impl Messaging {
         match self.insert(&message, print).await {
             // A resend is answered from the first send, whatever changed
             // since: a check that failed (the recipient is gone, the session
-            // ended, the inbox is full) may have failed because of that. Only
-            // a client-chosen id can be a resend. A resend that passes every
-            // check meets its first send's id in the store.
+            // ended) may have failed because of that. Only a client-chosen id
+            // can be a resend. The store checks the id before its own
+            // refusals (a full inbox, a recipient unregistered meanwhile), so
+            // a resend that reaches it meets its first send's id; but
+            // `insert` resolves the recipient and checks the session before
+            // the store sees the id, and looking the id up first would cost
+            // every send a read to spare a failed one.
             Err(Accepted::Failed(error)) if resend_possible => {
                 match self.store.get_message(&message.message_id).await {
                     Ok(Some(_)) => Err(self.duplicate(&message, print).await),
@@ -249,11 +253,11 @@ impl Messaging {
                     }
                     return Ok(record);
                 }
-                Err(StoreError::AlreadyExists(what)) if what == format!("message {}", message.message_id) => {
+                Err(StoreError::AlreadyExists(Record::Message(id))) if id == message.message_id => {
                     return Err(self.duplicate(message, print).await);
                 }
                 // The recipient was unregistered meanwhile: resolve again.
-                Err(StoreError::NotFound(what)) if what.starts_with("agent ") => continue,
+                Err(StoreError::NotFound(Record::Agent(_))) => continue,
                 // The session or the answered message changed meanwhile.
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(Accepted::Failed(e.into())),

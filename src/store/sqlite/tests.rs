@@ -1,0 +1,228 @@
+//! Tests of what only the SQLite store does: its writer thread, group
+//! commit, checkpoints and migrations. What every backend does is in
+//! [`crate::store::conformance`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use super::schema::SCHEMA_VERSION;
+use super::*;
+use crate::domain::message::MessageState;
+use crate::domain::session::{NewSession, SessionEventKind, SessionLimits};
+use crate::store::SessionChange;
+
+fn test_options(path: PathBuf) -> SqliteOptions {
+    SqliteOptions {
+        path,
+        synchronous: Synchronous::Normal,
+        feed_capacity: 16,
+        max_batch: 64,
+    }
+}
+
+fn session(id: &str) -> SessionChange {
+    let new = NewSession {
+        session_id: Some(SessionId::parse(id).unwrap()),
+        orchestrator: AgentId::parse("claude-code://orchestrator").unwrap(),
+        participants: vec![],
+        steps: vec![],
+        shared_context: Default::default(),
+    };
+    SessionChange {
+        session: Session::create(new, &SessionLimits::default(), Timestamp::now()).unwrap(),
+        expected_version: None,
+        kind: SessionEventKind::SessionCreated,
+        agent_id: None,
+        task_id: None,
+        timestamp: Timestamp::now(),
+    }
+}
+
+/// A claim of a message the writer's open transaction is changing waits
+/// for that commit, so it cannot succeed against the version the write
+/// replaces (both would win).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_waits_for_a_staged_write_of_its_message() {
+    use crate::domain::message::Priority;
+    use crate::store::conformance::{insert, message, next};
+    let dir = tempfile::tempdir().unwrap();
+    let options = test_options(dir.path().join("bus.sqlite3"));
+    let store = Arc::new(SqliteStore::open(&options).unwrap());
+    let queued = message("contended", "opencode://backend", Priority::Medium, 1);
+    Store::write(store.as_ref(), insert(&queued).into()).await.unwrap();
+    let sleep = |ms| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let pause = move |_: &Connection| {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(0)
+            };
+            store.write(pause, None).await
+        })
+    };
+    // Hold the writer, so the ack and a second pause form one batch; the
+    // lease comes while that batch pauses with the ack staged.
+    let busy = sleep(200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ack = tokio::spawn({
+        let store = store.clone();
+        let acked = next(&queued, MessageState::Acked);
+        async move { Store::write(store.as_ref(), acked.into()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let pause = sleep(300);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let lease = store.lease(vec![next(&queued, MessageState::Delivered)]).await;
+    assert!(matches!(lease, Err(StoreError::Conflict { .. })), "{lease:?}");
+    for task in [busy, pause] {
+        task.await.unwrap().unwrap();
+    }
+    ack.await.unwrap().unwrap();
+    let stored = store.get_message(queued.id()).await.unwrap().unwrap();
+    assert_eq!(stored.state, MessageState::Acked);
+    // Nothing staged now: a claim of an open message goes straight in.
+    let other = message("free", "opencode://backend", Priority::Medium, 2);
+    Store::write(store.as_ref(), insert(&other).into()).await.unwrap();
+    store.lease(vec![next(&other, MessageState::Delivered)]).await.unwrap();
+}
+
+/// Commits never checkpoint; the background thread copies the WAL into
+/// the database file while the store is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_in_the_background() {
+    use crate::domain::message::Priority;
+    use crate::store::conformance::{insert, message};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.sqlite3");
+    let options = test_options(path.clone());
+    let store = SqliteStore::open(&options).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    for i in 0..500 {
+        let record = message(&format!("m{i}"), "opencode://backend", Priority::Medium, i);
+        Store::write(&store, insert(&record).into()).await.unwrap();
+    }
+    let grown = || std::fs::metadata(&path).unwrap().len() > before + 100_000;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !grown() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(grown(), "the database file did not grow from {before} bytes");
+    store.close().await.unwrap();
+}
+
+/// A version 2 file (with its inbox and deadline indexes) opens as
+/// version 3: those indexes replaced by the one on open messages, which
+/// the load of open messages uses.
+#[tokio::test]
+async fn a_version_2_file_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.sqlite3");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE messages (message_id TEXT PRIMARY KEY, recipient TEXT NOT NULL, state INTEGER NOT NULL,
+             priority INTEGER NOT NULL, accepted_at INTEGER NOT NULL, available_at INTEGER NOT NULL,
+             expires_at INTEGER NOT NULL, in_reply_to TEXT, version INTEGER NOT NULL, body TEXT NOT NULL);
+             CREATE INDEX messages_by_inbox ON messages(recipient, state, priority DESC, accepted_at);
+             CREATE INDEX messages_by_deadline ON messages(state, available_at);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let options = test_options(path.clone());
+    SqliteStore::open(&options).unwrap().close().await.unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        indexes,
+        ["messages_by_reply", "messages_open", "sqlite_autoindex_messages_1"]
+    );
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT body FROM messages WHERE state IN (1, 2)",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(plan.contains("messages_open"), "{plan}");
+}
+
+/// A write that makes SQLite drop the whole transaction, as a full disk
+/// or an I/O error can, must not leave earlier writes of its batch
+/// reported as done, nor let later ones commit outside the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_transaction_fails_its_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = test_options(dir.path().join("bus.sqlite3"));
+    let store = Arc::new(SqliteStore::open(&options).unwrap());
+    // Hold the writer so the next three writes queue up as one batch.
+    let busy = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write(
+                    |_| {
+                        std::thread::sleep(Duration::from_millis(300));
+                        Ok(0)
+                    },
+                    None,
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit(session("before")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let rollback = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .write(
+                    |conn| {
+                        conn.execute_batch("ROLLBACK").map_err(backend)?;
+                        Err(StoreError::Backend("simulated I/O error".into()))
+                    },
+                    None,
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let last = tokio::spawn({
+        let store = store.clone();
+        async move { store.commit(session("after")).await }
+    });
+    busy.await.unwrap().unwrap();
+    assert!(rollback.await.unwrap().is_err());
+    for (outcome, id) in [(first.await.unwrap(), "before"), (last.await.unwrap(), "after")] {
+        let stored = store.get_session(&SessionId::parse(id).unwrap()).await.unwrap();
+        assert_eq!(
+            outcome.is_ok(),
+            stored.is_some(),
+            "{id}: reported {outcome:?}, stored {}",
+            stored.is_some()
+        );
+    }
+    // The sequence continues from what is really stored.
+    let next = store.commit(session("later")).await.unwrap();
+    let stored = store
+        .events(0, next.sequence, &EventFilter::default(), 100)
+        .await
+        .unwrap();
+    let sequences: Vec<u64> = stored.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=next.sequence).collect::<Vec<_>>());
+}
