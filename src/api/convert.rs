@@ -6,6 +6,7 @@ use std::time::Duration;
 use prost_types::value::Kind;
 use serde_json::{Number, Value};
 
+use crate::domain::aggregate::{Aggregation, ConflictKind, Strategy};
 use crate::domain::session::{
     Participant, ParticipantSpec, ParticipantStatus, Session, SessionEvent, SessionEventKind, SessionState, Task,
     TaskState, Workflow, WorkflowStep,
@@ -214,7 +215,7 @@ fn session_state(state: SessionState) -> pb::SessionState {
     }
 }
 
-const EVENT_KINDS: [(SessionEventKind, pb::SessionEventType); 10] = [
+const EVENT_KINDS: [(SessionEventKind, pb::SessionEventType); 11] = [
     (SessionEventKind::SessionCreated, pb::SessionEventType::SessionCreated),
     (
         SessionEventKind::ParticipantAdded,
@@ -240,6 +241,10 @@ const EVENT_KINDS: [(SessionEventKind, pb::SessionEventType); 10] = [
     (SessionEventKind::SessionExpired, pb::SessionEventType::SessionExpired),
     (SessionEventKind::TaskDelegated, pb::SessionEventType::TaskDelegated),
     (SessionEventKind::TaskUpdated, pb::SessionEventType::TaskUpdated),
+    (
+        SessionEventKind::ResultsAggregated,
+        pb::SessionEventType::ResultsAggregated,
+    ),
 ];
 
 pub fn event_kind_from(field: &str, value: i32) -> Result<SessionEventKind> {
@@ -322,6 +327,7 @@ pub fn session(s: &Session) -> pb::Session {
         termination_reason: s.termination_reason.clone(),
         termination_details: s.termination_details.clone(),
         tasks: s.tasks.iter().map(task).collect(),
+        aggregations: s.aggregations.iter().map(aggregation).collect(),
     }
 }
 
@@ -342,6 +348,89 @@ fn task(t: &Task) -> pb::Task {
         created_at: Some(timestamp(t.created_at)),
         updated_at: Some(timestamp(t.updated_at)),
         last_payload: t.last_payload.as_ref().map(json_value),
+        result: t.result.as_ref().map(|r| json_value(&r.result)),
+        confidence: t.result.as_ref().and_then(|r| r.confidence),
+        approach: t.result.as_ref().map(|r| r.approach.clone()).unwrap_or_default(),
+        success: t.result.as_ref().is_some_and(|r| r.success),
+        duration: t.duration().map(duration),
+        step: t.step.clone(),
+    }
+}
+
+const STRATEGIES: [(Strategy, pb::AggregationStrategy); 4] = [
+    (Strategy::Consensus, pb::AggregationStrategy::Consensus),
+    (
+        Strategy::SpecialistPriority,
+        pb::AggregationStrategy::SpecialistPriority,
+    ),
+    (
+        Strategy::ConfidenceWeighted,
+        pb::AggregationStrategy::ConfidenceWeighted,
+    ),
+    (Strategy::Manual, pb::AggregationStrategy::Manual),
+];
+
+pub fn strategy_from(field: &str, value: i32) -> Result<Strategy> {
+    if value == pb::AggregationStrategy::Unspecified as i32 {
+        return Ok(Strategy::Consensus);
+    }
+    STRATEGIES
+        .iter()
+        .find(|(_, p)| *p as i32 == value)
+        .map(|(s, _)| *s)
+        .ok_or_else(|| {
+            Error::invalid(
+                field,
+                format!("{value} is not CONSENSUS, SPECIALIST_PRIORITY, CONFIDENCE_WEIGHTED or MANUAL"),
+            )
+        })
+}
+
+pub fn aggregation(a: &Aggregation) -> pb::Aggregation {
+    let strategy = STRATEGIES
+        .iter()
+        .find(|(s, _)| *s == a.strategy)
+        .map_or(pb::AggregationStrategy::Unspecified, |(_, p)| *p);
+    pb::Aggregation {
+        aggregation_id: a.aggregation_id.clone(),
+        strategy: strategy as i32,
+        step: a.step.clone(),
+        specialist: a.specialist.as_ref().map(ToString::to_string).unwrap_or_default(),
+        result: a.result.as_ref().map(json_value),
+        confidence: a.confidence,
+        contributing_task_ids: a.contributing_task_ids.clone(),
+        conflicts: a
+            .conflicts
+            .iter()
+            .map(|c| pb::Conflict {
+                kind: match c.kind {
+                    ConflictKind::ResultDisagreement => pb::ConflictKind::ResultDisagreement,
+                    ConflictKind::ApproachDifference => pb::ConflictKind::ApproachDifference,
+                } as i32,
+                task_ids: c.task_ids.clone(),
+                detail: c.detail.clone(),
+            })
+            .collect(),
+        candidates: a
+            .candidates
+            .iter()
+            .map(|c| pb::Candidate {
+                task_id: c.task_id.clone(),
+                agent_id: c.agent_id.to_string(),
+                result: Some(json_value(&c.result.result)),
+                confidence: c.result.confidence,
+                approach: c.result.approach.clone(),
+                success: c.result.success,
+            })
+            .collect(),
+        missing_task_ids: a.missing_task_ids.clone(),
+        created_at: Some(timestamp(a.created_at)),
+        resolution: a.resolution.as_ref().map(|r| pb::Resolution {
+            chosen_task_id: r.chosen_task_id.clone(),
+            note: r.note.clone(),
+            resolved_by: r.resolved_by.to_string(),
+            resolved_at: Some(timestamp(r.resolved_at)),
+        }),
     }
 }
 

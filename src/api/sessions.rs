@@ -6,6 +6,7 @@ use super::convert;
 use super::{Api, Caller, ItemStream};
 use crate::app::sessions::ListSessions;
 use crate::app::watch::{self, WatchItem, WatchRequest};
+use crate::domain::aggregate::AggregationRequest;
 use crate::domain::session::{ContextUpdateMode, NewSession, Session};
 use crate::domain::{AgentId, Error, Result, SessionId};
 use crate::pb;
@@ -226,6 +227,61 @@ impl Api {
                 .await,
             |session| pb::TerminateSessionResponse { session },
         )
+    }
+
+    pub async fn aggregate_results(
+        &self,
+        caller: &Caller,
+        r: pb::AggregateResultsRequest,
+    ) -> Result<pb::AggregateResultsResponse> {
+        let id = session_id(&r.session_id)?;
+        let request = AggregationRequest {
+            task_ids: r.task_ids,
+            step: r.step,
+            strategy: convert::strategy_from("strategy", r.strategy)?,
+            specialist: match r.specialist.as_str() {
+                "" => None,
+                agent => Some(AgentId::parse_field("specialist", agent)?),
+            },
+            require_complete: r.require_complete,
+        };
+        let result = self
+            .sessions
+            .aggregate(&caller.actor(), &id, request, r.expected_version)
+            .await;
+        let session = self.checked(caller, result)?;
+        Ok(pb::AggregateResultsResponse {
+            aggregation: session.aggregations.last().map(convert::aggregation),
+            session: Some(convert::session(&session)),
+        })
+    }
+
+    pub async fn resolve_aggregation(
+        &self,
+        caller: &Caller,
+        r: pb::ResolveAggregationRequest,
+    ) -> Result<pb::ResolveAggregationResponse> {
+        let id = session_id(&r.session_id)?;
+        let result = self
+            .sessions
+            .resolve_aggregation(
+                &caller.actor(),
+                &id,
+                &r.aggregation_id,
+                &r.chosen_task_id,
+                r.note,
+                r.expected_version,
+            )
+            .await;
+        let session = self.checked(caller, result)?;
+        Ok(pb::ResolveAggregationResponse {
+            aggregation: session
+                .aggregations
+                .iter()
+                .find(|a| a.aggregation_id == r.aggregation_id)
+                .map(convert::aggregation),
+            session: Some(convert::session(&session)),
+        })
     }
 
     pub fn watch_sessions(

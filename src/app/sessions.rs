@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::access::{Actor, SessionAction};
+use crate::domain::aggregate::AggregationRequest;
 use crate::domain::session::{
     ContextUpdateMode, NewSession, ParticipantSpec, Session, SessionEventKind, SessionLimits, SessionState,
 };
@@ -263,6 +264,52 @@ impl Sessions {
             SessionEventKind::SessionTerminated,
             None,
             |s, now| s.terminate(reason.clone(), details.clone(), now),
+        )
+        .await
+    }
+
+    /// Aggregates task results (orchestrator only); the aggregation is the
+    /// last of the returned session's `aggregations`.
+    pub async fn aggregate(
+        &self,
+        actor: &Actor,
+        id: &SessionId,
+        request: AggregationRequest,
+        expected: Option<u64>,
+    ) -> Result<Session> {
+        let access = (actor, SessionAction::Orchestrate("aggregate results"));
+        self.change(
+            access,
+            id,
+            expected,
+            SessionEventKind::ResultsAggregated,
+            None,
+            |s, now| s.aggregate(&request, now).map(drop),
+        )
+        .await
+    }
+
+    /// Records the orchestrator's pick for an aggregation.
+    pub async fn resolve_aggregation(
+        &self,
+        actor: &Actor,
+        id: &SessionId,
+        aggregation_id: &str,
+        chosen_task_id: &str,
+        note: String,
+        expected: Option<u64>,
+    ) -> Result<Session> {
+        let access = (actor, SessionAction::Orchestrate("resolve aggregations"));
+        self.change(
+            access,
+            id,
+            expected,
+            SessionEventKind::ResultsAggregated,
+            None,
+            |s, now| {
+                s.resolve_aggregation(aggregation_id, chosen_task_id, note.clone(), now)
+                    .map(drop)
+            },
         )
         .await
     }

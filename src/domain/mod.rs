@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod agent;
+pub mod aggregate;
 pub mod error;
 pub mod ids;
 pub mod json;

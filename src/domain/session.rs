@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::aggregate::{Aggregation, AggregationRequest, TaskResult, aggregate};
 use super::error::{Error, Result};
 use super::ids::{AgentId, SessionId};
 use super::json::{self, JsonObject};
@@ -43,6 +44,8 @@ const MAX_LIST: usize = 256;
 const MAX_ARTIFACTS: usize = 1024;
 const MAX_STEPS: usize = 256;
 const MAX_TASKS: usize = 1000;
+/// Aggregations one session keeps.
+const MAX_AGGREGATIONS: usize = 100;
 /// Participant records, those that left included.
 const MAX_PARTICIPANT_RECORDS: usize = 1000;
 /// Wire size of one participant's metadata.
@@ -333,6 +336,9 @@ pub struct Session {
     pub termination_details: String,
     #[serde(default)]
     pub tasks: Vec<Task>,
+    /// Results aggregated with AggregateResults, oldest first.
+    #[serde(default)]
+    pub aggregations: Vec<Aggregation>,
 }
 
 /// Where a delegated task stands; the last three are final.
@@ -365,6 +371,25 @@ pub struct Task {
     pub updated_at: Timestamp,
     /// Payload of the last message that moved it (the result, once completed).
     pub last_payload: Option<serde_json::Value>,
+    /// What its TASK_RESPONSE (or ERROR) reported, typed.
+    #[serde(default)]
+    pub result: Option<TaskResult>,
+    /// The workflow step current when it was delegated.
+    #[serde(default)]
+    pub step: String,
+}
+
+impl Task {
+    /// How long it took, once final.
+    pub fn duration(&self) -> Option<Duration> {
+        let micros = self
+            .updated_at
+            .unix_micros()
+            .checked_sub(self.created_at.unix_micros())?;
+        self.state
+            .is_final()
+            .then(|| std::time::Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
+    }
 }
 
 /// A validated CreateSession request.
@@ -424,6 +449,7 @@ impl Session {
             termination_reason: String::new(),
             termination_details: String::new(),
             tasks: Vec::new(),
+            aggregations: Vec::new(),
         })
     }
 
@@ -649,6 +675,7 @@ impl Session {
         task_id: &str,
         state: TaskState,
         payload: serde_json::Value,
+        result: Option<TaskResult>,
         source: &str,
         now: Timestamp,
     ) -> bool {
@@ -661,14 +688,22 @@ impl Session {
         if task.state.is_final() {
             return false;
         }
+        let note = |size: usize| serde_json::json!({"truncated": true, "bytes": size, "message_id": source});
         let size = json::wire_size(&payload);
         task.state = state;
         task.updated_at = now;
         task.last_payload = Some(if size > MAX_TASK_PAYLOAD_BYTES {
-            serde_json::json!({"truncated": true, "bytes": size, "message_id": source})
+            note(size)
         } else {
             payload
         });
+        if let Some(mut result) = result {
+            let size = json::wire_size(&result.result);
+            if size > MAX_TASK_PAYLOAD_BYTES {
+                result.result = note(size);
+            }
+            task.result = Some(result);
+        }
         self.touch(now);
         true
     }
@@ -700,9 +735,58 @@ impl Session {
                 .iter()
                 .filter_map(|t| t.last_payload.as_ref())
                 .map(json::wire_size)
+                .sum::<usize>()
+            + self
+                .tasks
+                .iter()
+                .filter_map(|t| t.result.as_ref())
+                .map(|r| json::wire_size(&r.result))
                 .sum::<usize>();
         // The JSON document counts the trees once more: a safe overestimate.
         json::encoded_len(self) + json_trees
+    }
+
+    /// Aggregates task results; the aggregation is kept in the session.
+    pub fn aggregate(&mut self, request: &AggregationRequest, now: Timestamp) -> Result<Aggregation> {
+        self.ensure_active()?;
+        if self.aggregations.len() >= MAX_AGGREGATIONS {
+            return Err(Error::resource_exhausted(format!(
+                "session {} already holds the maximum of {MAX_AGGREGATIONS} aggregations",
+                self.session_id
+            )));
+        }
+        let id = format!("agg_{}", self.aggregations.len() + 1);
+        let aggregation = aggregate(&self.tasks, request, id, now)?;
+        self.aggregations.push(aggregation.clone());
+        self.touch(now);
+        Ok(aggregation)
+    }
+
+    /// Records the orchestrator's pick for an aggregation.
+    pub fn resolve_aggregation(
+        &mut self,
+        aggregation_id: &str,
+        chosen_task_id: &str,
+        note: String,
+        now: Timestamp,
+    ) -> Result<Aggregation> {
+        self.ensure_active()?;
+        check_text("note", &note, MAX_LONG_TEXT)?;
+        let by = self.orchestrator.clone();
+        let session_id = self.session_id.clone();
+        let aggregation = self
+            .aggregations
+            .iter_mut()
+            .find(|a| a.aggregation_id == aggregation_id)
+            .ok_or_else(|| {
+                Error::not_found(format!(
+                    "aggregation {aggregation_id} not found in session {session_id}"
+                ))
+            })?;
+        aggregation.resolve(chosen_task_id, note, by, now)?;
+        let resolved = aggregation.clone();
+        self.touch(now);
+        Ok(resolved)
     }
 
     pub fn task(&self, task_id: &str) -> Option<&Task> {
@@ -793,10 +877,11 @@ pub enum SessionEventKind {
     SessionExpired,
     TaskDelegated,
     TaskUpdated,
+    ResultsAggregated,
 }
 
 impl SessionEventKind {
-    pub const ALL: [SessionEventKind; 10] = [
+    pub const ALL: [SessionEventKind; 11] = [
         Self::SessionCreated,
         Self::ParticipantAdded,
         Self::ParticipantRemoved,
@@ -807,6 +892,7 @@ impl SessionEventKind {
         Self::SessionExpired,
         Self::TaskDelegated,
         Self::TaskUpdated,
+        Self::ResultsAggregated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -821,6 +907,7 @@ impl SessionEventKind {
             Self::SessionExpired => "session_expired",
             Self::TaskDelegated => "task_delegated",
             Self::TaskUpdated => "task_updated",
+            Self::ResultsAggregated => "results_aggregated",
         }
     }
 

@@ -133,6 +133,8 @@ service! {
         update_shared_context(UpdateSharedContextRequest) -> UpdateSharedContextResponse;
         complete_session(CompleteSessionRequest) -> CompleteSessionResponse;
         terminate_session(TerminateSessionRequest) -> TerminateSessionResponse;
+        aggregate_results(AggregateResultsRequest) -> AggregateResultsResponse;
+        resolve_aggregation(ResolveAggregationRequest) -> ResolveAggregationResponse;
     }
 
     type WatchSessionsStream = GrpcStream<pb::WatchSessionsResponse>;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::Metrics;
 use super::presence::Presence;
 use crate::domain::access::Actor;
+use crate::domain::aggregate::TaskResult;
 use crate::domain::message::{
     AgentRef, BUS_AGENT, DeliveryMode, Message, MessageId, MessageRecord, MessageState, MessageType, Priority, Routing,
     json_fingerprint,
@@ -353,14 +354,16 @@ impl Messaging {
                 created_at: now,
                 updated_at: now,
                 last_payload: None,
+                result: None,
+                step: session.workflow.current_step.clone(),
             };
             session.delegate_task(task, now)?;
             (SessionEventKind::TaskDelegated, task_id)
         } else {
-            let state = match message.message_type {
-                MessageType::StatusUpdate => TaskState::Working,
-                MessageType::TaskResponse => TaskState::Completed,
-                MessageType::Error => TaskState::Failed,
+            let (state, result) = match message.message_type {
+                MessageType::StatusUpdate => (TaskState::Working, None),
+                MessageType::TaskResponse => (TaskState::Completed, Some(TaskResult::from_payload(&message.payload)?)),
+                MessageType::Error => (TaskState::Failed, Some(TaskResult::failure(&message.payload))),
                 _ => return Ok(None),
             };
             let Some(task_id) = self.task_of_reply(&session, message).await? else {
@@ -375,6 +378,7 @@ impl Messaging {
                 &task_id,
                 state,
                 message.payload.clone(),
+                result,
                 message.message_id.as_str(),
                 now,
             ) {
@@ -579,7 +583,8 @@ impl Messaging {
         };
         let task_id = message.task_key().unwrap_or_default();
         let expected = session.version;
-        if !session.update_task(&task_id, state, payload, record.id().as_str(), now) {
+        let failure = Some(TaskResult::failure(&payload));
+        if !session.update_task(&task_id, state, payload, failure, record.id().as_str(), now) {
             return Ok(None);
         }
         Ok(Some(SessionChange {

@@ -103,6 +103,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         )
         .route("/sessions/{session_id}/complete", post(sessions::complete_session))
         .route("/sessions/{session_id}/terminate", post(sessions::terminate_session))
+        .route("/sessions/{session_id}/aggregate", post(sessions::aggregate_results))
+        .route(
+            "/sessions/{session_id}/aggregations/{aggregation_id}/resolve",
+            post(sessions::resolve_aggregation),
+        )
         .route("/metrics", get(metrics::metrics));
     Router::new()
         .route("/health", get(health))

@@ -55,7 +55,9 @@ change!(
     AdvanceWorkflowRequest,
     UpdateSharedContextRequest,
     CompleteSessionRequest,
-    TerminateSessionRequest
+    TerminateSessionRequest,
+    AggregateResultsRequest,
+    ResolveAggregationRequest
 );
 
 fn targeted<T: Change>(mut request: T, session_id: &str, headers: &HeaderMap) -> Result<T, super::HttpError> {
@@ -98,6 +100,21 @@ change_routes! {
     advance_workflow(required: false);
     complete_session(required: false);
     terminate_session(required: true);
+    aggregate_results(required: false);
+}
+
+/// `POST /sessions/{id}/aggregations/{aggregation_id}/resolve`, body
+/// `{"chosen_task_id": .., "note": ..}`.
+pub async fn resolve_aggregation(
+    State(gw): Gw,
+    caller: Caller,
+    Path((id, aggregation_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    request: Body,
+) -> HttpResult {
+    let mut request: pb::ResolveAggregationRequest = change(&gw, &id, &headers, request, true).await?;
+    from_path("aggregation_id", &mut request.aggregation_id, &aggregation_id)?;
+    ok(&gw.api.resolve_aggregation(&caller, request).await?)
 }
 
 /// The body is either `{"participant": {..}}` or the participant itself.

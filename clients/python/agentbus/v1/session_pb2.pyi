@@ -12,6 +12,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AggregationStrategy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGGREGATION_STRATEGY_UNSPECIFIED: _ClassVar[AggregationStrategy]
+    AGGREGATION_STRATEGY_CONSENSUS: _ClassVar[AggregationStrategy]
+    AGGREGATION_STRATEGY_SPECIALIST_PRIORITY: _ClassVar[AggregationStrategy]
+    AGGREGATION_STRATEGY_CONFIDENCE_WEIGHTED: _ClassVar[AggregationStrategy]
+    AGGREGATION_STRATEGY_MANUAL: _ClassVar[AggregationStrategy]
+
+class ConflictKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CONFLICT_KIND_UNSPECIFIED: _ClassVar[ConflictKind]
+    CONFLICT_KIND_RESULT_DISAGREEMENT: _ClassVar[ConflictKind]
+    CONFLICT_KIND_APPROACH_DIFFERENCE: _ClassVar[ConflictKind]
+
 class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TASK_STATE_UNSPECIFIED: _ClassVar[TaskState]
@@ -51,6 +65,15 @@ class SessionEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SESSION_EVENT_TYPE_SESSION_EXPIRED: _ClassVar[SessionEventType]
     SESSION_EVENT_TYPE_TASK_DELEGATED: _ClassVar[SessionEventType]
     SESSION_EVENT_TYPE_TASK_UPDATED: _ClassVar[SessionEventType]
+    SESSION_EVENT_TYPE_RESULTS_AGGREGATED: _ClassVar[SessionEventType]
+AGGREGATION_STRATEGY_UNSPECIFIED: AggregationStrategy
+AGGREGATION_STRATEGY_CONSENSUS: AggregationStrategy
+AGGREGATION_STRATEGY_SPECIALIST_PRIORITY: AggregationStrategy
+AGGREGATION_STRATEGY_CONFIDENCE_WEIGHTED: AggregationStrategy
+AGGREGATION_STRATEGY_MANUAL: AggregationStrategy
+CONFLICT_KIND_UNSPECIFIED: ConflictKind
+CONFLICT_KIND_RESULT_DISAGREEMENT: ConflictKind
+CONFLICT_KIND_APPROACH_DIFFERENCE: ConflictKind
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_DELEGATED: TaskState
 TASK_STATE_WORKING: TaskState
@@ -79,9 +102,10 @@ SESSION_EVENT_TYPE_SESSION_TERMINATED: SessionEventType
 SESSION_EVENT_TYPE_SESSION_EXPIRED: SessionEventType
 SESSION_EVENT_TYPE_TASK_DELEGATED: SessionEventType
 SESSION_EVENT_TYPE_TASK_UPDATED: SessionEventType
+SESSION_EVENT_TYPE_RESULTS_AGGREGATED: SessionEventType
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "orchestrator", "participants", "workflow", "shared_context", "state", "version", "created_at", "updated_at", "ended_at", "summary", "artifacts", "termination_reason", "termination_details", "tasks")
+    __slots__ = ("session_id", "orchestrator", "participants", "workflow", "shared_context", "state", "version", "created_at", "updated_at", "ended_at", "summary", "artifacts", "termination_reason", "termination_details", "tasks", "aggregations")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATOR_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +121,7 @@ class Session(_message.Message):
     TERMINATION_REASON_FIELD_NUMBER: _ClassVar[int]
     TERMINATION_DETAILS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATIONS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     orchestrator: str
     participants: _containers.RepeatedCompositeFieldContainer[Participant]
@@ -112,10 +137,11 @@ class Session(_message.Message):
     termination_reason: str
     termination_details: str
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
-    def __init__(self, session_id: _Optional[str] = ..., orchestrator: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ..., shared_context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[_Union[SessionState, str]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., artifacts: _Optional[_Iterable[str]] = ..., termination_reason: _Optional[str] = ..., termination_details: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+    aggregations: _containers.RepeatedCompositeFieldContainer[Aggregation]
+    def __init__(self, session_id: _Optional[str] = ..., orchestrator: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ..., shared_context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[_Union[SessionState, str]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., artifacts: _Optional[_Iterable[str]] = ..., termination_reason: _Optional[str] = ..., termination_details: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., aggregations: _Optional[_Iterable[_Union[Aggregation, _Mapping]]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "assignee", "delegated_by", "request_id", "state", "created_at", "updated_at", "last_payload")
+    __slots__ = ("task_id", "assignee", "delegated_by", "request_id", "state", "created_at", "updated_at", "last_payload", "result", "confidence", "approach", "success", "duration", "step")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ASSIGNEE_FIELD_NUMBER: _ClassVar[int]
     DELEGATED_BY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +150,12 @@ class Task(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    APPROACH_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     assignee: str
     delegated_by: str
@@ -132,7 +164,79 @@ class Task(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
     last_payload: _struct_pb2.Value
-    def __init__(self, task_id: _Optional[str] = ..., assignee: _Optional[str] = ..., delegated_by: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+    result: _struct_pb2.Value
+    confidence: float
+    approach: str
+    success: bool
+    duration: _duration_pb2.Duration
+    step: str
+    def __init__(self, task_id: _Optional[str] = ..., assignee: _Optional[str] = ..., delegated_by: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., approach: _Optional[str] = ..., success: _Optional[bool] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step: _Optional[str] = ...) -> None: ...
+
+class Conflict(_message.Message):
+    __slots__ = ("kind", "task_ids", "detail")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    kind: ConflictKind
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    detail: str
+    def __init__(self, kind: _Optional[_Union[ConflictKind, str]] = ..., task_ids: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("task_id", "agent_id", "result", "confidence", "approach", "success")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    APPROACH_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    agent_id: str
+    result: _struct_pb2.Value
+    confidence: float
+    approach: str
+    success: bool
+    def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., approach: _Optional[str] = ..., success: _Optional[bool] = ...) -> None: ...
+
+class Resolution(_message.Message):
+    __slots__ = ("chosen_task_id", "note", "resolved_by", "resolved_at")
+    CHOSEN_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_BY_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_AT_FIELD_NUMBER: _ClassVar[int]
+    chosen_task_id: str
+    note: str
+    resolved_by: str
+    resolved_at: _timestamp_pb2.Timestamp
+    def __init__(self, chosen_task_id: _Optional[str] = ..., note: _Optional[str] = ..., resolved_by: _Optional[str] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Aggregation(_message.Message):
+    __slots__ = ("aggregation_id", "strategy", "step", "specialist", "result", "confidence", "contributing_task_ids", "conflicts", "candidates", "missing_task_ids", "created_at", "resolution")
+    AGGREGATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SPECIALIST_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MISSING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESOLUTION_FIELD_NUMBER: _ClassVar[int]
+    aggregation_id: str
+    strategy: AggregationStrategy
+    step: str
+    specialist: str
+    result: _struct_pb2.Value
+    confidence: float
+    contributing_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    conflicts: _containers.RepeatedCompositeFieldContainer[Conflict]
+    candidates: _containers.RepeatedCompositeFieldContainer[Candidate]
+    missing_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    created_at: _timestamp_pb2.Timestamp
+    resolution: Resolution
+    def __init__(self, aggregation_id: _Optional[str] = ..., strategy: _Optional[_Union[AggregationStrategy, str]] = ..., step: _Optional[str] = ..., specialist: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., contributing_task_ids: _Optional[_Iterable[str]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., missing_task_ids: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
 
 class Participant(_message.Message):
     __slots__ = ("agent_id", "framework", "role", "status", "join_time", "leave_time", "capabilities", "metadata")

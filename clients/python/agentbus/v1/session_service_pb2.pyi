@@ -220,3 +220,51 @@ class Heartbeat(_message.Message):
     timestamp: _timestamp_pb2.Timestamp
     last_sequence: int
     def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+
+class AggregateResultsRequest(_message.Message):
+    __slots__ = ("session_id", "task_ids", "step", "strategy", "specialist", "require_complete", "expected_version")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    SPECIALIST_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    task_ids: _containers.RepeatedScalarFieldContainer[str]
+    step: str
+    strategy: _session_pb2.AggregationStrategy
+    specialist: str
+    require_complete: bool
+    expected_version: int
+    def __init__(self, session_id: _Optional[str] = ..., task_ids: _Optional[_Iterable[str]] = ..., step: _Optional[str] = ..., strategy: _Optional[_Union[_session_pb2.AggregationStrategy, str]] = ..., specialist: _Optional[str] = ..., require_complete: _Optional[bool] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class AggregateResultsResponse(_message.Message):
+    __slots__ = ("aggregation", "session")
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    aggregation: _session_pb2.Aggregation
+    session: _session_pb2.Session
+    def __init__(self, aggregation: _Optional[_Union[_session_pb2.Aggregation, _Mapping]] = ..., session: _Optional[_Union[_session_pb2.Session, _Mapping]] = ...) -> None: ...
+
+class ResolveAggregationRequest(_message.Message):
+    __slots__ = ("session_id", "aggregation_id", "chosen_task_id", "note", "expected_version")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    aggregation_id: str
+    chosen_task_id: str
+    note: str
+    expected_version: int
+    def __init__(self, session_id: _Optional[str] = ..., aggregation_id: _Optional[str] = ..., chosen_task_id: _Optional[str] = ..., note: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class ResolveAggregationResponse(_message.Message):
+    __slots__ = ("aggregation", "session")
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    aggregation: _session_pb2.Aggregation
+    session: _session_pb2.Session
+    def __init__(self, aggregation: _Optional[_Union[_session_pb2.Aggregation, _Mapping]] = ..., session: _Optional[_Union[_session_pb2.Session, _Mapping]] = ...) -> None: ...

@@ -93,6 +93,16 @@ class SessionServiceStub:
                 request_serializer=agentbus_dot_v1_dot_session__service__pb2.WatchSessionsRequest.SerializeToString,
                 response_deserializer=agentbus_dot_v1_dot_session__service__pb2.WatchSessionsResponse.FromString,
                 _registered_method=True)
+        self.AggregateResults = channel.unary_unary(
+                '/agentbus.v1.SessionService/AggregateResults',
+                request_serializer=agentbus_dot_v1_dot_session__service__pb2.AggregateResultsRequest.SerializeToString,
+                response_deserializer=agentbus_dot_v1_dot_session__service__pb2.AggregateResultsResponse.FromString,
+                _registered_method=True)
+        self.ResolveAggregation = channel.unary_unary(
+                '/agentbus.v1.SessionService/ResolveAggregation',
+                request_serializer=agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationRequest.SerializeToString,
+                response_deserializer=agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -171,6 +181,23 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AggregateResults(self, request, context):
+        """Combines the results of several tasks into one answer by a strategy,
+        with the conflicts among them; stored in the session and announced as a
+        RESULTS_AGGREGATED event. Orchestrator only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveAggregation(self, request, context):
+        """Records the orchestrator's pick for an aggregation (MANUAL, or to
+        overrule another strategy).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -228,6 +255,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.WatchSessions,
                     request_deserializer=agentbus_dot_v1_dot_session__service__pb2.WatchSessionsRequest.FromString,
                     response_serializer=agentbus_dot_v1_dot_session__service__pb2.WatchSessionsResponse.SerializeToString,
+            ),
+            'AggregateResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.AggregateResults,
+                    request_deserializer=agentbus_dot_v1_dot_session__service__pb2.AggregateResultsRequest.FromString,
+                    response_serializer=agentbus_dot_v1_dot_session__service__pb2.AggregateResultsResponse.SerializeToString,
+            ),
+            'ResolveAggregation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveAggregation,
+                    request_deserializer=agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationRequest.FromString,
+                    response_serializer=agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +568,60 @@ class SessionService:
             '/agentbus.v1.SessionService/WatchSessions',
             agentbus_dot_v1_dot_session__service__pb2.WatchSessionsRequest.SerializeToString,
             agentbus_dot_v1_dot_session__service__pb2.WatchSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AggregateResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentbus.v1.SessionService/AggregateResults',
+            agentbus_dot_v1_dot_session__service__pb2.AggregateResultsRequest.SerializeToString,
+            agentbus_dot_v1_dot_session__service__pb2.AggregateResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveAggregation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentbus.v1.SessionService/ResolveAggregation',
+            agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationRequest.SerializeToString,
+            agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentbus/v1/session.proto.
  */
 export const file_agentbus_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZ2VudGJ1cy92MS9zZXNzaW9uLnByb3RvEgthZ2VudGJ1cy52MSKFBAoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEhQKDG9yY2hlc3RyYXRvchgCIAEoCRIuCgxwYXJ0aWNpcGFudHMYAyADKAsyGC5hZ2VudGJ1cy52MS5QYXJ0aWNpcGFudBInCgh3b3JrZmxvdxgEIAEoCzIVLmFnZW50YnVzLnYxLldvcmtmbG93Ei8KDnNoYXJlZF9jb250ZXh0GAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIoCgVzdGF0ZRgGIAEoDjIZLmFnZW50YnVzLnYxLlNlc3Npb25TdGF0ZRIPCgd2ZXJzaW9uGAcgASgEEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdzdW1tYXJ5GAsgASgJEhEKCWFydGlmYWN0cxgMIAMoCRIaChJ0ZXJtaW5hdGlvbl9yZWFzb24YDSABKAkSGwoTdGVybWluYXRpb25fZGV0YWlscxgOIAEoCRIgCgV0YXNrcxgPIAMoCzIRLmFnZW50YnVzLnYxLlRhc2siiAIKBFRhc2sSDwoHdGFza19pZBgBIAEoCRIQCghhc3NpZ25lZRgCIAEoCRIUCgxkZWxlZ2F0ZWRfYnkYAyABKAkSEgoKcmVxdWVzdF9pZBgEIAEoCRIlCgVzdGF0ZRgFIAEoDjIWLmFnZW50YnVzLnYxLlRhc2tTdGF0ZRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgxsYXN0X3BheWxvYWQYCCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUikAIKC1BhcnRpY2lwYW50EhAKCGFnZW50X2lkGAEgASgJEhEKCWZyYW1ld29yaxgCIAEoCRIMCgRyb2xlGAMgASgJEi4KBnN0YXR1cxgEIAEoDjIeLmFnZW50YnVzLnYxLlBhcnRpY2lwYW50U3RhdHVzEi0KCWpvaW5fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKbGVhdmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMY2FwYWJpbGl0aWVzGAcgAygJEikKCG1ldGFkYXRhGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKFAQoPUGFydGljaXBhbnRTcGVjEhAKCGFnZW50X2lkGAEgASgJEhEKCWZyYW1ld29yaxgCIAEoCRIMCgRyb2xlGAMgASgJEhQKDGNhcGFiaWxpdGllcxgEIAMoCRIpCghtZXRhZGF0YRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiegoIV29ya2Zsb3cSFAoMY3VycmVudF9zdGVwGAEgASgJEhcKD2NvbXBsZXRlZF9zdGVwcxgCIAMoCRIVCg1wZW5kaW5nX3N0ZXBzGAMgAygJEigKBXN0ZXBzGAQgAygLMhkuYWdlbnRidXMudjEuV29ya2Zsb3dTdGVwIsEBCgxXb3JrZmxvd1N0ZXASDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIXCg9yZXF1aXJlZF9hZ2VudHMYAyADKAkSFwoPb3B0aW9uYWxfYWdlbnRzGAQgAygJEhQKDGRlcGVuZGVuY2llcxgFIAMoCRIPCgdvdXRwdXRzGAYgAygJEjUKEmVzdGltYXRlZF9kdXJhdGlvbhgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLaAQoMU2Vzc2lvbkV2ZW50EhAKCHNlcXVlbmNlGAEgASgEEhIKCnNlc3Npb25faWQYAiABKAkSKwoEdHlwZRgDIAEoDjIdLmFnZW50YnVzLnYxLlNlc3Npb25FdmVudFR5cGUSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgdzZXNzaW9uGAUgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbhIQCghhZ2VudF9pZBgGIAEoCRIPCgd0YXNrX2lkGAcgASgJKqQBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhgKFFRBU0tfU1RBVEVfREVMRUdBVEVEEAESFgoSVEFTS19TVEFURV9XT1JLSU5HEAISGAoUVEFTS19TVEFURV9DT01QTEVURUQQAxIVChFUQVNLX1NUQVRFX0ZBSUxFRBAEEhgKFFRBU0tfU1RBVEVfVElNRURfT1VUEAUqnQEKDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU0VTU0lPTl9TVEFURV9BQ1RJVkUQARIbChdTRVNTSU9OX1NUQVRFX0NPTVBMRVRFRBACEhwKGFNFU1NJT05fU1RBVEVfVEVSTUlOQVRFRBADEhkKFVNFU1NJT05fU1RBVEVfRVhQSVJFRBAEKtsBChFQYXJ0aWNpcGFudFN0YXR1cxIiCh5QQVJUSUNJUEFOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIdChlQQVJUSUNJUEFOVF9TVEFUVVNfQUNUSVZFEAESHgoaUEFSVElDSVBBTlRfU1RBVFVTX1dBSVRJTkcQAhIbChdQQVJUSUNJUEFOVF9TVEFUVVNfQlVTWRADEhsKF1BBUlRJQ0lQQU5UX1NUQVRVU19MRUZUEAQSKQolUEFSVElDSVBBTlRfU1RBVFVTX1NFU1NJT05fVEVSTUlOQVRFRBAFKtUDChBTZXNzaW9uRXZlbnRUeXBlEiIKHlNFU1NJT05fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEiYKIlNFU1NJT05fRVZFTlRfVFlQRV9TRVNTSU9OX0NSRUFURUQQARIoCiRTRVNTSU9OX0VWRU5UX1RZUEVfUEFSVElDSVBBTlRfQURERUQQAhIqCiZTRVNTSU9OX0VWRU5UX1RZUEVfUEFSVElDSVBBTlRfUkVNT1ZFRBADEicKI1NFU1NJT05fRVZFTlRfVFlQRV9XT1JLRkxPV19VUERBVEVEEAQSLQopU0VTU0lPTl9FVkVOVF9UWVBFX1NIQVJFRF9DT05URVhUX1VQREFURUQQBRIoCiRTRVNTSU9OX0VWRU5UX1RZUEVfU0VTU0lPTl9DT01QTEVURUQQBhIpCiVTRVNTSU9OX0VWRU5UX1RZUEVfU0VTU0lPTl9URVJNSU5BVEVEEAcSJgoiU0VTU0lPTl9FVkVOVF9UWVBFX1NFU1NJT05fRVhQSVJFRBAIEiUKIVNFU1NJT05fRVZFTlRfVFlQRV9UQVNLX0RFTEVHQVRFRBAJEiMKH1NFU1NJT05fRVZFTlRfVFlQRV9UQVNLX1VQREFURUQQCmIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChlhZ2VudGJ1cy92MS9zZXNzaW9uLnByb3RvEgthZ2VudGJ1cy52MSK1BAoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEhQKDG9yY2hlc3RyYXRvchgCIAEoCRIuCgxwYXJ0aWNpcGFudHMYAyADKAsyGC5hZ2VudGJ1cy52MS5QYXJ0aWNpcGFudBInCgh3b3JrZmxvdxgEIAEoCzIVLmFnZW50YnVzLnYxLldvcmtmbG93Ei8KDnNoYXJlZF9jb250ZXh0GAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIoCgVzdGF0ZRgGIAEoDjIZLmFnZW50YnVzLnYxLlNlc3Npb25TdGF0ZRIPCgd2ZXJzaW9uGAcgASgEEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdzdW1tYXJ5GAsgASgJEhEKCWFydGlmYWN0cxgMIAMoCRIaChJ0ZXJtaW5hdGlvbl9yZWFzb24YDSABKAkSGwoTdGVybWluYXRpb25fZGV0YWlscxgOIAEoCRIgCgV0YXNrcxgPIAMoCzIRLmFnZW50YnVzLnYxLlRhc2sSLgoMYWdncmVnYXRpb25zGBAgAygLMhguYWdlbnRidXMudjEuQWdncmVnYXRpb24itgMKBFRhc2sSDwoHdGFza19pZBgBIAEoCRIQCghhc3NpZ25lZRgCIAEoCRIUCgxkZWxlZ2F0ZWRfYnkYAyABKAkSEgoKcmVxdWVzdF9pZBgEIAEoCRIlCgVzdGF0ZRgFIAEoDjIWLmFnZW50YnVzLnYxLlRhc2tTdGF0ZRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgxsYXN0X3BheWxvYWQYCCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJgoGcmVzdWx0GAkgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhcKCmNvbmZpZGVuY2UYCiABKAFIAIgBARIQCghhcHByb2FjaBgLIAEoCRIPCgdzdWNjZXNzGAwgASgIEisKCGR1cmF0aW9uGA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgwKBHN0ZXAYDiABKAlCDQoLX2NvbmZpZGVuY2UiVQoIQ29uZmxpY3QSJwoEa2luZBgBIAEoDjIZLmFnZW50YnVzLnYxLkNvbmZsaWN0S2luZBIQCgh0YXNrX2lkcxgCIAMoCRIOCgZkZXRhaWwYAyABKAkioQEKCUNhbmRpZGF0ZRIPCgd0YXNrX2lkGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEiYKBnJlc3VsdBgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIXCgpjb25maWRlbmNlGAQgASgBSACIAQESEAoIYXBwcm9hY2gYBSABKAkSDwoHc3VjY2VzcxgGIAEoCEINCgtfY29uZmlkZW5jZSJ4CgpSZXNvbHV0aW9uEhYKDmNob3Nlbl90YXNrX2lkGAEgASgJEgwKBG5vdGUYAiABKAkSEwoLcmVzb2x2ZWRfYnkYAyABKAkSLwoLcmVzb2x2ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqMDCgtBZ2dyZWdhdGlvbhIWCg5hZ2dyZWdhdGlvbl9pZBgBIAEoCRIyCghzdHJhdGVneRgCIAEoDjIgLmFnZW50YnVzLnYxLkFnZ3JlZ2F0aW9uU3RyYXRlZ3kSDAoEc3RlcBgDIAEoCRISCgpzcGVjaWFsaXN0GAQgASgJEiYKBnJlc3VsdBgFIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpjb25maWRlbmNlGAYgASgBEh0KFWNvbnRyaWJ1dGluZ190YXNrX2lkcxgHIAMoCRIoCgljb25mbGljdHMYCCADKAsyFS5hZ2VudGJ1cy52MS5Db25mbGljdBIqCgpjYW5kaWRhdGVzGAkgAygLMhYuYWdlbnRidXMudjEuQ2FuZGlkYXRlEhgKEG1pc3NpbmdfdGFza19pZHMYCiADKAkSLgoKY3JlYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoKcmVzb2x1dGlvbhgMIAEoCzIXLmFnZW50YnVzLnYxLlJlc29sdXRpb24ikAIKC1BhcnRpY2lwYW50EhAKCGFnZW50X2lkGAEgASgJEhEKCWZyYW1ld29yaxgCIAEoCRIMCgRyb2xlGAMgASgJEi4KBnN0YXR1cxgEIAEoDjIeLmFnZW50YnVzLnYxLlBhcnRpY2lwYW50U3RhdHVzEi0KCWpvaW5fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKbGVhdmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMY2FwYWJpbGl0aWVzGAcgAygJEikKCG1ldGFkYXRhGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKFAQoPUGFydGljaXBhbnRTcGVjEhAKCGFnZW50X2lkGAEgASgJEhEKCWZyYW1ld29yaxgCIAEoCRIMCgRyb2xlGAMgASgJEhQKDGNhcGFiaWxpdGllcxgEIAMoCRIpCghtZXRhZGF0YRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiegoIV29ya2Zsb3cSFAoMY3VycmVudF9zdGVwGAEgASgJEhcKD2NvbXBsZXRlZF9zdGVwcxgCIAMoCRIVCg1wZW5kaW5nX3N0ZXBzGAMgAygJEigKBXN0ZXBzGAQgAygLMhkuYWdlbnRidXMudjEuV29ya2Zsb3dTdGVwIsEBCgxXb3JrZmxvd1N0ZXASDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIXCg9yZXF1aXJlZF9hZ2VudHMYAyADKAkSFwoPb3B0aW9uYWxfYWdlbnRzGAQgAygJEhQKDGRlcGVuZGVuY2llcxgFIAMoCRIPCgdvdXRwdXRzGAYgAygJEjUKEmVzdGltYXRlZF9kdXJhdGlvbhgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLaAQoMU2Vzc2lvbkV2ZW50EhAKCHNlcXVlbmNlGAEgASgEEhIKCnNlc3Npb25faWQYAiABKAkSKwoEdHlwZRgDIAEoDjIdLmFnZW50YnVzLnYxLlNlc3Npb25FdmVudFR5cGUSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgdzZXNzaW9uGAUgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbhIQCghhZ2VudF9pZBgGIAEoCRIPCgd0YXNrX2lkGAcgASgJKtwBChNBZ2dyZWdhdGlvblN0cmF0ZWd5EiQKIEFHR1JFR0FUSU9OX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASIgoeQUdHUkVHQVRJT05fU1RSQVRFR1lfQ09OU0VOU1VTEAESLAooQUdHUkVHQVRJT05fU1RSQVRFR1lfU1BFQ0lBTElTVF9QUklPUklUWRACEiwKKEFHR1JFR0FUSU9OX1NUUkFURUdZX0NPTkZJREVOQ0VfV0VJR0hURUQQAxIfChtBR0dSRUdBVElPTl9TVFJBVEVHWV9NQU5VQUwQBCp7CgxDb25mbGljdEtpbmQSHQoZQ09ORkxJQ1RfS0lORF9VTlNQRUNJRklFRBAAEiUKIUNPTkZMSUNUX0tJTkRfUkVTVUxUX0RJU0FHUkVFTUVOVBABEiUKIUNPTkZMSUNUX0tJTkRfQVBQUk9BQ0hfRElGRkVSRU5DRRACKqQBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhgKFFRBU0tfU1RBVEVfREVMRUdBVEVEEAESFgoSVEFTS19TVEFURV9XT1JLSU5HEAISGAoUVEFTS19TVEFURV9DT01QTEVURUQQAxIVChFUQVNLX1NUQVRFX0ZBSUxFRBAEEhgKFFRBU0tfU1RBVEVfVElNRURfT1VUEAUqnQEKDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU0VTU0lPTl9TVEFURV9BQ1RJVkUQARIbChdTRVNTSU9OX1NUQVRFX0NPTVBMRVRFRBACEhwKGFNFU1NJT05fU1RBVEVfVEVSTUlOQVRFRBADEhkKFVNFU1NJT05fU1RBVEVfRVhQSVJFRBAEKtsBChFQYXJ0aWNpcGFudFN0YXR1cxIiCh5QQVJUSUNJUEFOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIdChlQQVJUSUNJUEFOVF9TVEFUVVNfQUNUSVZFEAESHgoaUEFSVElDSVBBTlRfU1RBVFVTX1dBSVRJTkcQAhIbChdQQVJUSUNJUEFOVF9TVEFUVVNfQlVTWRADEhsKF1BBUlRJQ0lQQU5UX1NUQVRVU19MRUZUEAQSKQolUEFSVElDSVBBTlRfU1RBVFVTX1NFU1NJT05fVEVSTUlOQVRFRBAFKoAEChBTZXNzaW9uRXZlbnRUeXBlEiIKHlNFU1NJT05fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEiYKIlNFU1NJT05fRVZFTlRfVFlQRV9TRVNTSU9OX0NSRUFURUQQARIoCiRTRVNTSU9OX0VWRU5UX1RZUEVfUEFSVElDSVBBTlRfQURERUQQAhIqCiZTRVNTSU9OX0VWRU5UX1RZUEVfUEFSVElDSVBBTlRfUkVNT1ZFRBADEicKI1NFU1NJT05fRVZFTlRfVFlQRV9XT1JLRkxPV19VUERBVEVEEAQSLQopU0VTU0lPTl9FVkVOVF9UWVBFX1NIQVJFRF9DT05URVhUX1VQREFURUQQBRIoCiRTRVNTSU9OX0VWRU5UX1RZUEVfU0VTU0lPTl9DT01QTEVURUQQBhIpCiVTRVNTSU9OX0VWRU5UX1RZUEVfU0VTU0lPTl9URVJNSU5BVEVEEAcSJgoiU0VTU0lPTl9FVkVOVF9UWVBFX1NFU1NJT05fRVhQSVJFRBAIEiUKIVNFU1NJT05fRVZFTlRfVFlQRV9UQVNLX0RFTEVHQVRFRBAJEiMKH1NFU1NJT05fRVZFTlRfVFlQRV9UQVNLX1VQREFURUQQChIpCiVTRVNTSU9OX0VWRU5UX1RZUEVfUkVTVUxUU19BR0dSRUdBVEVEEAtiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A session groups an orchestrator and its participants around a workflow
@@ -113,6 +113,13 @@ export type Session = Message<"agentbus.v1.Session"> & {
    * @generated from field: repeated agentbus.v1.Task tasks = 15;
    */
   tasks: Task[];
+
+  /**
+   * Results aggregated with AggregateResults, oldest first.
+   *
+   * @generated from field: repeated agentbus.v1.Aggregation aggregations = 16;
+   */
+  aggregations: Aggregation[];
 };
 
 /**
@@ -174,6 +181,49 @@ export type Task = Message<"agentbus.v1.Task"> & {
    * @generated from field: google.protobuf.Value last_payload = 8;
    */
   lastPayload?: Value | undefined;
+
+  /**
+   * What the TASK_RESPONSE reported: its payload's `result` (or the whole
+   * payload when it has none); an ERROR's payload for a failed task.
+   *
+   * @generated from field: google.protobuf.Value result = 9;
+   */
+  result?: Value | undefined;
+
+  /**
+   * The payload's `confidence`, 0 to 1, when given.
+   *
+   * @generated from field: optional double confidence = 10;
+   */
+  confidence?: number | undefined;
+
+  /**
+   * The payload's `approach`, when given.
+   *
+   * @generated from field: string approach = 11;
+   */
+  approach: string;
+
+  /**
+   * The payload's `success` (default true); false for failed and timed-out tasks.
+   *
+   * @generated from field: bool success = 12;
+   */
+  success: boolean;
+
+  /**
+   * From delegation to the final state; unset while running.
+   *
+   * @generated from field: google.protobuf.Duration duration = 13;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * The workflow step current when the task was delegated.
+   *
+   * @generated from field: string step = 14;
+   */
+  step: string;
 };
 
 /**
@@ -182,6 +232,193 @@ export type Task = Message<"agentbus.v1.Task"> & {
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
   messageDesc(file_agentbus_v1_session, 1);
+
+/**
+ * @generated from message agentbus.v1.Conflict
+ */
+export type Conflict = Message<"agentbus.v1.Conflict"> & {
+  /**
+   * @generated from field: agentbus.v1.ConflictKind kind = 1;
+   */
+  kind: ConflictKind;
+
+  /**
+   * @generated from field: repeated string task_ids = 2;
+   */
+  taskIds: string[];
+
+  /**
+   * @generated from field: string detail = 3;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message agentbus.v1.Conflict.
+ * Use `create(ConflictSchema)` to create a new message.
+ */
+export const ConflictSchema: GenMessage<Conflict> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session, 2);
+
+/**
+ * A finished task's answer.
+ *
+ * @generated from message agentbus.v1.Candidate
+ */
+export type Candidate = Message<"agentbus.v1.Candidate"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string agent_id = 2;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: google.protobuf.Value result = 3;
+   */
+  result?: Value | undefined;
+
+  /**
+   * @generated from field: optional double confidence = 4;
+   */
+  confidence?: number | undefined;
+
+  /**
+   * @generated from field: string approach = 5;
+   */
+  approach: string;
+
+  /**
+   * @generated from field: bool success = 6;
+   */
+  success: boolean;
+};
+
+/**
+ * Describes the message agentbus.v1.Candidate.
+ * Use `create(CandidateSchema)` to create a new message.
+ */
+export const CandidateSchema: GenMessage<Candidate> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session, 3);
+
+/**
+ * @generated from message agentbus.v1.Resolution
+ */
+export type Resolution = Message<"agentbus.v1.Resolution"> & {
+  /**
+   * @generated from field: string chosen_task_id = 1;
+   */
+  chosenTaskId: string;
+
+  /**
+   * @generated from field: string note = 2;
+   */
+  note: string;
+
+  /**
+   * @generated from field: string resolved_by = 3;
+   */
+  resolvedBy: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp resolved_at = 4;
+   */
+  resolvedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.Resolution.
+ * Use `create(ResolutionSchema)` to create a new message.
+ */
+export const ResolutionSchema: GenMessage<Resolution> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session, 4);
+
+/**
+ * @generated from message agentbus.v1.Aggregation
+ */
+export type Aggregation = Message<"agentbus.v1.Aggregation"> & {
+  /**
+   * `agg_<n>`, unique within the session.
+   *
+   * @generated from field: string aggregation_id = 1;
+   */
+  aggregationId: string;
+
+  /**
+   * @generated from field: agentbus.v1.AggregationStrategy strategy = 2;
+   */
+  strategy: AggregationStrategy;
+
+  /**
+   * The step whose tasks were aggregated, when chosen by step.
+   *
+   * @generated from field: string step = 3;
+   */
+  step: string;
+
+  /**
+   * @generated from field: string specialist = 4;
+   */
+  specialist: string;
+
+  /**
+   * Unset for MANUAL until resolved.
+   *
+   * @generated from field: google.protobuf.Value result = 5;
+   */
+  result?: Value | undefined;
+
+  /**
+   * @generated from field: double confidence = 6;
+   */
+  confidence: number;
+
+  /**
+   * @generated from field: repeated string contributing_task_ids = 7;
+   */
+  contributingTaskIds: string[];
+
+  /**
+   * @generated from field: repeated agentbus.v1.Conflict conflicts = 8;
+   */
+  conflicts: Conflict[];
+
+  /**
+   * Every finished task aggregated, successful or not, in task order.
+   *
+   * @generated from field: repeated agentbus.v1.Candidate candidates = 9;
+   */
+  candidates: Candidate[];
+
+  /**
+   * Selected tasks that had not finished.
+   *
+   * @generated from field: repeated string missing_task_ids = 10;
+   */
+  missingTaskIds: string[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 11;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * Set by ResolveAggregation.
+   *
+   * @generated from field: agentbus.v1.Resolution resolution = 12;
+   */
+  resolution?: Resolution | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.Aggregation.
+ * Use `create(AggregationSchema)` to create a new message.
+ */
+export const AggregationSchema: GenMessage<Aggregation> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session, 5);
 
 /**
  * @generated from message agentbus.v1.Participant
@@ -237,7 +474,7 @@ export type Participant = Message<"agentbus.v1.Participant"> & {
  * Use `create(ParticipantSchema)` to create a new message.
  */
 export const ParticipantSchema: GenMessage<Participant> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 2);
+  messageDesc(file_agentbus_v1_session, 6);
 
 /**
  * What a caller supplies to add an agent to a session.
@@ -280,7 +517,7 @@ export type ParticipantSpec = Message<"agentbus.v1.ParticipantSpec"> & {
  * Use `create(ParticipantSpecSchema)` to create a new message.
  */
 export const ParticipantSpecSchema: GenMessage<ParticipantSpec> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 3);
+  messageDesc(file_agentbus_v1_session, 7);
 
 /**
  * @generated from message agentbus.v1.Workflow
@@ -316,7 +553,7 @@ export type Workflow = Message<"agentbus.v1.Workflow"> & {
  * Use `create(WorkflowSchema)` to create a new message.
  */
 export const WorkflowSchema: GenMessage<Workflow> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 4);
+  messageDesc(file_agentbus_v1_session, 8);
 
 /**
  * @generated from message agentbus.v1.WorkflowStep
@@ -367,7 +604,7 @@ export type WorkflowStep = Message<"agentbus.v1.WorkflowStep"> & {
  * Use `create(WorkflowStepSchema)` to create a new message.
  */
 export const WorkflowStepSchema: GenMessage<WorkflowStep> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 5);
+  messageDesc(file_agentbus_v1_session, 9);
 
 /**
  * One change to one session, as delivered by WatchSessions.
@@ -424,7 +661,89 @@ export type SessionEvent = Message<"agentbus.v1.SessionEvent"> & {
  * Use `create(SessionEventSchema)` to create a new message.
  */
 export const SessionEventSchema: GenMessage<SessionEvent> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 6);
+  messageDesc(file_agentbus_v1_session, 10);
+
+/**
+ * How AggregateResults combines task results.
+ *
+ * @generated from enum agentbus.v1.AggregationStrategy
+ */
+export enum AggregationStrategy {
+  /**
+   * Treated as CONSENSUS.
+   *
+   * @generated from enum value: AGGREGATION_STRATEGY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The most frequent successful result (JSON compared canonically; a tie
+   * goes to the result reached first, in task order); confidence is the
+   * share of agreeing tasks less 0.1 per conflict, floored at 0.
+   *
+   * @generated from enum value: AGGREGATION_STRATEGY_CONSENSUS = 1;
+   */
+  CONSENSUS = 1,
+
+  /**
+   * The `specialist` agent's latest successful result, else CONSENSUS;
+   * confidence is the specialist's own (1 when it gave none).
+   *
+   * @generated from enum value: AGGREGATION_STRATEGY_SPECIALIST_PRIORITY = 2;
+   */
+  SPECIALIST_PRIORITY = 2,
+
+  /**
+   * The confidence-weighted mean of numeric results (a result without a
+   * confidence weighs 1); confidence is the mean confidence.
+   *
+   * @generated from enum value: AGGREGATION_STRATEGY_CONFIDENCE_WEIGHTED = 3;
+   */
+  CONFIDENCE_WEIGHTED = 3,
+
+  /**
+   * No result: the candidates and conflicts, for ResolveAggregation.
+   *
+   * @generated from enum value: AGGREGATION_STRATEGY_MANUAL = 4;
+   */
+  MANUAL = 4,
+}
+
+/**
+ * Describes the enum agentbus.v1.AggregationStrategy.
+ */
+export const AggregationStrategySchema: GenEnum<AggregationStrategy> = /*@__PURE__*/
+  enumDesc(file_agentbus_v1_session, 0);
+
+/**
+ * @generated from enum agentbus.v1.ConflictKind
+ */
+export enum ConflictKind {
+  /**
+   * @generated from enum value: CONFLICT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Two successful tasks with different results.
+   *
+   * @generated from enum value: CONFLICT_KIND_RESULT_DISAGREEMENT = 1;
+   */
+  RESULT_DISAGREEMENT = 1,
+
+  /**
+   * Successful tasks that name different approaches.
+   *
+   * @generated from enum value: CONFLICT_KIND_APPROACH_DIFFERENCE = 2;
+   */
+  APPROACH_DIFFERENCE = 2,
+}
+
+/**
+ * Describes the enum agentbus.v1.ConflictKind.
+ */
+export const ConflictKindSchema: GenEnum<ConflictKind> = /*@__PURE__*/
+  enumDesc(file_agentbus_v1_session, 1);
 
 /**
  * @generated from enum agentbus.v1.TaskState
@@ -473,7 +792,7 @@ export enum TaskState {
  * Describes the enum agentbus.v1.TaskState.
  */
 export const TaskStateSchema: GenEnum<TaskState> = /*@__PURE__*/
-  enumDesc(file_agentbus_v1_session, 0);
+  enumDesc(file_agentbus_v1_session, 2);
 
 /**
  * @generated from enum agentbus.v1.SessionState
@@ -509,7 +828,7 @@ export enum SessionState {
  * Describes the enum agentbus.v1.SessionState.
  */
 export const SessionStateSchema: GenEnum<SessionState> = /*@__PURE__*/
-  enumDesc(file_agentbus_v1_session, 1);
+  enumDesc(file_agentbus_v1_session, 3);
 
 /**
  * @generated from enum agentbus.v1.ParticipantStatus
@@ -550,7 +869,7 @@ export enum ParticipantStatus {
  * Describes the enum agentbus.v1.ParticipantStatus.
  */
 export const ParticipantStatusSchema: GenEnum<ParticipantStatus> = /*@__PURE__*/
-  enumDesc(file_agentbus_v1_session, 2);
+  enumDesc(file_agentbus_v1_session, 4);
 
 /**
  * @generated from enum agentbus.v1.SessionEventType
@@ -612,11 +931,19 @@ export enum SessionEventType {
    * @generated from enum value: SESSION_EVENT_TYPE_TASK_UPDATED = 10;
    */
   TASK_UPDATED = 10,
+
+  /**
+   * AggregateResults or ResolveAggregation; the aggregation is the
+   * session's last changed one (`aggregations`).
+   *
+   * @generated from enum value: SESSION_EVENT_TYPE_RESULTS_AGGREGATED = 11;
+   */
+  RESULTS_AGGREGATED = 11,
 }
 
 /**
  * Describes the enum agentbus.v1.SessionEventType.
  */
 export const SessionEventTypeSchema: GenEnum<SessionEventType> = /*@__PURE__*/
-  enumDesc(file_agentbus_v1_session, 3);
+  enumDesc(file_agentbus_v1_session, 5);
 

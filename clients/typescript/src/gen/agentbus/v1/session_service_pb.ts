@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { ParticipantSpec, Session, SessionEvent, SessionEventType, SessionState, WorkflowStep } from "./session_pb.js";
+import type { Aggregation, AggregationStrategy, ParticipantSpec, Session, SessionEvent, SessionEventType, SessionState, WorkflowStep } from "./session_pb.js";
 import { file_agentbus_v1_session } from "./session_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentbus/v1/session_service.proto.
  */
 export const file_agentbus_v1_session_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFhZ2VudGJ1cy92MS9zZXNzaW9uX3NlcnZpY2UucHJvdG8SC2FnZW50YnVzLnYxIs8BChRDcmVhdGVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhQKDG9yY2hlc3RyYXRvchgCIAEoCRIyCgxwYXJ0aWNpcGFudHMYAyADKAsyHC5hZ2VudGJ1cy52MS5QYXJ0aWNpcGFudFNwZWMSKAoFc3RlcHMYBCADKAsyGS5hZ2VudGJ1cy52MS5Xb3JrZmxvd1N0ZXASLwoOc2hhcmVkX2NvbnRleHQYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ij4KFUNyZWF0ZVNlc3Npb25SZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbiInChFHZXRTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIjsKEkdldFNlc3Npb25SZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbiJ8ChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EikKBnN0YXRlcxgBIAMoDjIZLmFnZW50YnVzLnYxLlNlc3Npb25TdGF0ZRITCgtwYXJ0aWNpcGFudBgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJXChRMaXN0U2Vzc2lvbnNSZXNwb25zZRImCghzZXNzaW9ucxgBIAMoCzIULmFnZW50YnVzLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpIBChVBZGRQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIxCgtwYXJ0aWNpcGFudBgCIAEoCzIcLmFnZW50YnVzLnYxLlBhcnRpY2lwYW50U3BlYxIdChBleHBlY3RlZF92ZXJzaW9uGAMgASgESACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iPwoWQWRkUGFydGljaXBhbnRSZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbiJ0ChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIdChBleHBlY3RlZF92ZXJzaW9uGAMgASgESACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iQgoZUmVtb3ZlUGFydGljaXBhbnRSZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbiKlAQoVVXBkYXRlV29ya2Zsb3dSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSFAoMY3VycmVudF9zdGVwGAIgASgJEhcKD2NvbXBsZXRlZF9zdGVwcxgDIAMoCRIVCg1wZW5kaW5nX3N0ZXBzGAQgAygJEh0KEGV4cGVjdGVkX3ZlcnNpb24YBSABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiI/ChZVcGRhdGVXb3JrZmxvd1Jlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5hZ2VudGJ1cy52MS5TZXNzaW9uInMKFkFkdmFuY2VXb3JrZmxvd1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIRCgluZXh0X3N0ZXAYAiABKAkSHQoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoBEgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uIkAKF0FkdmFuY2VXb3JrZmxvd1Jlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5hZ2VudGJ1cy52MS5TZXNzaW9uIrwBChpVcGRhdGVTaGFyZWRDb250ZXh0UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEigKB2NvbnRleHQYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKBG1vZGUYAyABKA4yHi5hZ2VudGJ1cy52MS5Db250ZXh0VXBkYXRlTW9kZRIdChBleHBlY3RlZF92ZXJzaW9uGAQgASgESACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iRAobVXBkYXRlU2hhcmVkQ29udGV4dFJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5hZ2VudGJ1cy52MS5TZXNzaW9uIoQBChZDb21wbGV0ZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDwoHc3VtbWFyeRgCIAEoCRIRCglhcnRpZmFjdHMYAyADKAkSHQoQZXhwZWN0ZWRfdmVyc2lvbhgEIAEoBEgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uIkAKF0NvbXBsZXRlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5hZ2VudGJ1cy52MS5TZXNzaW9uIoIBChdUZXJtaW5hdGVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIPCgdkZXRhaWxzGAMgASgJEh0KEGV4cGVjdGVkX3ZlcnNpb24YBCABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiJBChhUZXJtaW5hdGVTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmFnZW50YnVzLnYxLlNlc3Npb24ijwEKFFdhdGNoU2Vzc2lvbnNSZXF1ZXN0EhMKC3Nlc3Npb25faWRzGAEgAygJEjIKC2V2ZW50X3R5cGVzGAIgAygOMh0uYWdlbnRidXMudjEuU2Vzc2lvbkV2ZW50VHlwZRIbCg5hZnRlcl9zZXF1ZW5jZRgDIAEoBEgAiAEBQhEKD19hZnRlcl9zZXF1ZW5jZSJ4ChVXYXRjaFNlc3Npb25zUmVzcG9uc2USKgoFZXZlbnQYASABKAsyGS5hZ2VudGJ1cy52MS5TZXNzaW9uRXZlbnRIABIrCgloZWFydGJlYXQYAiABKAsyFi5hZ2VudGJ1cy52MS5IZWFydGJlYXRIAEIGCgRraW5kIlEKCUhlYXJ0YmVhdBItCgl0aW1lc3RhbXAYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAQqeAoRQ29udGV4dFVwZGF0ZU1vZGUSIwofQ09OVEVYVF9VUERBVEVfTU9ERV9VTlNQRUNJRklFRBAAEh8KG0NPTlRFWFRfVVBEQVRFX01PREVfUkVQTEFDRRABEh0KGUNPTlRFWFRfVVBEQVRFX01PREVfTUVSR0UQAjKHCAoOU2Vzc2lvblNlcnZpY2USVgoNQ3JlYXRlU2Vzc2lvbhIhLmFnZW50YnVzLnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiIuYWdlbnRidXMudjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEk0KCkdldFNlc3Npb24SHi5hZ2VudGJ1cy52MS5HZXRTZXNzaW9uUmVxdWVzdBofLmFnZW50YnVzLnYxLkdldFNlc3Npb25SZXNwb25zZRJTCgxMaXN0U2Vzc2lvbnMSIC5hZ2VudGJ1cy52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiEuYWdlbnRidXMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USWQoOQWRkUGFydGljaXBhbnQSIi5hZ2VudGJ1cy52MS5BZGRQYXJ0aWNpcGFudFJlcXVlc3QaIy5hZ2VudGJ1cy52MS5BZGRQYXJ0aWNpcGFudFJlc3BvbnNlEmIKEVJlbW92ZVBhcnRpY2lwYW50EiUuYWdlbnRidXMudjEuUmVtb3ZlUGFydGljaXBhbnRSZXF1ZXN0GiYuYWdlbnRidXMudjEuUmVtb3ZlUGFydGljaXBhbnRSZXNwb25zZRJZCg5VcGRhdGVXb3JrZmxvdxIiLmFnZW50YnVzLnYxLlVwZGF0ZVdvcmtmbG93UmVxdWVzdBojLmFnZW50YnVzLnYxLlVwZGF0ZVdvcmtmbG93UmVzcG9uc2USXAoPQWR2YW5jZVdvcmtmbG93EiMuYWdlbnRidXMudjEuQWR2YW5jZVdvcmtmbG93UmVxdWVzdBokLmFnZW50YnVzLnYxLkFkdmFuY2VXb3JrZmxvd1Jlc3BvbnNlEmgKE1VwZGF0ZVNoYXJlZENvbnRleHQSJy5hZ2VudGJ1cy52MS5VcGRhdGVTaGFyZWRDb250ZXh0UmVxdWVzdBooLmFnZW50YnVzLnYxLlVwZGF0ZVNoYXJlZENvbnRleHRSZXNwb25zZRJcCg9Db21wbGV0ZVNlc3Npb24SIy5hZ2VudGJ1cy52MS5Db21wbGV0ZVNlc3Npb25SZXF1ZXN0GiQuYWdlbnRidXMudjEuQ29tcGxldGVTZXNzaW9uUmVzcG9uc2USXwoQVGVybWluYXRlU2Vzc2lvbhIkLmFnZW50YnVzLnYxLlRlcm1pbmF0ZVNlc3Npb25SZXF1ZXN0GiUuYWdlbnRidXMudjEuVGVybWluYXRlU2Vzc2lvblJlc3BvbnNlElgKDVdhdGNoU2Vzc2lvbnMSIS5hZ2VudGJ1cy52MS5XYXRjaFNlc3Npb25zUmVxdWVzdBoiLmFnZW50YnVzLnYxLldhdGNoU2Vzc2lvbnNSZXNwb25zZTABYgZwcm90bzM", [file_agentbus_v1_session, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiFhZ2VudGJ1cy92MS9zZXNzaW9uX3NlcnZpY2UucHJvdG8SC2FnZW50YnVzLnYxIs8BChRDcmVhdGVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhQKDG9yY2hlc3RyYXRvchgCIAEoCRIyCgxwYXJ0aWNpcGFudHMYAyADKAsyHC5hZ2VudGJ1cy52MS5QYXJ0aWNpcGFudFNwZWMSKAoFc3RlcHMYBCADKAsyGS5hZ2VudGJ1cy52MS5Xb3JrZmxvd1N0ZXASLwoOc2hhcmVkX2NvbnRleHQYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ij4KFUNyZWF0ZVNlc3Npb25SZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbiInChFHZXRTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIjsKEkdldFNlc3Npb25SZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbiJ8ChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EikKBnN0YXRlcxgBIAMoDjIZLmFnZW50YnVzLnYxLlNlc3Npb25TdGF0ZRITCgtwYXJ0aWNpcGFudBgCIAEoCRIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCSJXChRMaXN0U2Vzc2lvbnNSZXNwb25zZRImCghzZXNzaW9ucxgBIAMoCzIULmFnZW50YnVzLnYxLlNlc3Npb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIpIBChVBZGRQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIxCgtwYXJ0aWNpcGFudBgCIAEoCzIcLmFnZW50YnVzLnYxLlBhcnRpY2lwYW50U3BlYxIdChBleHBlY3RlZF92ZXJzaW9uGAMgASgESACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iPwoWQWRkUGFydGljaXBhbnRSZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbiJ0ChhSZW1vdmVQYXJ0aWNpcGFudFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIdChBleHBlY3RlZF92ZXJzaW9uGAMgASgESACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iQgoZUmVtb3ZlUGFydGljaXBhbnRSZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbiKlAQoVVXBkYXRlV29ya2Zsb3dSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSFAoMY3VycmVudF9zdGVwGAIgASgJEhcKD2NvbXBsZXRlZF9zdGVwcxgDIAMoCRIVCg1wZW5kaW5nX3N0ZXBzGAQgAygJEh0KEGV4cGVjdGVkX3ZlcnNpb24YBSABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiI/ChZVcGRhdGVXb3JrZmxvd1Jlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5hZ2VudGJ1cy52MS5TZXNzaW9uInMKFkFkdmFuY2VXb3JrZmxvd1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIRCgluZXh0X3N0ZXAYAiABKAkSHQoQZXhwZWN0ZWRfdmVyc2lvbhgDIAEoBEgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uIkAKF0FkdmFuY2VXb3JrZmxvd1Jlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5hZ2VudGJ1cy52MS5TZXNzaW9uIrwBChpVcGRhdGVTaGFyZWRDb250ZXh0UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEigKB2NvbnRleHQYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKBG1vZGUYAyABKA4yHi5hZ2VudGJ1cy52MS5Db250ZXh0VXBkYXRlTW9kZRIdChBleHBlY3RlZF92ZXJzaW9uGAQgASgESACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iRAobVXBkYXRlU2hhcmVkQ29udGV4dFJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5hZ2VudGJ1cy52MS5TZXNzaW9uIoQBChZDb21wbGV0ZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDwoHc3VtbWFyeRgCIAEoCRIRCglhcnRpZmFjdHMYAyADKAkSHQoQZXhwZWN0ZWRfdmVyc2lvbhgEIAEoBEgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uIkAKF0NvbXBsZXRlU2Vzc2lvblJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5hZ2VudGJ1cy52MS5TZXNzaW9uIoIBChdUZXJtaW5hdGVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIPCgdkZXRhaWxzGAMgASgJEh0KEGV4cGVjdGVkX3ZlcnNpb24YBCABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiJBChhUZXJtaW5hdGVTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULmFnZW50YnVzLnYxLlNlc3Npb24ijwEKFFdhdGNoU2Vzc2lvbnNSZXF1ZXN0EhMKC3Nlc3Npb25faWRzGAEgAygJEjIKC2V2ZW50X3R5cGVzGAIgAygOMh0uYWdlbnRidXMudjEuU2Vzc2lvbkV2ZW50VHlwZRIbCg5hZnRlcl9zZXF1ZW5jZRgDIAEoBEgAiAEBQhEKD19hZnRlcl9zZXF1ZW5jZSJ4ChVXYXRjaFNlc3Npb25zUmVzcG9uc2USKgoFZXZlbnQYASABKAsyGS5hZ2VudGJ1cy52MS5TZXNzaW9uRXZlbnRIABIrCgloZWFydGJlYXQYAiABKAsyFi5hZ2VudGJ1cy52MS5IZWFydGJlYXRIAEIGCgRraW5kIlEKCUhlYXJ0YmVhdBItCgl0aW1lc3RhbXAYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxhc3Rfc2VxdWVuY2UYAiABKAQi4wEKF0FnZ3JlZ2F0ZVJlc3VsdHNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEAoIdGFza19pZHMYAiADKAkSDAoEc3RlcBgDIAEoCRIyCghzdHJhdGVneRgEIAEoDjIgLmFnZW50YnVzLnYxLkFnZ3JlZ2F0aW9uU3RyYXRlZ3kSEgoKc3BlY2lhbGlzdBgFIAEoCRIYChByZXF1aXJlX2NvbXBsZXRlGAYgASgIEh0KEGV4cGVjdGVkX3ZlcnNpb24YByABKARIAIgBAUITChFfZXhwZWN0ZWRfdmVyc2lvbiJwChhBZ2dyZWdhdGVSZXN1bHRzUmVzcG9uc2USLQoLYWdncmVnYXRpb24YASABKAsyGC5hZ2VudGJ1cy52MS5BZ2dyZWdhdGlvbhIlCgdzZXNzaW9uGAIgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbiKhAQoZUmVzb2x2ZUFnZ3JlZ2F0aW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhYKDmFnZ3JlZ2F0aW9uX2lkGAIgASgJEhYKDmNob3Nlbl90YXNrX2lkGAMgASgJEgwKBG5vdGUYBCABKAkSHQoQZXhwZWN0ZWRfdmVyc2lvbhgFIAEoBEgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uInIKGlJlc29sdmVBZ2dyZWdhdGlvblJlc3BvbnNlEi0KC2FnZ3JlZ2F0aW9uGAEgASgLMhguYWdlbnRidXMudjEuQWdncmVnYXRpb24SJQoHc2Vzc2lvbhgCIAEoCzIULmFnZW50YnVzLnYxLlNlc3Npb24qeAoRQ29udGV4dFVwZGF0ZU1vZGUSIwofQ09OVEVYVF9VUERBVEVfTU9ERV9VTlNQRUNJRklFRBAAEh8KG0NPTlRFWFRfVVBEQVRFX01PREVfUkVQTEFDRRABEh0KGUNPTlRFWFRfVVBEQVRFX01PREVfTUVSR0UQAjLPCQoOU2Vzc2lvblNlcnZpY2USVgoNQ3JlYXRlU2Vzc2lvbhIhLmFnZW50YnVzLnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiIuYWdlbnRidXMudjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEk0KCkdldFNlc3Npb24SHi5hZ2VudGJ1cy52MS5HZXRTZXNzaW9uUmVxdWVzdBofLmFnZW50YnVzLnYxLkdldFNlc3Npb25SZXNwb25zZRJTCgxMaXN0U2Vzc2lvbnMSIC5hZ2VudGJ1cy52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiEuYWdlbnRidXMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2USWQoOQWRkUGFydGljaXBhbnQSIi5hZ2VudGJ1cy52MS5BZGRQYXJ0aWNpcGFudFJlcXVlc3QaIy5hZ2VudGJ1cy52MS5BZGRQYXJ0aWNpcGFudFJlc3BvbnNlEmIKEVJlbW92ZVBhcnRpY2lwYW50EiUuYWdlbnRidXMudjEuUmVtb3ZlUGFydGljaXBhbnRSZXF1ZXN0GiYuYWdlbnRidXMudjEuUmVtb3ZlUGFydGljaXBhbnRSZXNwb25zZRJZCg5VcGRhdGVXb3JrZmxvdxIiLmFnZW50YnVzLnYxLlVwZGF0ZVdvcmtmbG93UmVxdWVzdBojLmFnZW50YnVzLnYxLlVwZGF0ZVdvcmtmbG93UmVzcG9uc2USXAoPQWR2YW5jZVdvcmtmbG93EiMuYWdlbnRidXMudjEuQWR2YW5jZVdvcmtmbG93UmVxdWVzdBokLmFnZW50YnVzLnYxLkFkdmFuY2VXb3JrZmxvd1Jlc3BvbnNlEmgKE1VwZGF0ZVNoYXJlZENvbnRleHQSJy5hZ2VudGJ1cy52MS5VcGRhdGVTaGFyZWRDb250ZXh0UmVxdWVzdBooLmFnZW50YnVzLnYxLlVwZGF0ZVNoYXJlZENvbnRleHRSZXNwb25zZRJcCg9Db21wbGV0ZVNlc3Npb24SIy5hZ2VudGJ1cy52MS5Db21wbGV0ZVNlc3Npb25SZXF1ZXN0GiQuYWdlbnRidXMudjEuQ29tcGxldGVTZXNzaW9uUmVzcG9uc2USXwoQVGVybWluYXRlU2Vzc2lvbhIkLmFnZW50YnVzLnYxLlRlcm1pbmF0ZVNlc3Npb25SZXF1ZXN0GiUuYWdlbnRidXMudjEuVGVybWluYXRlU2Vzc2lvblJlc3BvbnNlElgKDVdhdGNoU2Vzc2lvbnMSIS5hZ2VudGJ1cy52MS5XYXRjaFNlc3Npb25zUmVxdWVzdBoiLmFnZW50YnVzLnYxLldhdGNoU2Vzc2lvbnNSZXNwb25zZTABEl8KEEFnZ3JlZ2F0ZVJlc3VsdHMSJC5hZ2VudGJ1cy52MS5BZ2dyZWdhdGVSZXN1bHRzUmVxdWVzdBolLmFnZW50YnVzLnYxLkFnZ3JlZ2F0ZVJlc3VsdHNSZXNwb25zZRJlChJSZXNvbHZlQWdncmVnYXRpb24SJi5hZ2VudGJ1cy52MS5SZXNvbHZlQWdncmVnYXRpb25SZXF1ZXN0GicuYWdlbnRidXMudjEuUmVzb2x2ZUFnZ3JlZ2F0aW9uUmVzcG9uc2ViBnByb3RvMw", [file_agentbus_v1_session, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message agentbus.v1.CreateSessionRequest
@@ -607,6 +607,144 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_agentbus_v1_session_service, 22);
 
 /**
+ * @generated from message agentbus.v1.AggregateResultsRequest
+ */
+export type AggregateResultsRequest = Message<"agentbus.v1.AggregateResultsRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * These tasks; or, when empty, the tasks of `step`; or, when both are
+   * empty, every task of the session.
+   *
+   * @generated from field: repeated string task_ids = 2;
+   */
+  taskIds: string[];
+
+  /**
+   * @generated from field: string step = 3;
+   */
+  step: string;
+
+  /**
+   * @generated from field: agentbus.v1.AggregationStrategy strategy = 4;
+   */
+  strategy: AggregationStrategy;
+
+  /**
+   * The agent whose result SPECIALIST_PRIORITY prefers.
+   *
+   * @generated from field: string specialist = 5;
+   */
+  specialist: string;
+
+  /**
+   * Fail with FAILED_PRECONDITION while a selected task is still running,
+   * instead of listing it in `missing_task_ids`.
+   *
+   * @generated from field: bool require_complete = 6;
+   */
+  requireComplete: boolean;
+
+  /**
+   * @generated from field: optional uint64 expected_version = 7;
+   */
+  expectedVersion?: bigint | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.AggregateResultsRequest.
+ * Use `create(AggregateResultsRequestSchema)` to create a new message.
+ */
+export const AggregateResultsRequestSchema: GenMessage<AggregateResultsRequest> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session_service, 23);
+
+/**
+ * @generated from message agentbus.v1.AggregateResultsResponse
+ */
+export type AggregateResultsResponse = Message<"agentbus.v1.AggregateResultsResponse"> & {
+  /**
+   * @generated from field: agentbus.v1.Aggregation aggregation = 1;
+   */
+  aggregation?: Aggregation | undefined;
+
+  /**
+   * @generated from field: agentbus.v1.Session session = 2;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.AggregateResultsResponse.
+ * Use `create(AggregateResultsResponseSchema)` to create a new message.
+ */
+export const AggregateResultsResponseSchema: GenMessage<AggregateResultsResponse> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session_service, 24);
+
+/**
+ * @generated from message agentbus.v1.ResolveAggregationRequest
+ */
+export type ResolveAggregationRequest = Message<"agentbus.v1.ResolveAggregationRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: string aggregation_id = 2;
+   */
+  aggregationId: string;
+
+  /**
+   * One of the aggregation's candidates.
+   *
+   * @generated from field: string chosen_task_id = 3;
+   */
+  chosenTaskId: string;
+
+  /**
+   * @generated from field: string note = 4;
+   */
+  note: string;
+
+  /**
+   * @generated from field: optional uint64 expected_version = 5;
+   */
+  expectedVersion?: bigint | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.ResolveAggregationRequest.
+ * Use `create(ResolveAggregationRequestSchema)` to create a new message.
+ */
+export const ResolveAggregationRequestSchema: GenMessage<ResolveAggregationRequest> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session_service, 25);
+
+/**
+ * @generated from message agentbus.v1.ResolveAggregationResponse
+ */
+export type ResolveAggregationResponse = Message<"agentbus.v1.ResolveAggregationResponse"> & {
+  /**
+   * @generated from field: agentbus.v1.Aggregation aggregation = 1;
+   */
+  aggregation?: Aggregation | undefined;
+
+  /**
+   * @generated from field: agentbus.v1.Session session = 2;
+   */
+  session?: Session | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.ResolveAggregationResponse.
+ * Use `create(ResolveAggregationResponseSchema)` to create a new message.
+ */
+export const ResolveAggregationResponseSchema: GenMessage<ResolveAggregationResponse> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session_service, 26);
+
+/**
  * @generated from enum agentbus.v1.ContextUpdateMode
  */
 export enum ContextUpdateMode {
@@ -738,6 +876,29 @@ export const SessionService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchSessionsRequestSchema;
     output: typeof WatchSessionsResponseSchema;
+  },
+  /**
+   * Combines the results of several tasks into one answer by a strategy,
+   * with the conflicts among them; stored in the session and announced as a
+   * RESULTS_AGGREGATED event. Orchestrator only.
+   *
+   * @generated from rpc agentbus.v1.SessionService.AggregateResults
+   */
+  aggregateResults: {
+    methodKind: "unary";
+    input: typeof AggregateResultsRequestSchema;
+    output: typeof AggregateResultsResponseSchema;
+  },
+  /**
+   * Records the orchestrator's pick for an aggregation (MANUAL, or to
+   * overrule another strategy).
+   *
+   * @generated from rpc agentbus.v1.SessionService.ResolveAggregation
+   */
+  resolveAggregation: {
+    methodKind: "unary";
+    input: typeof ResolveAggregationRequestSchema;
+    output: typeof ResolveAggregationResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentbus_v1_session_service, 0);

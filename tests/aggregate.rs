@@ -1,0 +1,318 @@
+//! Task results and their aggregation, black box: the tutorial session with
+//! two implementers that disagree, a reviewer as specialist, estimates
+//! weighted by confidence and a manual pick, over gRPC and HTTP.
+
+mod common;
+
+use agentbus::pb;
+use common::{Bus, assert_status, tutorial_session};
+use serde_json::{Value as Json, json};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+const ORC: &str = "claude-code://orchestrator";
+const BACKEND: &str = "opencode://backend";
+const FRONTEND: &str = "codex://frontend";
+const QA: &str = "claude-code://qa";
+const SESSION: &str = "sess_agg";
+
+fn value(json: Json) -> prost_types::Value {
+    let object = common::object(json!({ "v": json }));
+    object.fields.get("v").cloned().unwrap()
+}
+
+fn message(id: &str, from: &str, to: &str, kind: pb::MessageType, payload: Json) -> pb::SendMessageRequest {
+    pb::SendMessageRequest {
+        message: Some(pb::Message {
+            message_id: id.into(),
+            sender: Some(pb::AgentRef {
+                agent_id: from.into(),
+                session_id: SESSION.into(),
+                ..Default::default()
+            }),
+            recipient: Some(pb::AgentRef {
+                agent_id: to.into(),
+                ..Default::default()
+            }),
+            message_type: kind as i32,
+            payload: Some(value(payload)),
+            task_id: id.trim_end_matches("-reply").into(),
+            ..Default::default()
+        }),
+    }
+}
+
+struct Team {
+    bus: Bus,
+    messages: pb::message_service_client::MessageServiceClient<tonic::transport::Channel>,
+    sessions: pb::session_service_client::SessionServiceClient<tonic::transport::Channel>,
+}
+
+impl Team {
+    async fn start() -> Self {
+        let bus = Bus::start(&["--store", "memory"]).await;
+        let mut agents = bus.agents().await;
+        for agent in [ORC, BACKEND, FRONTEND, QA] {
+            let descriptor = pb::AgentDescriptor {
+                agent_id: agent.into(),
+                ..Default::default()
+            };
+            agents
+                .register_agent(pb::RegisterAgentRequest {
+                    agent: Some(descriptor),
+                    update: false,
+                })
+                .await
+                .unwrap();
+        }
+        let mut sessions = pb::session_service_client::SessionServiceClient::new(bus.channel().await);
+        sessions.create_session(tutorial_session(SESSION)).await.unwrap();
+        let messages = bus.messages().await;
+        Self {
+            bus,
+            messages,
+            sessions,
+        }
+    }
+
+    /// Delegates task `id` to `agent`; with `answer`, the agent responds.
+    async fn task(&mut self, id: &str, agent: &str, answer: Option<Json>) {
+        let request = message(id, ORC, agent, pb::MessageType::TaskRequest, json!({"task": id}));
+        self.messages.send_message(request).await.unwrap();
+        if let Some(answer) = answer {
+            let reply = message(
+                &format!("{id}-reply"),
+                agent,
+                ORC,
+                pb::MessageType::TaskResponse,
+                answer,
+            );
+            self.messages.send_message(reply).await.unwrap();
+        }
+    }
+
+    async fn aggregate(&mut self, request: pb::AggregateResultsRequest) -> Result<pb::Aggregation, tonic::Status> {
+        let request = pb::AggregateResultsRequest {
+            session_id: SESSION.into(),
+            ..request
+        };
+        let response = self.sessions.aggregate_results(request).await?.into_inner();
+        Ok(response.aggregation.unwrap())
+    }
+}
+
+fn by_step(step: &str, strategy: pb::AggregationStrategy) -> pb::AggregateResultsRequest {
+    pb::AggregateResultsRequest {
+        step: step.into(),
+        strategy: strategy as i32,
+        ..Default::default()
+    }
+}
+
+fn result(aggregation: &pb::Aggregation) -> Json {
+    common::json(&prost_types::Struct {
+        fields: [("v".to_owned(), aggregation.result.clone().unwrap())].into(),
+    })["v"]
+        .clone()
+}
+
+#[tokio::test]
+async fn implementers_disagree_a_specialist_decides_estimates_are_weighted() {
+    let mut team = Team::start().await;
+    use pb::AggregationStrategy as S;
+    team.task(
+        "design-api",
+        BACKEND,
+        Some(json!({"result": {"framework": "axum"}, "confidence": 0.8, "approach": "rest"})),
+    )
+    .await;
+    team.task(
+        "design-ui",
+        FRONTEND,
+        Some(json!({"result": {"framework": "actix"}, "confidence": 0.6, "approach": "rest"})),
+    )
+    .await;
+    team.task(
+        "design-review",
+        QA,
+        Some(json!({"result": {"framework": "actix"}, "confidence": 0.9, "approach": "grpc"})),
+    )
+    .await;
+
+    // Consensus: two of three agree; two disagreeing pairs and two approaches.
+    let consensus = team.aggregate(by_step("design", S::Consensus)).await.unwrap();
+    assert_eq!(result(&consensus), json!({"framework": "actix"}));
+    assert_eq!(consensus.contributing_task_ids, ["design-ui", "design-review"]);
+    let kinds: Vec<i32> = consensus.conflicts.iter().map(|c| c.kind).collect();
+    let disagreement = pb::ConflictKind::ResultDisagreement as i32;
+    assert_eq!(
+        kinds,
+        [disagreement, disagreement, pb::ConflictKind::ApproachDifference as i32]
+    );
+    assert!(
+        (consensus.confidence - (2.0 / 3.0 - 0.3)).abs() < 1e-9,
+        "{}",
+        consensus.confidence
+    );
+    assert_eq!(consensus.candidates.len(), 3);
+
+    // The reviewer is the specialist.
+    let specialist = pb::AggregateResultsRequest {
+        specialist: QA.into(),
+        ..by_step("design", S::SpecialistPriority)
+    };
+    let decided = team.aggregate(specialist).await.unwrap();
+    assert_eq!(
+        (result(&decided), decided.confidence),
+        (json!({"framework": "actix"}), 0.9)
+    );
+
+    // Estimates in the next step, weighted by confidence: (8 x 0.9 + 4 x 0.3) / 1.2 = 7.
+    team.sessions
+        .advance_workflow(pb::AdvanceWorkflowRequest {
+            session_id: SESSION.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    team.task("estimate-api", BACKEND, Some(json!({"result": 8, "confidence": 0.9})))
+        .await;
+    team.task("estimate-ui", FRONTEND, Some(json!({"result": 4, "confidence": 0.3})))
+        .await;
+    let weighted = team
+        .aggregate(by_step("implementation", S::ConfidenceWeighted))
+        .await
+        .unwrap();
+    assert!((result(&weighted).as_f64().unwrap() - 7.0).abs() < 1e-9, "{weighted:?}");
+    assert_status(
+        team.aggregate(by_step("design", S::ConfidenceWeighted)).await,
+        Code::InvalidArgument,
+        "task design-api",
+    );
+
+    // A task still running is listed, or refused with require_complete.
+    team.task("estimate-review", QA, None).await;
+    let partial = team.aggregate(by_step("implementation", S::Consensus)).await.unwrap();
+    assert_eq!(partial.missing_task_ids, ["estimate-review"]);
+    let strict = pb::AggregateResultsRequest {
+        require_complete: true,
+        ..by_step("implementation", S::Consensus)
+    };
+    assert_status(
+        team.aggregate(strict).await,
+        Code::FailedPrecondition,
+        "estimate-review",
+    );
+
+    // The tasks carry their typed results and durations.
+    let session = team
+        .sessions
+        .get_session(pb::GetSessionRequest {
+            session_id: SESSION.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let api = session.tasks.iter().find(|t| t.task_id == "design-api").unwrap();
+    assert_eq!(
+        (api.confidence, api.approach.as_str(), api.success),
+        (Some(0.8), "rest", true)
+    );
+    assert_eq!(api.step, "design");
+    assert!(api.duration.is_some());
+    assert_eq!(session.aggregations.len(), 4);
+
+    // Bad task results are refused when sent.
+    let bad = message(
+        "bad-reply",
+        BACKEND,
+        ORC,
+        pb::MessageType::TaskResponse,
+        json!({"result": 1, "confidence": 2}),
+    );
+    assert_status(
+        team.messages.send_message(bad).await,
+        Code::InvalidArgument,
+        "payload.confidence",
+    );
+
+    // Each aggregation is an event.
+    let mut watch = team
+        .sessions
+        .watch_sessions(pb::WatchSessionsRequest {
+            after_sequence: Some(0),
+            event_types: vec![pb::SessionEventType::ResultsAggregated as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut aggregated = 0;
+    while aggregated < 4 {
+        if let Some(pb::watch_sessions_response::Kind::Event(_)) = watch.next().await.unwrap().unwrap().kind {
+            aggregated += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn manual_aggregation_over_http_is_resolved_by_the_orchestrator() {
+    let mut team = Team::start().await;
+    team.task(
+        "design-api",
+        BACKEND,
+        Some(json!({"result": "axum", "approach": "rest"})),
+    )
+    .await;
+    team.task(
+        "design-ui",
+        FRONTEND,
+        Some(json!({"result": "actix", "approach": "rest"})),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let base = format!("{}/sessions/{SESSION}", team.bus.url());
+    let manual: Json = http
+        .post(format!("{base}/aggregate"))
+        .json(&json!({"step": "design", "strategy": "manual"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(manual["success"], true, "{manual}");
+    let aggregation = &manual["aggregation"];
+    assert_eq!(aggregation["strategy"], "manual");
+    assert_eq!(aggregation["result"], Json::Null, "{aggregation}");
+    assert_eq!(aggregation["candidates"].as_array().unwrap().len(), 2);
+    assert_eq!(aggregation["conflicts"][0]["kind"], "result_disagreement");
+    let id = aggregation["aggregation_id"].as_str().unwrap();
+
+    let resolve = |chosen: &str| {
+        http.post(format!("{base}/aggregations/{id}/resolve"))
+            .json(&json!({"chosen_task_id": chosen, "note": "matches our stack"}))
+            .send()
+    };
+    let wrong = resolve("design-nope").await.unwrap();
+    assert_eq!(wrong.status(), reqwest::StatusCode::BAD_REQUEST);
+    let resolved: Json = resolve("design-api").await.unwrap().json().await.unwrap();
+    assert_eq!(resolved["aggregation"]["result"], "axum", "{resolved}");
+    assert_eq!(resolved["aggregation"]["resolution"]["resolved_by"], ORC);
+    let unknown = http
+        .post(format!("{base}/aggregations/agg_99/resolve"))
+        .json(&json!({"chosen_task_id": "design-api"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), reqwest::StatusCode::NOT_FOUND);
+    let bad_strategy = http
+        .post(format!("{base}/aggregate"))
+        .json(&json!({"strategy": "majority"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_strategy.status(), reqwest::StatusCode::BAD_REQUEST);
+}
