@@ -316,3 +316,133 @@ async fn manual_aggregation_over_http_is_resolved_by_the_orchestrator() {
         .unwrap();
     assert_eq!(bad_strategy.status(), reqwest::StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn an_ended_session_has_an_executive_summary_on_every_transport() {
+    let mut team = Team::start().await;
+    use pb::AggregationStrategy as S;
+    team.task(
+        "design-api",
+        BACKEND,
+        Some(json!({"result": "axum", "approach": "rest"})),
+    )
+    .await;
+    team.task(
+        "design-ui",
+        FRONTEND,
+        Some(json!({"result": "actix", "approach": "rest"})),
+    )
+    .await;
+    team.aggregate(by_step("design", S::Manual)).await.unwrap();
+    let failed = message(
+        "design-review-reply",
+        QA,
+        ORC,
+        pb::MessageType::Error,
+        json!({"error": "no access"}),
+    );
+    team.task("design-review", QA, None).await;
+    team.messages.send_message(failed).await.unwrap();
+
+    let summary = |session_id: &str| pb::GetSessionSummaryRequest {
+        session_id: session_id.into(),
+    };
+    assert_status(
+        team.sessions.get_session_summary(summary(SESSION)).await,
+        Code::FailedPrecondition,
+        "made when it ends",
+    );
+    let completed = team
+        .sessions
+        .complete_session(pb::CompleteSessionRequest {
+            session_id: SESSION.into(),
+            summary: "Design settled; review blocked".into(),
+            artifacts: vec!["docs/design.md".into()],
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap();
+    let carried = completed.executive_summary.unwrap();
+    assert_eq!(carried.outcome, pb::SessionState::Completed as i32);
+    assert_eq!(carried.text, "Design settled; review blocked");
+    let design = &carried.steps[0];
+    assert_eq!((design.name.as_str(), design.tasks.len()), ("design", 3));
+    assert_eq!(design.agents[0], ORC, "required agents first");
+    // The manual aggregation was never resolved: its conflict is open.
+    assert_eq!(carried.unresolved_conflicts.len(), 1);
+    let totals = carried.totals.unwrap();
+    assert_eq!((totals.tasks_completed, totals.tasks_failed), (2, 1));
+    assert_eq!(totals.messages, 6);
+    assert_eq!(totals.contributions.len(), 3);
+
+    let answer = team
+        .sessions
+        .get_session_summary(summary(SESSION))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.summary.as_ref().unwrap().text, carried.text);
+    assert!(
+        answer.markdown.starts_with("# Session sess_agg: completed"),
+        "{}",
+        answer.markdown
+    );
+
+    let url = format!("{}/sessions/{SESSION}/summary", team.bus.url());
+    let http = reqwest::Client::new();
+    let json_summary: Json = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(json_summary["summary"]["totals"]["tasks_failed"], 1, "{json_summary}");
+    let markdown = http.get(&url).header("accept", "text/markdown").send().await.unwrap();
+    assert!(
+        markdown.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/markdown")
+    );
+    let text = markdown.text().await.unwrap();
+    assert!(
+        text.contains("## design") && text.contains("design-review") && text.contains("docs/design.md"),
+        "{text}"
+    );
+    assert!(text.contains("## Unresolved conflicts"), "{text}");
+
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_agentbus"))
+        .args(["sessions", "summary", SESSION, "--addr", &team.bus.url()])
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&cli.stdout).trim_end(),
+        answer.markdown.trim_end()
+    );
+
+    // Terminated sessions get theirs too, marked as such.
+    team.sessions
+        .create_session(pb::CreateSessionRequest {
+            session_id: "sess_stop".into(),
+            orchestrator: ORC.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stopped = team
+        .sessions
+        .terminate_session(pb::TerminateSessionRequest {
+            session_id: "sess_stop".into(),
+            reason: "timeout".into(),
+            details: "frontend offline".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session
+        .unwrap()
+        .executive_summary
+        .unwrap();
+    assert_eq!(stopped.outcome, pb::SessionState::Terminated as i32);
+    assert_eq!(stopped.text, "timeout: frontend offline");
+}

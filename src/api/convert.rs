@@ -6,11 +6,12 @@ use std::time::Duration;
 use prost_types::value::Kind;
 use serde_json::{Number, Value};
 
-use crate::domain::aggregate::{Aggregation, ConflictKind, Strategy};
+use crate::domain::aggregate::{Aggregation, Conflict, ConflictKind, Strategy};
 use crate::domain::session::{
     Participant, ParticipantSpec, ParticipantStatus, Session, SessionEvent, SessionEventKind, SessionState, Task,
     TaskState, Workflow, WorkflowStep,
 };
+use crate::domain::summary::{ExecutiveSummary, StepState};
 use crate::domain::{AgentId, Error, JsonObject, Result, Timestamp};
 use crate::pb;
 
@@ -328,17 +329,22 @@ pub fn session(s: &Session) -> pb::Session {
         termination_details: s.termination_details.clone(),
         tasks: s.tasks.iter().map(task).collect(),
         aggregations: s.aggregations.iter().map(aggregation).collect(),
+        executive_summary: s.executive_summary.as_ref().map(executive_summary),
     }
 }
 
-fn task(t: &Task) -> pb::Task {
-    let state = match t.state {
+fn task_state(state: TaskState) -> pb::TaskState {
+    match state {
         TaskState::Delegated => pb::TaskState::Delegated,
         TaskState::Working => pb::TaskState::Working,
         TaskState::Completed => pb::TaskState::Completed,
         TaskState::Failed => pb::TaskState::Failed,
         TaskState::TimedOut => pb::TaskState::TimedOut,
-    };
+    }
+}
+
+fn task(t: &Task) -> pb::Task {
+    let state = task_state(t.state);
     pb::Task {
         task_id: t.task_id.clone(),
         assignee: t.assignee.to_string(),
@@ -386,6 +392,71 @@ pub fn strategy_from(field: &str, value: i32) -> Result<Strategy> {
         })
 }
 
+fn conflict(c: &Conflict) -> pb::Conflict {
+    pb::Conflict {
+        kind: match c.kind {
+            ConflictKind::ResultDisagreement => pb::ConflictKind::ResultDisagreement,
+            ConflictKind::ApproachDifference => pb::ConflictKind::ApproachDifference,
+        } as i32,
+        task_ids: c.task_ids.clone(),
+        detail: c.detail.clone(),
+    }
+}
+
+pub fn executive_summary(e: &ExecutiveSummary) -> pb::ExecutiveSummary {
+    let t = &e.totals;
+    pb::ExecutiveSummary {
+        outcome: session_state(e.outcome) as i32,
+        text: e.text.clone(),
+        steps: e
+            .steps
+            .iter()
+            .map(|step| pb::StepSummary {
+                name: step.name.clone(),
+                state: match step.state {
+                    StepState::Completed => "completed",
+                    StepState::Current => "current",
+                    StepState::Pending => "pending",
+                }
+                .into(),
+                agents: step.agents.iter().map(ToString::to_string).collect(),
+                tasks: step
+                    .tasks
+                    .iter()
+                    .map(|task| pb::TaskOutcome {
+                        task_id: task.task_id.clone(),
+                        assignee: task.assignee.to_string(),
+                        state: task_state(task.state) as i32,
+                        success: task.success,
+                        duration: task.duration.map(duration),
+                    })
+                    .collect(),
+                result: step.result.as_ref().map(json_value),
+            })
+            .collect(),
+        unresolved_conflicts: e.unresolved_conflicts.iter().map(conflict).collect(),
+        artifacts: e.artifacts.clone(),
+        totals: Some(pb::SummaryTotals {
+            messages: t.messages,
+            tasks_completed: t.tasks_completed,
+            tasks_failed: t.tasks_failed,
+            tasks_timed_out: t.tasks_timed_out,
+            duration: Some(duration(t.duration)),
+            contributions: t
+                .contributions
+                .iter()
+                .map(|c| pb::AgentContribution {
+                    agent_id: c.agent_id.to_string(),
+                    tasks: c.tasks,
+                    completed: c.completed,
+                    failed: c.failed,
+                })
+                .collect(),
+        }),
+        generated_at: Some(timestamp(e.generated_at)),
+    }
+}
+
 pub fn aggregation(a: &Aggregation) -> pb::Aggregation {
     let strategy = STRATEGIES
         .iter()
@@ -399,18 +470,7 @@ pub fn aggregation(a: &Aggregation) -> pb::Aggregation {
         result: a.result.as_ref().map(json_value),
         confidence: a.confidence,
         contributing_task_ids: a.contributing_task_ids.clone(),
-        conflicts: a
-            .conflicts
-            .iter()
-            .map(|c| pb::Conflict {
-                kind: match c.kind {
-                    ConflictKind::ResultDisagreement => pb::ConflictKind::ResultDisagreement,
-                    ConflictKind::ApproachDifference => pb::ConflictKind::ApproachDifference,
-                } as i32,
-                task_ids: c.task_ids.clone(),
-                detail: c.detail.clone(),
-            })
-            .collect(),
+        conflicts: a.conflicts.iter().map(conflict).collect(),
         candidates: a
             .candidates
             .iter()

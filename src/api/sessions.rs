@@ -229,6 +229,25 @@ impl Api {
         )
     }
 
+    pub async fn get_session_summary(
+        &self,
+        caller: &Caller,
+        r: pb::GetSessionSummaryRequest,
+    ) -> Result<pb::GetSessionSummaryResponse> {
+        let id = session_id(&r.session_id)?;
+        let session = self.checked(caller, self.sessions.get(&caller.actor(), &id).await)?;
+        let summary = session.executive_summary.as_ref().ok_or_else(|| {
+            Error::failed_precondition(format!(
+                "session {id} is {}: its summary is made when it ends",
+                session.state.as_str()
+            ))
+        })?;
+        Ok(pb::GetSessionSummaryResponse {
+            summary: Some(convert::executive_summary(summary)),
+            markdown: summary.to_markdown(id.as_str()),
+        })
+    }
+
     pub async fn aggregate_results(
         &self,
         caller: &Caller,

@@ -48,8 +48,13 @@ impl Output {
             serde_json::to_string(&json)
         }
         .map_err(|e| Status::internal(format!("cannot encode the response as JSON: {e}")))?;
+        self.text(&text)
+    }
+
+    /// Prints text as it is, ending with a newline.
+    pub fn text(&self, text: &str) -> Result<(), Stop> {
         let mut stdout = std::io::stdout().lock();
-        writeln!(stdout, "{text}")
+        writeln!(stdout, "{}", text.trim_end())
             .and_then(|()| stdout.flush())
             .map_err(|error| match error.kind() {
                 std::io::ErrorKind::BrokenPipe => Stop::StdoutClosed,

@@ -28,6 +28,13 @@ enum SessionsCommand {
     Complete(CompleteArgs),
     /// Terminate an active session (TerminateSessionResponse).
     Terminate(TerminateArgs),
+    /// Print an ended session's executive summary as Markdown (--json: the GetSessionSummaryResponse).
+    Summary {
+        session_id: String,
+        /// Print the response as JSON instead of the Markdown.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +119,16 @@ pub async fn run(args: SessionsArgs) -> Result<(), Stop> {
             let request = pb::GetSessionRequest { session_id };
             let response = conn.sessions().get_session(conn.unary(request)).await?;
             out.print(response.get_ref())
+        }
+        SessionsCommand::Summary { session_id, json } => {
+            let conn = Connection::open(&args.client).await?;
+            let request = pb::GetSessionSummaryRequest { session_id };
+            let response = conn.sessions().get_session_summary(conn.unary(request)).await?;
+            if json {
+                out.print(response.get_ref())
+            } else {
+                out.text(&response.get_ref().markdown)
+            }
         }
         SessionsCommand::List(list) => {
             let conn = Connection::open(&args.client).await?;

@@ -426,6 +426,7 @@ mod tests {
             last_payload: Some(result.clone()),
             result: TaskResult::from_payload(&result).ok(),
             step: "build".into(),
+            updates: 1,
         }
     }
 

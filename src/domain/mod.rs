@@ -9,6 +9,7 @@ pub mod ids;
 pub mod json;
 pub mod message;
 pub mod session;
+pub mod summary;
 pub mod time;
 pub mod token;
 pub mod validate;

@@ -10,6 +10,7 @@ use super::aggregate::{Aggregation, AggregationRequest, TaskResult, aggregate};
 use super::error::{Error, Result};
 use super::ids::{AgentId, SessionId};
 use super::json::{self, JsonObject};
+use super::summary::ExecutiveSummary;
 use super::time::Timestamp;
 use super::validate::{check_count, check_list, check_name, check_text};
 
@@ -339,6 +340,9 @@ pub struct Session {
     /// Results aggregated with AggregateResults, oldest first.
     #[serde(default)]
     pub aggregations: Vec<Aggregation>,
+    /// Made when the session ends.
+    #[serde(default)]
+    pub executive_summary: Option<ExecutiveSummary>,
 }
 
 /// Where a delegated task stands; the last three are final.
@@ -377,6 +381,9 @@ pub struct Task {
     /// The workflow step current when it was delegated.
     #[serde(default)]
     pub step: String,
+    /// Replies that moved it.
+    #[serde(default)]
+    pub updates: u32,
 }
 
 impl Task {
@@ -450,6 +457,7 @@ impl Session {
             termination_details: String::new(),
             tasks: Vec::new(),
             aggregations: Vec::new(),
+            executive_summary: None,
         })
     }
 
@@ -692,6 +700,7 @@ impl Session {
         let size = json::wire_size(&payload);
         task.state = state;
         task.updated_at = now;
+        task.updates = task.updates.saturating_add(1);
         task.last_payload = Some(if size > MAX_TASK_PAYLOAD_BYTES {
             note(size)
         } else {
@@ -831,6 +840,7 @@ impl Session {
         }
         self.state = state;
         self.ended_at = Some(now);
+        self.executive_summary = Some(ExecutiveSummary::of(self, now));
         self.touch(now);
     }
 

@@ -135,6 +135,7 @@ service! {
         terminate_session(TerminateSessionRequest) -> TerminateSessionResponse;
         aggregate_results(AggregateResultsRequest) -> AggregateResultsResponse;
         resolve_aggregation(ResolveAggregationRequest) -> ResolveAggregationResponse;
+        get_session_summary(GetSessionSummaryRequest) -> GetSessionSummaryResponse;
     }
 
     type WatchSessionsStream = GrpcStream<pb::WatchSessionsResponse>;

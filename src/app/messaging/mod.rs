@@ -356,6 +356,7 @@ impl Messaging {
                 last_payload: None,
                 result: None,
                 step: session.workflow.current_step.clone(),
+                updates: 0,
             };
             session.delegate_task(task, now)?;
             (SessionEventKind::TaskDelegated, task_id)

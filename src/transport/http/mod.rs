@@ -104,6 +104,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/sessions/{session_id}/complete", post(sessions::complete_session))
         .route("/sessions/{session_id}/terminate", post(sessions::terminate_session))
         .route("/sessions/{session_id}/aggregate", post(sessions::aggregate_results))
+        .route("/sessions/{session_id}/summary", get(sessions::get_session_summary))
         .route(
             "/sessions/{session_id}/aggregations/{aggregation_id}/resolve",
             post(sessions::resolve_aggregation),

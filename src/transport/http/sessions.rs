@@ -3,6 +3,7 @@
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::response::sse::Event;
 use serde_json::{Map, Value as Json};
 use tokio_stream::StreamExt;
@@ -29,6 +30,29 @@ pub async fn get_session(State(gw): Gw, caller: Caller, Path(session_id): Path<S
         .api
         .get_session(&caller, pb::GetSessionRequest { session_id })
         .await?)
+}
+
+/// `GET /sessions/{id}/summary`: the executive summary as JSON, or as
+/// Markdown for `Accept: text/markdown`.
+pub async fn get_session_summary(
+    State(gw): Gw,
+    caller: Caller,
+    Path(session_id): Path<String>,
+    headers: HeaderMap,
+) -> HttpResult {
+    let response = gw
+        .api
+        .get_session_summary(&caller, pb::GetSessionSummaryRequest { session_id })
+        .await?;
+    let markdown = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/markdown"));
+    if markdown {
+        let content_type = [(axum::http::header::CONTENT_TYPE, "text/markdown; charset=utf-8")];
+        return Ok((content_type, response.markdown).into_response());
+    }
+    ok(&response)
 }
 
 /// A session change: the request from the body (`{}` when optional and

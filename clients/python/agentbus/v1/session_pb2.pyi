@@ -105,7 +105,7 @@ SESSION_EVENT_TYPE_TASK_UPDATED: SessionEventType
 SESSION_EVENT_TYPE_RESULTS_AGGREGATED: SessionEventType
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "orchestrator", "participants", "workflow", "shared_context", "state", "version", "created_at", "updated_at", "ended_at", "summary", "artifacts", "termination_reason", "termination_details", "tasks", "aggregations")
+    __slots__ = ("session_id", "orchestrator", "participants", "workflow", "shared_context", "state", "version", "created_at", "updated_at", "ended_at", "summary", "artifacts", "termination_reason", "termination_details", "tasks", "aggregations", "executive_summary")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATOR_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class Session(_message.Message):
     TERMINATION_DETAILS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATIONS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTIVE_SUMMARY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     orchestrator: str
     participants: _containers.RepeatedCompositeFieldContainer[Participant]
@@ -138,7 +139,82 @@ class Session(_message.Message):
     termination_details: str
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     aggregations: _containers.RepeatedCompositeFieldContainer[Aggregation]
-    def __init__(self, session_id: _Optional[str] = ..., orchestrator: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ..., shared_context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[_Union[SessionState, str]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., artifacts: _Optional[_Iterable[str]] = ..., termination_reason: _Optional[str] = ..., termination_details: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., aggregations: _Optional[_Iterable[_Union[Aggregation, _Mapping]]] = ...) -> None: ...
+    executive_summary: ExecutiveSummary
+    def __init__(self, session_id: _Optional[str] = ..., orchestrator: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ..., shared_context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[_Union[SessionState, str]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., artifacts: _Optional[_Iterable[str]] = ..., termination_reason: _Optional[str] = ..., termination_details: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., aggregations: _Optional[_Iterable[_Union[Aggregation, _Mapping]]] = ..., executive_summary: _Optional[_Union[ExecutiveSummary, _Mapping]] = ...) -> None: ...
+
+class ExecutiveSummary(_message.Message):
+    __slots__ = ("outcome", "text", "steps", "unresolved_conflicts", "artifacts", "totals", "generated_at")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    UNRESOLVED_CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    TOTALS_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    outcome: SessionState
+    text: str
+    steps: _containers.RepeatedCompositeFieldContainer[StepSummary]
+    unresolved_conflicts: _containers.RepeatedCompositeFieldContainer[Conflict]
+    artifacts: _containers.RepeatedScalarFieldContainer[str]
+    totals: SummaryTotals
+    generated_at: _timestamp_pb2.Timestamp
+    def __init__(self, outcome: _Optional[_Union[SessionState, str]] = ..., text: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepSummary, _Mapping]]] = ..., unresolved_conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., artifacts: _Optional[_Iterable[str]] = ..., totals: _Optional[_Union[SummaryTotals, _Mapping]] = ..., generated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class StepSummary(_message.Message):
+    __slots__ = ("name", "state", "agents", "tasks", "result")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    agents: _containers.RepeatedScalarFieldContainer[str]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskOutcome]
+    result: _struct_pb2.Value
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., agents: _Optional[_Iterable[str]] = ..., tasks: _Optional[_Iterable[_Union[TaskOutcome, _Mapping]]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+
+class TaskOutcome(_message.Message):
+    __slots__ = ("task_id", "assignee", "state", "success", "duration")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNEE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    assignee: str
+    state: TaskState
+    success: bool
+    duration: _duration_pb2.Duration
+    def __init__(self, task_id: _Optional[str] = ..., assignee: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., success: _Optional[bool] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class SummaryTotals(_message.Message):
+    __slots__ = ("messages", "tasks_completed", "tasks_failed", "tasks_timed_out", "duration", "contributions")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    TASKS_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    TASKS_TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    messages: int
+    tasks_completed: int
+    tasks_failed: int
+    tasks_timed_out: int
+    duration: _duration_pb2.Duration
+    contributions: _containers.RepeatedCompositeFieldContainer[AgentContribution]
+    def __init__(self, messages: _Optional[int] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., tasks_timed_out: _Optional[int] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., contributions: _Optional[_Iterable[_Union[AgentContribution, _Mapping]]] = ...) -> None: ...
+
+class AgentContribution(_message.Message):
+    __slots__ = ("agent_id", "tasks", "completed", "failed")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    tasks: int
+    completed: int
+    failed: int
+    def __init__(self, agent_id: _Optional[str] = ..., tasks: _Optional[int] = ..., completed: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "assignee", "delegated_by", "request_id", "state", "created_at", "updated_at", "last_payload", "result", "confidence", "approach", "success", "duration", "step")

@@ -268,3 +268,17 @@ class ResolveAggregationResponse(_message.Message):
     aggregation: _session_pb2.Aggregation
     session: _session_pb2.Session
     def __init__(self, aggregation: _Optional[_Union[_session_pb2.Aggregation, _Mapping]] = ..., session: _Optional[_Union[_session_pb2.Session, _Mapping]] = ...) -> None: ...
+
+class GetSessionSummaryRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class GetSessionSummaryResponse(_message.Message):
+    __slots__ = ("summary", "markdown")
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    MARKDOWN_FIELD_NUMBER: _ClassVar[int]
+    summary: _session_pb2.ExecutiveSummary
+    markdown: str
+    def __init__(self, summary: _Optional[_Union[_session_pb2.ExecutiveSummary, _Mapping]] = ..., markdown: _Optional[str] = ...) -> None: ...

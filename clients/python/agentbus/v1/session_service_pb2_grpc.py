@@ -103,6 +103,11 @@ class SessionServiceStub:
                 request_serializer=agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationRequest.SerializeToString,
                 response_deserializer=agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationResponse.FromString,
                 _registered_method=True)
+        self.GetSessionSummary = channel.unary_unary(
+                '/agentbus.v1.SessionService/GetSessionSummary',
+                request_serializer=agentbus_dot_v1_dot_session__service__pb2.GetSessionSummaryRequest.SerializeToString,
+                response_deserializer=agentbus_dot_v1_dot_session__service__pb2.GetSessionSummaryResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -198,6 +203,13 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSessionSummary(self, request, context):
+        """The executive summary of an ended session, and the same as Markdown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +277,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ResolveAggregation,
                     request_deserializer=agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationRequest.FromString,
                     response_serializer=agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationResponse.SerializeToString,
+            ),
+            'GetSessionSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionSummary,
+                    request_deserializer=agentbus_dot_v1_dot_session__service__pb2.GetSessionSummaryRequest.FromString,
+                    response_serializer=agentbus_dot_v1_dot_session__service__pb2.GetSessionSummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -622,6 +639,33 @@ class SessionService:
             '/agentbus.v1.SessionService/ResolveAggregation',
             agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationRequest.SerializeToString,
             agentbus_dot_v1_dot_session__service__pb2.ResolveAggregationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentbus.v1.SessionService/GetSessionSummary',
+            agentbus_dot_v1_dot_session__service__pb2.GetSessionSummaryRequest.SerializeToString,
+            agentbus_dot_v1_dot_session__service__pb2.GetSessionSummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file agentbus/v1/session.proto.
  */
 export const file_agentbus_v1_session: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZ2VudGJ1cy92MS9zZXNzaW9uLnByb3RvEgthZ2VudGJ1cy52MSK1BAoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEhQKDG9yY2hlc3RyYXRvchgCIAEoCRIuCgxwYXJ0aWNpcGFudHMYAyADKAsyGC5hZ2VudGJ1cy52MS5QYXJ0aWNpcGFudBInCgh3b3JrZmxvdxgEIAEoCzIVLmFnZW50YnVzLnYxLldvcmtmbG93Ei8KDnNoYXJlZF9jb250ZXh0GAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIoCgVzdGF0ZRgGIAEoDjIZLmFnZW50YnVzLnYxLlNlc3Npb25TdGF0ZRIPCgd2ZXJzaW9uGAcgASgEEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdzdW1tYXJ5GAsgASgJEhEKCWFydGlmYWN0cxgMIAMoCRIaChJ0ZXJtaW5hdGlvbl9yZWFzb24YDSABKAkSGwoTdGVybWluYXRpb25fZGV0YWlscxgOIAEoCRIgCgV0YXNrcxgPIAMoCzIRLmFnZW50YnVzLnYxLlRhc2sSLgoMYWdncmVnYXRpb25zGBAgAygLMhguYWdlbnRidXMudjEuQWdncmVnYXRpb24itgMKBFRhc2sSDwoHdGFza19pZBgBIAEoCRIQCghhc3NpZ25lZRgCIAEoCRIUCgxkZWxlZ2F0ZWRfYnkYAyABKAkSEgoKcmVxdWVzdF9pZBgEIAEoCRIlCgVzdGF0ZRgFIAEoDjIWLmFnZW50YnVzLnYxLlRhc2tTdGF0ZRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCgxsYXN0X3BheWxvYWQYCCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJgoGcmVzdWx0GAkgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhcKCmNvbmZpZGVuY2UYCiABKAFIAIgBARIQCghhcHByb2FjaBgLIAEoCRIPCgdzdWNjZXNzGAwgASgIEisKCGR1cmF0aW9uGA0gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEgwKBHN0ZXAYDiABKAlCDQoLX2NvbmZpZGVuY2UiVQoIQ29uZmxpY3QSJwoEa2luZBgBIAEoDjIZLmFnZW50YnVzLnYxLkNvbmZsaWN0S2luZBIQCgh0YXNrX2lkcxgCIAMoCRIOCgZkZXRhaWwYAyABKAkioQEKCUNhbmRpZGF0ZRIPCgd0YXNrX2lkGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEiYKBnJlc3VsdBgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIXCgpjb25maWRlbmNlGAQgASgBSACIAQESEAoIYXBwcm9hY2gYBSABKAkSDwoHc3VjY2VzcxgGIAEoCEINCgtfY29uZmlkZW5jZSJ4CgpSZXNvbHV0aW9uEhYKDmNob3Nlbl90YXNrX2lkGAEgASgJEgwKBG5vdGUYAiABKAkSEwoLcmVzb2x2ZWRfYnkYAyABKAkSLwoLcmVzb2x2ZWRfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqMDCgtBZ2dyZWdhdGlvbhIWCg5hZ2dyZWdhdGlvbl9pZBgBIAEoCRIyCghzdHJhdGVneRgCIAEoDjIgLmFnZW50YnVzLnYxLkFnZ3JlZ2F0aW9uU3RyYXRlZ3kSDAoEc3RlcBgDIAEoCRISCgpzcGVjaWFsaXN0GAQgASgJEiYKBnJlc3VsdBgFIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRISCgpjb25maWRlbmNlGAYgASgBEh0KFWNvbnRyaWJ1dGluZ190YXNrX2lkcxgHIAMoCRIoCgljb25mbGljdHMYCCADKAsyFS5hZ2VudGJ1cy52MS5Db25mbGljdBIqCgpjYW5kaWRhdGVzGAkgAygLMhYuYWdlbnRidXMudjEuQ2FuZGlkYXRlEhgKEG1pc3NpbmdfdGFza19pZHMYCiADKAkSLgoKY3JlYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoKcmVzb2x1dGlvbhgMIAEoCzIXLmFnZW50YnVzLnYxLlJlc29sdXRpb24ikAIKC1BhcnRpY2lwYW50EhAKCGFnZW50X2lkGAEgASgJEhEKCWZyYW1ld29yaxgCIAEoCRIMCgRyb2xlGAMgASgJEi4KBnN0YXR1cxgEIAEoDjIeLmFnZW50YnVzLnYxLlBhcnRpY2lwYW50U3RhdHVzEi0KCWpvaW5fdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKbGVhdmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMY2FwYWJpbGl0aWVzGAcgAygJEikKCG1ldGFkYXRhGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKFAQoPUGFydGljaXBhbnRTcGVjEhAKCGFnZW50X2lkGAEgASgJEhEKCWZyYW1ld29yaxgCIAEoCRIMCgRyb2xlGAMgASgJEhQKDGNhcGFiaWxpdGllcxgEIAMoCRIpCghtZXRhZGF0YRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiegoIV29ya2Zsb3cSFAoMY3VycmVudF9zdGVwGAEgASgJEhcKD2NvbXBsZXRlZF9zdGVwcxgCIAMoCRIVCg1wZW5kaW5nX3N0ZXBzGAMgAygJEigKBXN0ZXBzGAQgAygLMhkuYWdlbnRidXMudjEuV29ya2Zsb3dTdGVwIsEBCgxXb3JrZmxvd1N0ZXASDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIXCg9yZXF1aXJlZF9hZ2VudHMYAyADKAkSFwoPb3B0aW9uYWxfYWdlbnRzGAQgAygJEhQKDGRlcGVuZGVuY2llcxgFIAMoCRIPCgdvdXRwdXRzGAYgAygJEjUKEmVzdGltYXRlZF9kdXJhdGlvbhgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLaAQoMU2Vzc2lvbkV2ZW50EhAKCHNlcXVlbmNlGAEgASgEEhIKCnNlc3Npb25faWQYAiABKAkSKwoEdHlwZRgDIAEoDjIdLmFnZW50YnVzLnYxLlNlc3Npb25FdmVudFR5cGUSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIlCgdzZXNzaW9uGAUgASgLMhQuYWdlbnRidXMudjEuU2Vzc2lvbhIQCghhZ2VudF9pZBgGIAEoCRIPCgd0YXNrX2lkGAcgASgJKtwBChNBZ2dyZWdhdGlvblN0cmF0ZWd5EiQKIEFHR1JFR0FUSU9OX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASIgoeQUdHUkVHQVRJT05fU1RSQVRFR1lfQ09OU0VOU1VTEAESLAooQUdHUkVHQVRJT05fU1RSQVRFR1lfU1BFQ0lBTElTVF9QUklPUklUWRACEiwKKEFHR1JFR0FUSU9OX1NUUkFURUdZX0NPTkZJREVOQ0VfV0VJR0hURUQQAxIfChtBR0dSRUdBVElPTl9TVFJBVEVHWV9NQU5VQUwQBCp7CgxDb25mbGljdEtpbmQSHQoZQ09ORkxJQ1RfS0lORF9VTlNQRUNJRklFRBAAEiUKIUNPTkZMSUNUX0tJTkRfUkVTVUxUX0RJU0FHUkVFTUVOVBABEiUKIUNPTkZMSUNUX0tJTkRfQVBQUk9BQ0hfRElGRkVSRU5DRRACKqQBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhgKFFRBU0tfU1RBVEVfREVMRUdBVEVEEAESFgoSVEFTS19TVEFURV9XT1JLSU5HEAISGAoUVEFTS19TVEFURV9DT01QTEVURUQQAxIVChFUQVNLX1NUQVRFX0ZBSUxFRBAEEhgKFFRBU0tfU1RBVEVfVElNRURfT1VUEAUqnQEKDFNlc3Npb25TdGF0ZRIdChlTRVNTSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUU0VTU0lPTl9TVEFURV9BQ1RJVkUQARIbChdTRVNTSU9OX1NUQVRFX0NPTVBMRVRFRBACEhwKGFNFU1NJT05fU1RBVEVfVEVSTUlOQVRFRBADEhkKFVNFU1NJT05fU1RBVEVfRVhQSVJFRBAEKtsBChFQYXJ0aWNpcGFudFN0YXR1cxIiCh5QQVJUSUNJUEFOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIdChlQQVJUSUNJUEFOVF9TVEFUVVNfQUNUSVZFEAESHgoaUEFSVElDSVBBTlRfU1RBVFVTX1dBSVRJTkcQAhIbChdQQVJUSUNJUEFOVF9TVEFUVVNfQlVTWRADEhsKF1BBUlRJQ0lQQU5UX1NUQVRVU19MRUZUEAQSKQolUEFSVElDSVBBTlRfU1RBVFVTX1NFU1NJT05fVEVSTUlOQVRFRBAFKoAEChBTZXNzaW9uRXZlbnRUeXBlEiIKHlNFU1NJT05fRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEiYKIlNFU1NJT05fRVZFTlRfVFlQRV9TRVNTSU9OX0NSRUFURUQQARIoCiRTRVNTSU9OX0VWRU5UX1RZUEVfUEFSVElDSVBBTlRfQURERUQQAhIqCiZTRVNTSU9OX0VWRU5UX1RZUEVfUEFSVElDSVBBTlRfUkVNT1ZFRBADEicKI1NFU1NJT05fRVZFTlRfVFlQRV9XT1JLRkxPV19VUERBVEVEEAQSLQopU0VTU0lPTl9FVkVOVF9UWVBFX1NIQVJFRF9DT05URVhUX1VQREFURUQQBRIoCiRTRVNTSU9OX0VWRU5UX1RZUEVfU0VTU0lPTl9DT01QTEVURUQQBhIpCiVTRVNTSU9OX0VWRU5UX1RZUEVfU0VTU0lPTl9URVJNSU5BVEVEEAcSJgoiU0VTU0lPTl9FVkVOVF9UWVBFX1NFU1NJT05fRVhQSVJFRBAIEiUKIVNFU1NJT05fRVZFTlRfVFlQRV9UQVNLX0RFTEVHQVRFRBAJEiMKH1NFU1NJT05fRVZFTlRfVFlQRV9UQVNLX1VQREFURUQQChIpCiVTRVNTSU9OX0VWRU5UX1RZUEVfUkVTVUxUU19BR0dSRUdBVEVEEAtiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChlhZ2VudGJ1cy92MS9zZXNzaW9uLnByb3RvEgthZ2VudGJ1cy52MSLvBAoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEhQKDG9yY2hlc3RyYXRvchgCIAEoCRIuCgxwYXJ0aWNpcGFudHMYAyADKAsyGC5hZ2VudGJ1cy52MS5QYXJ0aWNpcGFudBInCgh3b3JrZmxvdxgEIAEoCzIVLmFnZW50YnVzLnYxLldvcmtmbG93Ei8KDnNoYXJlZF9jb250ZXh0GAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIoCgVzdGF0ZRgGIAEoDjIZLmFnZW50YnVzLnYxLlNlc3Npb25TdGF0ZRIPCgd2ZXJzaW9uGAcgASgEEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdzdW1tYXJ5GAsgASgJEhEKCWFydGlmYWN0cxgMIAMoCRIaChJ0ZXJtaW5hdGlvbl9yZWFzb24YDSABKAkSGwoTdGVybWluYXRpb25fZGV0YWlscxgOIAEoCRIgCgV0YXNrcxgPIAMoCzIRLmFnZW50YnVzLnYxLlRhc2sSLgoMYWdncmVnYXRpb25zGBAgAygLMhguYWdlbnRidXMudjEuQWdncmVnYXRpb24SOAoRZXhlY3V0aXZlX3N1bW1hcnkYESABKAsyHS5hZ2VudGJ1cy52MS5FeGVjdXRpdmVTdW1tYXJ5IpsCChBFeGVjdXRpdmVTdW1tYXJ5EioKB291dGNvbWUYASABKA4yGS5hZ2VudGJ1cy52MS5TZXNzaW9uU3RhdGUSDAoEdGV4dBgCIAEoCRInCgVzdGVwcxgDIAMoCzIYLmFnZW50YnVzLnYxLlN0ZXBTdW1tYXJ5EjMKFHVucmVzb2x2ZWRfY29uZmxpY3RzGAQgAygLMhUuYWdlbnRidXMudjEuQ29uZmxpY3QSEQoJYXJ0aWZhY3RzGAUgAygJEioKBnRvdGFscxgGIAEoCzIaLmFnZW50YnVzLnYxLlN1bW1hcnlUb3RhbHMSMAoMZ2VuZXJhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKLAQoLU3RlcFN1bW1hcnkSDAoEbmFtZRgBIAEoCRINCgVzdGF0ZRgCIAEoCRIOCgZhZ2VudHMYAyADKAkSJwoFdGFza3MYBCADKAsyGC5hZ2VudGJ1cy52MS5UYXNrT3V0Y29tZRImCgZyZXN1bHQYBSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUilQEKC1Rhc2tPdXRjb21lEg8KB3Rhc2tfaWQYASABKAkSEAoIYXNzaWduZWUYAiABKAkSJQoFc3RhdGUYAyABKA4yFi5hZ2VudGJ1cy52MS5UYXNrU3RhdGUSDwoHc3VjY2VzcxgEIAEoCBIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiLNAQoNU3VtbWFyeVRvdGFscxIQCghtZXNzYWdlcxgBIAEoBBIXCg90YXNrc19jb21wbGV0ZWQYAiABKA0SFAoMdGFza3NfZmFpbGVkGAMgASgNEhcKD3Rhc2tzX3RpbWVkX291dBgEIAEoDRIrCghkdXJhdGlvbhgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhI1Cg1jb250cmlidXRpb25zGAYgAygLMh4uYWdlbnRidXMudjEuQWdlbnRDb250cmlidXRpb24iVwoRQWdlbnRDb250cmlidXRpb24SEAoIYWdlbnRfaWQYASABKAkSDQoFdGFza3MYAiABKA0SEQoJY29tcGxldGVkGAMgASgNEg4KBmZhaWxlZBgEIAEoDSK2AwoEVGFzaxIPCgd0YXNrX2lkGAEgASgJEhAKCGFzc2lnbmVlGAIgASgJEhQKDGRlbGVnYXRlZF9ieRgDIAEoCRISCgpyZXF1ZXN0X2lkGAQgASgJEiUKBXN0YXRlGAUgASgOMhYuYWdlbnRidXMudjEuVGFza1N0YXRlEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKDGxhc3RfcGF5bG9hZBgIIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRImCgZyZXN1bHQYCSABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSFwoKY29uZmlkZW5jZRgKIAEoAUgAiAEBEhAKCGFwcHJvYWNoGAsgASgJEg8KB3N1Y2Nlc3MYDCABKAgSKwoIZHVyYXRpb24YDSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDAoEc3RlcBgOIAEoCUINCgtfY29uZmlkZW5jZSJVCghDb25mbGljdBInCgRraW5kGAEgASgOMhkuYWdlbnRidXMudjEuQ29uZmxpY3RLaW5kEhAKCHRhc2tfaWRzGAIgAygJEg4KBmRldGFpbBgDIAEoCSKhAQoJQ2FuZGlkYXRlEg8KB3Rhc2tfaWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSJgoGcmVzdWx0GAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhcKCmNvbmZpZGVuY2UYBCABKAFIAIgBARIQCghhcHByb2FjaBgFIAEoCRIPCgdzdWNjZXNzGAYgASgIQg0KC19jb25maWRlbmNlIngKClJlc29sdXRpb24SFgoOY2hvc2VuX3Rhc2tfaWQYASABKAkSDAoEbm90ZRgCIAEoCRITCgtyZXNvbHZlZF9ieRgDIAEoCRIvCgtyZXNvbHZlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiowMKC0FnZ3JlZ2F0aW9uEhYKDmFnZ3JlZ2F0aW9uX2lkGAEgASgJEjIKCHN0cmF0ZWd5GAIgASgOMiAuYWdlbnRidXMudjEuQWdncmVnYXRpb25TdHJhdGVneRIMCgRzdGVwGAMgASgJEhIKCnNwZWNpYWxpc3QYBCABKAkSJgoGcmVzdWx0GAUgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhIKCmNvbmZpZGVuY2UYBiABKAESHQoVY29udHJpYnV0aW5nX3Rhc2tfaWRzGAcgAygJEigKCWNvbmZsaWN0cxgIIAMoCzIVLmFnZW50YnVzLnYxLkNvbmZsaWN0EioKCmNhbmRpZGF0ZXMYCSADKAsyFi5hZ2VudGJ1cy52MS5DYW5kaWRhdGUSGAoQbWlzc2luZ190YXNrX2lkcxgKIAMoCRIuCgpjcmVhdGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgpyZXNvbHV0aW9uGAwgASgLMhcuYWdlbnRidXMudjEuUmVzb2x1dGlvbiKQAgoLUGFydGljaXBhbnQSEAoIYWdlbnRfaWQYASABKAkSEQoJZnJhbWV3b3JrGAIgASgJEgwKBHJvbGUYAyABKAkSLgoGc3RhdHVzGAQgASgOMh4uYWdlbnRidXMudjEuUGFydGljaXBhbnRTdGF0dXMSLQoJam9pbl90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpsZWF2ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgxjYXBhYmlsaXRpZXMYByADKAkSKQoIbWV0YWRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IoUBCg9QYXJ0aWNpcGFudFNwZWMSEAoIYWdlbnRfaWQYASABKAkSEQoJZnJhbWV3b3JrGAIgASgJEgwKBHJvbGUYAyABKAkSFAoMY2FwYWJpbGl0aWVzGAQgAygJEikKCG1ldGFkYXRhGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJ6CghXb3JrZmxvdxIUCgxjdXJyZW50X3N0ZXAYASABKAkSFwoPY29tcGxldGVkX3N0ZXBzGAIgAygJEhUKDXBlbmRpbmdfc3RlcHMYAyADKAkSKAoFc3RlcHMYBCADKAsyGS5hZ2VudGJ1cy52MS5Xb3JrZmxvd1N0ZXAiwQEKDFdvcmtmbG93U3RlcBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEhcKD3JlcXVpcmVkX2FnZW50cxgDIAMoCRIXCg9vcHRpb25hbF9hZ2VudHMYBCADKAkSFAoMZGVwZW5kZW5jaWVzGAUgAygJEg8KB291dHB1dHMYBiADKAkSNQoSZXN0aW1hdGVkX2R1cmF0aW9uGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uItoBCgxTZXNzaW9uRXZlbnQSEAoIc2VxdWVuY2UYASABKAQSEgoKc2Vzc2lvbl9pZBgCIAEoCRIrCgR0eXBlGAMgASgOMh0uYWdlbnRidXMudjEuU2Vzc2lvbkV2ZW50VHlwZRItCgl0aW1lc3RhbXAYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiUKB3Nlc3Npb24YBSABKAsyFC5hZ2VudGJ1cy52MS5TZXNzaW9uEhAKCGFnZW50X2lkGAYgASgJEg8KB3Rhc2tfaWQYByABKAkq3AEKE0FnZ3JlZ2F0aW9uU3RyYXRlZ3kSJAogQUdHUkVHQVRJT05fU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIiCh5BR0dSRUdBVElPTl9TVFJBVEVHWV9DT05TRU5TVVMQARIsCihBR0dSRUdBVElPTl9TVFJBVEVHWV9TUEVDSUFMSVNUX1BSSU9SSVRZEAISLAooQUdHUkVHQVRJT05fU1RSQVRFR1lfQ09ORklERU5DRV9XRUlHSFRFRBADEh8KG0FHR1JFR0FUSU9OX1NUUkFURUdZX01BTlVBTBAEKnsKDENvbmZsaWN0S2luZBIdChlDT05GTElDVF9LSU5EX1VOU1BFQ0lGSUVEEAASJQohQ09ORkxJQ1RfS0lORF9SRVNVTFRfRElTQUdSRUVNRU5UEAESJQohQ09ORkxJQ1RfS0lORF9BUFBST0FDSF9ESUZGRVJFTkNFEAIqpAEKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUVEFTS19TVEFURV9ERUxFR0FURUQQARIWChJUQVNLX1NUQVRFX1dPUktJTkcQAhIYChRUQVNLX1NUQVRFX0NPTVBMRVRFRBADEhUKEVRBU0tfU1RBVEVfRkFJTEVEEAQSGAoUVEFTS19TVEFURV9USU1FRF9PVVQQBSqdAQoMU2Vzc2lvblN0YXRlEh0KGVNFU1NJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIYChRTRVNTSU9OX1NUQVRFX0FDVElWRRABEhsKF1NFU1NJT05fU1RBVEVfQ09NUExFVEVEEAISHAoYU0VTU0lPTl9TVEFURV9URVJNSU5BVEVEEAMSGQoVU0VTU0lPTl9TVEFURV9FWFBJUkVEEAQq2wEKEVBhcnRpY2lwYW50U3RhdHVzEiIKHlBBUlRJQ0lQQU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEh0KGVBBUlRJQ0lQQU5UX1NUQVRVU19BQ1RJVkUQARIeChpQQVJUSUNJUEFOVF9TVEFUVVNfV0FJVElORxACEhsKF1BBUlRJQ0lQQU5UX1NUQVRVU19CVVNZEAMSGwoXUEFSVElDSVBBTlRfU1RBVFVTX0xFRlQQBBIpCiVQQVJUSUNJUEFOVF9TVEFUVVNfU0VTU0lPTl9URVJNSU5BVEVEEAUqgAQKEFNlc3Npb25FdmVudFR5cGUSIgoeU0VTU0lPTl9FVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASJgoiU0VTU0lPTl9FVkVOVF9UWVBFX1NFU1NJT05fQ1JFQVRFRBABEigKJFNFU1NJT05fRVZFTlRfVFlQRV9QQVJUSUNJUEFOVF9BRERFRBACEioKJlNFU1NJT05fRVZFTlRfVFlQRV9QQVJUSUNJUEFOVF9SRU1PVkVEEAMSJwojU0VTU0lPTl9FVkVOVF9UWVBFX1dPUktGTE9XX1VQREFURUQQBBItCilTRVNTSU9OX0VWRU5UX1RZUEVfU0hBUkVEX0NPTlRFWFRfVVBEQVRFRBAFEigKJFNFU1NJT05fRVZFTlRfVFlQRV9TRVNTSU9OX0NPTVBMRVRFRBAGEikKJVNFU1NJT05fRVZFTlRfVFlQRV9TRVNTSU9OX1RFUk1JTkFURUQQBxImCiJTRVNTSU9OX0VWRU5UX1RZUEVfU0VTU0lPTl9FWFBJUkVEEAgSJQohU0VTU0lPTl9FVkVOVF9UWVBFX1RBU0tfREVMRUdBVEVEEAkSIwofU0VTU0lPTl9FVkVOVF9UWVBFX1RBU0tfVVBEQVRFRBAKEikKJVNFU1NJT05fRVZFTlRfVFlQRV9SRVNVTFRTX0FHR1JFR0FURUQQC2IGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A session groups an orchestrator and its participants around a workflow
@@ -120,6 +120,13 @@ export type Session = Message<"agentbus.v1.Session"> & {
    * @generated from field: repeated agentbus.v1.Aggregation aggregations = 16;
    */
   aggregations: Aggregation[];
+
+  /**
+   * Made when the session ends (completed, terminated or expired).
+   *
+   * @generated from field: agentbus.v1.ExecutiveSummary executive_summary = 17;
+   */
+  executiveSummary?: ExecutiveSummary | undefined;
 };
 
 /**
@@ -128,6 +135,217 @@ export type Session = Message<"agentbus.v1.Session"> & {
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
   messageDesc(file_agentbus_v1_session, 0);
+
+/**
+ * What a finished session achieved, for a person to read.
+ *
+ * @generated from message agentbus.v1.ExecutiveSummary
+ */
+export type ExecutiveSummary = Message<"agentbus.v1.ExecutiveSummary"> & {
+  /**
+   * COMPLETED, TERMINATED or EXPIRED.
+   *
+   * @generated from field: agentbus.v1.SessionState outcome = 1;
+   */
+  outcome: SessionState;
+
+  /**
+   * The caller's summary, or the termination reason and details.
+   *
+   * @generated from field: string text = 2;
+   */
+  text: string;
+
+  /**
+   * @generated from field: repeated agentbus.v1.StepSummary steps = 3;
+   */
+  steps: StepSummary[];
+
+  /**
+   * Conflicts of each step's latest aggregation that no pick resolved.
+   *
+   * @generated from field: repeated agentbus.v1.Conflict unresolved_conflicts = 4;
+   */
+  unresolvedConflicts: Conflict[];
+
+  /**
+   * @generated from field: repeated string artifacts = 5;
+   */
+  artifacts: string[];
+
+  /**
+   * @generated from field: agentbus.v1.SummaryTotals totals = 6;
+   */
+  totals?: SummaryTotals | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp generated_at = 7;
+   */
+  generatedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.ExecutiveSummary.
+ * Use `create(ExecutiveSummarySchema)` to create a new message.
+ */
+export const ExecutiveSummarySchema: GenMessage<ExecutiveSummary> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session, 1);
+
+/**
+ * @generated from message agentbus.v1.StepSummary
+ */
+export type StepSummary = Message<"agentbus.v1.StepSummary"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * completed, current or pending.
+   *
+   * @generated from field: string state = 2;
+   */
+  state: string;
+
+  /**
+   * The step's required agents, then the other agents with tasks in it.
+   *
+   * @generated from field: repeated string agents = 3;
+   */
+  agents: string[];
+
+  /**
+   * @generated from field: repeated agentbus.v1.TaskOutcome tasks = 4;
+   */
+  tasks: TaskOutcome[];
+
+  /**
+   * The step's latest aggregation, else the consensus of its results.
+   *
+   * @generated from field: google.protobuf.Value result = 5;
+   */
+  result?: Value | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.StepSummary.
+ * Use `create(StepSummarySchema)` to create a new message.
+ */
+export const StepSummarySchema: GenMessage<StepSummary> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session, 2);
+
+/**
+ * @generated from message agentbus.v1.TaskOutcome
+ */
+export type TaskOutcome = Message<"agentbus.v1.TaskOutcome"> & {
+  /**
+   * @generated from field: string task_id = 1;
+   */
+  taskId: string;
+
+  /**
+   * @generated from field: string assignee = 2;
+   */
+  assignee: string;
+
+  /**
+   * @generated from field: agentbus.v1.TaskState state = 3;
+   */
+  state: TaskState;
+
+  /**
+   * @generated from field: bool success = 4;
+   */
+  success: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Duration duration = 5;
+   */
+  duration?: Duration | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.TaskOutcome.
+ * Use `create(TaskOutcomeSchema)` to create a new message.
+ */
+export const TaskOutcomeSchema: GenMessage<TaskOutcome> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session, 3);
+
+/**
+ * @generated from message agentbus.v1.SummaryTotals
+ */
+export type SummaryTotals = Message<"agentbus.v1.SummaryTotals"> & {
+  /**
+   * Task messages: each request and each reply that moved a task.
+   *
+   * @generated from field: uint64 messages = 1;
+   */
+  messages: bigint;
+
+  /**
+   * @generated from field: uint32 tasks_completed = 2;
+   */
+  tasksCompleted: number;
+
+  /**
+   * @generated from field: uint32 tasks_failed = 3;
+   */
+  tasksFailed: number;
+
+  /**
+   * @generated from field: uint32 tasks_timed_out = 4;
+   */
+  tasksTimedOut: number;
+
+  /**
+   * @generated from field: google.protobuf.Duration duration = 5;
+   */
+  duration?: Duration | undefined;
+
+  /**
+   * @generated from field: repeated agentbus.v1.AgentContribution contributions = 6;
+   */
+  contributions: AgentContribution[];
+};
+
+/**
+ * Describes the message agentbus.v1.SummaryTotals.
+ * Use `create(SummaryTotalsSchema)` to create a new message.
+ */
+export const SummaryTotalsSchema: GenMessage<SummaryTotals> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session, 4);
+
+/**
+ * @generated from message agentbus.v1.AgentContribution
+ */
+export type AgentContribution = Message<"agentbus.v1.AgentContribution"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: uint32 tasks = 2;
+   */
+  tasks: number;
+
+  /**
+   * @generated from field: uint32 completed = 3;
+   */
+  completed: number;
+
+  /**
+   * @generated from field: uint32 failed = 4;
+   */
+  failed: number;
+};
+
+/**
+ * Describes the message agentbus.v1.AgentContribution.
+ * Use `create(AgentContributionSchema)` to create a new message.
+ */
+export const AgentContributionSchema: GenMessage<AgentContribution> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_session, 5);
 
 /**
  * A task delegated inside a session; it follows the replies to its request.
@@ -231,7 +449,7 @@ export type Task = Message<"agentbus.v1.Task"> & {
  * Use `create(TaskSchema)` to create a new message.
  */
 export const TaskSchema: GenMessage<Task> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 1);
+  messageDesc(file_agentbus_v1_session, 6);
 
 /**
  * @generated from message agentbus.v1.Conflict
@@ -258,7 +476,7 @@ export type Conflict = Message<"agentbus.v1.Conflict"> & {
  * Use `create(ConflictSchema)` to create a new message.
  */
 export const ConflictSchema: GenMessage<Conflict> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 2);
+  messageDesc(file_agentbus_v1_session, 7);
 
 /**
  * A finished task's answer.
@@ -302,7 +520,7 @@ export type Candidate = Message<"agentbus.v1.Candidate"> & {
  * Use `create(CandidateSchema)` to create a new message.
  */
 export const CandidateSchema: GenMessage<Candidate> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 3);
+  messageDesc(file_agentbus_v1_session, 8);
 
 /**
  * @generated from message agentbus.v1.Resolution
@@ -334,7 +552,7 @@ export type Resolution = Message<"agentbus.v1.Resolution"> & {
  * Use `create(ResolutionSchema)` to create a new message.
  */
 export const ResolutionSchema: GenMessage<Resolution> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 4);
+  messageDesc(file_agentbus_v1_session, 9);
 
 /**
  * @generated from message agentbus.v1.Aggregation
@@ -418,7 +636,7 @@ export type Aggregation = Message<"agentbus.v1.Aggregation"> & {
  * Use `create(AggregationSchema)` to create a new message.
  */
 export const AggregationSchema: GenMessage<Aggregation> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 5);
+  messageDesc(file_agentbus_v1_session, 10);
 
 /**
  * @generated from message agentbus.v1.Participant
@@ -474,7 +692,7 @@ export type Participant = Message<"agentbus.v1.Participant"> & {
  * Use `create(ParticipantSchema)` to create a new message.
  */
 export const ParticipantSchema: GenMessage<Participant> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 6);
+  messageDesc(file_agentbus_v1_session, 11);
 
 /**
  * What a caller supplies to add an agent to a session.
@@ -517,7 +735,7 @@ export type ParticipantSpec = Message<"agentbus.v1.ParticipantSpec"> & {
  * Use `create(ParticipantSpecSchema)` to create a new message.
  */
 export const ParticipantSpecSchema: GenMessage<ParticipantSpec> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 7);
+  messageDesc(file_agentbus_v1_session, 12);
 
 /**
  * @generated from message agentbus.v1.Workflow
@@ -553,7 +771,7 @@ export type Workflow = Message<"agentbus.v1.Workflow"> & {
  * Use `create(WorkflowSchema)` to create a new message.
  */
 export const WorkflowSchema: GenMessage<Workflow> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 8);
+  messageDesc(file_agentbus_v1_session, 13);
 
 /**
  * @generated from message agentbus.v1.WorkflowStep
@@ -604,7 +822,7 @@ export type WorkflowStep = Message<"agentbus.v1.WorkflowStep"> & {
  * Use `create(WorkflowStepSchema)` to create a new message.
  */
 export const WorkflowStepSchema: GenMessage<WorkflowStep> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 9);
+  messageDesc(file_agentbus_v1_session, 14);
 
 /**
  * One change to one session, as delivered by WatchSessions.
@@ -661,7 +879,7 @@ export type SessionEvent = Message<"agentbus.v1.SessionEvent"> & {
  * Use `create(SessionEventSchema)` to create a new message.
  */
 export const SessionEventSchema: GenMessage<SessionEvent> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_session, 10);
+  messageDesc(file_agentbus_v1_session, 15);
 
 /**
  * How AggregateResults combines task results.
