@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
 use crate::domain::token::TOKEN_PREFIX;
+use crate::store::postgres::DEFAULT_POOL_SIZE;
 use crate::store::sqlite::Synchronous;
 use crate::transport::tls::TlsFiles;
 
@@ -22,6 +23,8 @@ pub enum StoreKind {
     Sqlite,
     /// Nothing survives the process; for tests and throwaway runs.
     Memory,
+    /// A PostgreSQL database (`database_url`), which several nodes can share.
+    Postgres,
 }
 
 /// The resolved configuration of `agentbus serve`.
@@ -41,6 +44,10 @@ pub struct Config {
     pub store: StoreKind,
     pub data_dir: PathBuf,
     pub sqlite_synchronous: Synchronous,
+    /// The PostgreSQL database of `store = "postgres"`; may hold a password.
+    pub database_url: Option<String>,
+    /// Connections to PostgreSQL at most.
+    pub database_pool_size: usize,
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     #[serde(with = "humantime_serde")]
@@ -94,6 +101,8 @@ impl Default for Config {
             store: StoreKind::Sqlite,
             data_dir: PathBuf::from("./agentbus-data"),
             sqlite_synchronous: Synchronous::Full,
+            database_url: None,
+            database_pool_size: DEFAULT_POOL_SIZE,
             heartbeat_interval: Duration::from_secs(30),
             session_idle_timeout: Duration::from_secs(3600),
             max_participants: 10,
@@ -147,6 +156,13 @@ pub struct ServeArgs {
     /// `full` (fsync every commit) or `normal` (survives a crash, not power loss).
     #[arg(long, env = "AGENT_BUS_SQLITE_SYNCHRONOUS", value_parser = parse_synchronous)]
     pub sqlite_synchronous: Option<Synchronous>,
+    /// The PostgreSQL database of `--store postgres`, e.g.
+    /// postgres://user@host:5432/agentbus (a password in it stays out of logs).
+    #[arg(long, env = "AGENT_BUS_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Connections to PostgreSQL at most [default: 16].
+    #[arg(long, env = "AGENT_BUS_DATABASE_POOL_SIZE")]
+    pub database_pool_size: Option<usize>,
     /// e.g. 30s
     #[arg(long, env = "AGENT_BUS_HEARTBEAT_INTERVAL", value_parser = parse_duration)]
     pub heartbeat_interval: Option<Duration>,
@@ -258,6 +274,10 @@ impl Config {
         set(&mut self.store, &args.store);
         set(&mut self.data_dir, &args.data_dir);
         set(&mut self.sqlite_synchronous, &args.sqlite_synchronous);
+        if args.database_url.is_some() {
+            self.database_url.clone_from(&args.database_url);
+        }
+        set(&mut self.database_pool_size, &args.database_pool_size);
         set(&mut self.heartbeat_interval, &args.heartbeat_interval);
         set(&mut self.session_idle_timeout, &args.session_idle_timeout);
         set(&mut self.max_participants, &args.max_participants);
@@ -343,11 +363,29 @@ impl Config {
             ("inbox_limit", self.inbox_limit, 1, 10_000_000),
             ("watch_buffer", self.watch_buffer as u64, 1, 1_000_000),
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
+            ("database_pool_size", self.database_pool_size as u64, 1, 10_000),
         ];
         for (name, value, min, max) in counts {
             if !(min..=max).contains(&value) {
                 return invalid(format!("{name} must be between {min} and {max}, got {value}"));
             }
+        }
+        match (self.store, &self.database_url) {
+            (StoreKind::Postgres, None) => {
+                return invalid(
+                    "store postgres needs database_url (--database-url or AGENT_BUS_DATABASE_URL), \
+                     e.g. postgres://user@host:5432/agentbus"
+                        .into(),
+                );
+            }
+            (_, Some(url)) => {
+                // The driver's own words name the part that is wrong, never
+                // the whole URL with its password.
+                if let Err(error) = url.parse::<tokio_postgres::Config>() {
+                    return invalid(format!("database_url is not a PostgreSQL URL: {error}"));
+                }
+            }
+            _ => {}
         }
         match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
             (Some(_), None, _) | (None, Some(_), _) => {
@@ -575,6 +613,48 @@ mod tests {
             ..Default::default()
         };
         assert!(load(&buffer, &[]).unwrap_err().to_string().contains("watch_buffer"));
+    }
+
+    #[test]
+    fn postgres_needs_a_database_url_from_a_flag_the_env_or_the_file() {
+        let postgres = ServeArgs {
+            store: Some(StoreKind::Postgres),
+            ..Default::default()
+        };
+        let err = load(&postgres, &[]).unwrap_err().to_string();
+        assert!(err.contains("--database-url"), "{err}");
+        let with_url = ServeArgs {
+            database_url: Some("postgres://bus:secret@db:5432/agentbus".into()),
+            ..postgres.clone()
+        };
+        let config = load(&with_url, &[]).unwrap();
+        assert_eq!(config.store, StoreKind::Postgres);
+        assert_eq!(config.database_pool_size, 16);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bus.toml");
+        std::fs::write(
+            &file,
+            "store = \"postgres\"\ndatabase_url = \"postgres://db/bus\"\ndatabase_pool_size = 4\n",
+        )
+        .unwrap();
+        let from_file = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let config = load(&from_file, &[]).unwrap();
+        assert_eq!(config.database_url.as_deref(), Some("postgres://db/bus"));
+        assert_eq!(config.database_pool_size, 4);
+        let bad = ServeArgs {
+            database_url: Some("postgres://db:notaport/bus".into()),
+            ..postgres
+        };
+        let err = load(&bad, &[]).unwrap_err().to_string();
+        assert!(err.contains("database_url is not a PostgreSQL URL"), "{err}");
+        let zero = ServeArgs {
+            database_pool_size: Some(0),
+            ..Default::default()
+        };
+        assert!(load(&zero, &[]).unwrap_err().to_string().contains("database_pool_size"));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::pb::agent_service_server::AgentServiceServer;
 use crate::pb::message_service_server::MessageServiceServer;
 use crate::pb::session_service_server::SessionServiceServer;
 use crate::store::memory::MemoryStore;
+use crate::store::postgres::{PostgresOptions, PostgresStore};
 use crate::store::sqlite::{DEFAULT_MAX_BATCH, SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
 use crate::transport::codec;
@@ -69,7 +70,7 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match config.store {
         StoreKind::Memory => Arc::new(MemoryStore::new(config.watch_buffer)),
         StoreKind::Sqlite => Arc::new(SqliteStore::open(&SqliteOptions {
@@ -78,6 +79,20 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
             feed_capacity: config.watch_buffer,
             max_batch: DEFAULT_MAX_BATCH,
         })?),
+        StoreKind::Postgres => {
+            let url = config
+                .database_url
+                .clone()
+                .ok_or_else(|| StoreError::Backend("store postgres needs database_url (--database-url)".into()))?;
+            Arc::new(
+                PostgresStore::open(&PostgresOptions {
+                    url,
+                    pool_size: config.database_pool_size,
+                    feed_capacity: config.watch_buffer,
+                })
+                .await?,
+            )
+        }
     })
 }
 
@@ -95,7 +110,7 @@ pub async fn serve(
         }
         None => None,
     };
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     let shutdown = CancellationToken::new();
     let limits = SessionLimits {
         max_participants: config.max_participants,

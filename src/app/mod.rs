@@ -17,8 +17,10 @@ use crate::store::StoreError;
 /// log.
 impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
-        if let StoreError::Backend(detail) = &error {
-            tracing::error!(%detail, "storage failure");
+        match &error {
+            StoreError::Backend(detail) => tracing::error!(%detail, "storage failure"),
+            StoreError::Unavailable(detail) => tracing::warn!(%detail, "database unavailable"),
+            _ => {}
         }
         Error::new(error.kind(), error.client_message())
     }

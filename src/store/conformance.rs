@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::memory::MemoryStore;
+use super::postgres::testing::TestSchema;
 use super::sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use super::{EventFilter, MessageWrite, Record, SessionChange, SessionQuery, Store, StoreError, WriteSet};
 use crate::domain::agent::{Agent, AgentDescriptor, Capabilities};
@@ -46,6 +47,17 @@ async fn sqlite() -> Fixture {
     Fixture {
         store: Arc::new(store),
         _keep: Some(Box::new(dir)),
+    }
+}
+
+/// A schema of its own in the test database (see `postgres::testing`),
+/// dropped after the test.
+async fn postgres() -> Fixture {
+    let schema = TestSchema::create().await;
+    let store = schema.open().await;
+    Fixture {
+        store: Arc::new(store),
+        _keep: Some(Box::new(schema)),
     }
 }
 
@@ -794,6 +806,7 @@ macro_rules! conformance {
 
 conformance!(memory);
 conformance!(sqlite);
+conformance!(postgres);
 
 #[tokio::test]
 async fn sqlite_reopens_with_everything_and_continues_the_sequence() {

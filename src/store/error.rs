@@ -43,6 +43,12 @@ pub enum StoreError {
     InboxFull { agent: AgentId, limit: u64 },
     #[error("the store is closed")]
     Closed,
+    /// The database cannot be reached (down, restarting, connection cut):
+    /// the write did not happen, or its outcome is unknown; a retry may
+    /// succeed once it is back. The detail names the database and the
+    /// cause, for the log.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("storage failure: {0}")]
     Backend(String),
 }
@@ -56,7 +62,7 @@ impl StoreError {
             StoreError::NotFound(_) => ErrorKind::NotFound,
             StoreError::Conflict { .. } => ErrorKind::Aborted,
             StoreError::InboxFull { .. } => ErrorKind::ResourceExhausted,
-            StoreError::Closed => ErrorKind::Unavailable,
+            StoreError::Closed | StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Backend(_) => ErrorKind::Internal,
         }
     }
@@ -76,6 +82,7 @@ impl StoreError {
                 format!("the inbox of {agent} is full ({limit} messages waiting); retry later")
             }
             StoreError::Closed => "the server is shutting down".into(),
+            StoreError::Unavailable(_) => "the database is unavailable; retry later".into(),
             StoreError::Backend(_) => "storage failure; see the server log".into(),
         }
     }
@@ -140,5 +147,8 @@ mod tests {
         let backend = StoreError::Backend("disk I/O error".into());
         assert_eq!(backend.kind(), ErrorKind::Internal);
         assert!(!backend.client_message().contains("disk"));
+        let down = StoreError::Unavailable("connection refused".into());
+        assert_eq!(down.kind(), ErrorKind::Unavailable);
+        assert_eq!(down.client_message(), "the database is unavailable; retry later");
     }
 }

@@ -1,5 +1,6 @@
 //! Persistence behind one trait. Backends: [`memory`] for tests and
-//! throwaway runs, [`sqlite`] (default) for a durable single node.
+//! throwaway runs, [`sqlite`] (default) for a durable single node,
+//! [`postgres`] for a database that several nodes will share.
 //!
 //! A write is a compare-and-swap on the session's version plus an appended
 //! event with the next global sequence number, committed atomically. Each
@@ -21,6 +22,7 @@ use crate::domain::{AgentId, SessionId, Timestamp};
 mod error;
 mod index;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]

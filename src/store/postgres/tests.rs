@@ -1,0 +1,174 @@
+//! What only the PostgreSQL store has: its schema versions, its connection,
+//! and a database that goes away and comes back. The contract itself is the
+//! conformance suite's (`conformance!(postgres)`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::testing::{TestSchema, database_url};
+use super::*;
+use crate::domain::agent::AgentDescriptor;
+
+#[test]
+fn the_database_is_named_without_its_password() {
+    let config: tokio_postgres::Config = "postgres://bus:secret@db.example:6543/agentbus".parse().unwrap();
+    assert_eq!(describe(&config), "postgres://bus@db.example:6543/agentbus");
+    let config: tokio_postgres::Config = "postgres://postgres@127.0.0.1/test".parse().unwrap();
+    assert_eq!(describe(&config), "postgres://postgres@127.0.0.1:5432/test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_at_once_migrate_once() {
+    let schema = TestSchema::create().await;
+    let opens = (0..4).map(|_| {
+        let options = schema.options();
+        tokio::spawn(async move { PostgresStore::open(&options).await.map(drop) })
+    });
+    for open in opens {
+        open.await.unwrap().unwrap();
+    }
+    let store = schema.open().await;
+    let client = store.client().await.unwrap();
+    let version: i32 = client
+        .query_one("SELECT version FROM agentbus_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, schema::SCHEMA_VERSION);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_and_left_alone() {
+    let schema = TestSchema::create().await;
+    drop(schema.open().await);
+    schema
+        .execute("UPDATE agentbus_schema SET version = version + 1; CREATE TABLE later_table (x int)")
+        .await;
+    let refused = PostgresStore::open(&schema.options()).await.err().expect("refused");
+    assert_eq!(refused.kind(), crate::domain::ErrorKind::Internal);
+    let message = refused.to_string();
+    assert!(message.contains("newer than this agentbus knows"), "{message}");
+    assert!(
+        message.contains("127.0.0.1:5432") || message.contains("postgres://"),
+        "{message}"
+    );
+    // Still there, untouched.
+    schema.execute("SELECT x FROM later_table").await;
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_at_start() {
+    let options = PostgresOptions {
+        // Nothing listens on port 1.
+        url: "postgres://postgres@127.0.0.1:1/test".into(),
+        pool_size: 1,
+        feed_capacity: 8,
+    };
+    let error = PostgresStore::open(&options).await.err().expect("no database there");
+    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot reach PostgreSQL at postgres://postgres@127.0.0.1:1/test"),
+        "{message}"
+    );
+}
+
+/// A TCP proxy in front of the test database, to cut every connection and
+/// refuse new ones, as a database that went away does.
+struct Proxy {
+    addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Proxy {
+    async fn start(listen: SocketAddr) -> Proxy {
+        let config: tokio_postgres::Config = database_url().parse().unwrap();
+        let upstream = match (&config.get_hosts()[0], config.get_ports().first()) {
+            (tokio_postgres::config::Host::Tcp(host), port) => format!("{host}:{}", port.unwrap_or(&5432)),
+            _ => panic!("the test database must be reached over TCP"),
+        };
+        let listener = TcpListener::bind(listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = tokio::select! {
+                    () = stopped.cancelled() => return,
+                    accepted = listener.accept() => accepted.unwrap(),
+                };
+                let (upstream, stopped) = (upstream.clone(), stopped.clone());
+                tokio::spawn(async move {
+                    let mut outbound = TcpStream::connect(upstream).await.unwrap();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = stopped.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, stop }
+    }
+
+    /// The test database's URL through this proxy, in `schema`.
+    fn url(&self, schema: &TestSchema) -> String {
+        let config: tokio_postgres::Config = database_url().parse().unwrap();
+        let user = config.get_user().unwrap_or("postgres");
+        let password = config
+            .get_password()
+            .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+            .unwrap_or_default();
+        let database = config.get_dbname().unwrap_or("test");
+        format!(
+            "postgres://{user}{password}@{}/{database}?options=-csearch_path%3D{}",
+            self.addr, schema.name
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_unavailable_while_the_database_is_away_and_work_once_it_is_back() {
+    let schema = TestSchema::create().await;
+    let proxy = Proxy::start("127.0.0.1:0".parse().unwrap()).await;
+    let options = PostgresOptions {
+        url: proxy.url(&schema),
+        ..schema.options()
+    };
+    let store = PostgresStore::open(&options).await.unwrap();
+    let agent = |id: &str| Agent::registered(AgentDescriptor::new(AgentId::parse(id).unwrap()), Timestamp::now());
+    store.put_agent(agent("codex://before"), None).await.unwrap();
+
+    proxy.stop.cancel();
+    let addr = proxy.addr;
+    // Connections the pool holds are cut; new ones are refused.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let read = store.get_agent(&AgentId::parse("codex://before").unwrap()).await;
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
+    let write = store.put_agent(agent("codex://during"), None).await.unwrap_err();
+    assert!(matches!(write, StoreError::Unavailable(_)), "{write:?}");
+    assert_eq!(write.kind(), crate::domain::ErrorKind::Unavailable);
+    assert_eq!(write.client_message(), "the database is unavailable; retry later");
+
+    let _back = Proxy::start(addr).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.put_agent(agent("codex://after"), None).await {
+            Ok(_) => break,
+            Err(StoreError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(other) => panic!("the store did not recover: {other:?}"),
+        }
+    }
+    let ids: Vec<String> = store
+        .list_agents(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.id().to_string())
+        .collect();
+    assert_eq!(ids, ["codex://after", "codex://before"]);
+}

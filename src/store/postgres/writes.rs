@@ -1,0 +1,374 @@
+//! What each write checks and changes, inside one transaction per call.
+//!
+//! Version checks are compare-and-swap statements (`UPDATE ... WHERE
+//! version = $expected`, `INSERT ... ON CONFLICT DO NOTHING`): a row lock
+//! and READ COMMITTED's re-check of the WHERE clause after a concurrent
+//! commit make each check hold against every other writer, on this node or
+//! another. A refused write set is rolled back whole.
+//!
+//! The global event sequence is one counter row, `event_sequence`, updated
+//! with `UPDATE ... RETURNING` as the last step before COMMIT. Its row lock
+//! is held until the transaction ends, so event transactions take numbers
+//! one at a time and commit in number order: N is visible before N+1 can be
+//! handed out, and a rolled-back N is handed out again. That is what keeps
+//! the sequence gap-free and totally ordered for watchers on every node (a
+//! SEQUENCE or identity column is cheaper but hands out numbers that commit
+//! out of order and leaves holes on rollback). The cost: session changes
+//! are serialised for the time between that UPDATE and the end of COMMIT,
+//! about one WAL flush each; message writes without a session change (sends
+//! outside sessions, claims, acks) take no number and do not wait.
+//!
+//! Inbox limits count open messages with a plain read: writers racing for
+//! the same recipient may together pass the limit by up to their number.
+//! The limit protects memory and disk, not an invariant, and a per-recipient
+//! lock would serialise every send to a busy agent.
+
+use std::sync::Arc;
+
+use deadpool_postgres::Transaction;
+use tokio_postgres::error::SqlState;
+
+use super::feed::{Announcer, Ticket};
+use super::rows::{due_at, message_state_code, state_code, to_i64, to_u64};
+use super::{backend, db_error};
+use crate::domain::AgentId;
+use crate::domain::message::MessageId;
+use crate::domain::session::{SessionEvent, SessionEventKind};
+use crate::store::{
+    MessageWrite, Record, SessionChange, StoreError, check_version, event_of, message_record, session_record,
+};
+
+/// A write set with its JSON bodies encoded by the caller.
+pub(super) struct EncodedSet {
+    pub(super) session: Option<(SessionChange, String)>,
+    pub(super) messages: Vec<(MessageWrite, String)>,
+}
+
+/// Applies the set inside `tx`; a session change's event comes back with
+/// the ticket of its sequence number, to hand over once committed.
+pub(super) async fn apply(
+    tx: &Transaction<'_>,
+    set: EncodedSet,
+    announcer: &Arc<Announcer>,
+) -> Result<Option<(Arc<SessionEvent>, Ticket)>, StoreError> {
+    // The session's version first: a stale change fails before any work,
+    // and an update holds the row from here on.
+    let created_seq = match &set.session {
+        Some((change, _)) => check_session(tx, change).await?,
+        None => None,
+    };
+    for (write, body) in &set.messages {
+        apply_message(tx, write, body).await?;
+    }
+    match set.session {
+        Some((change, body)) => write_session(tx, change, &body, created_seq, announcer).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Checks the change's expected version; answers the stored session's
+/// list cursor, if it exists.
+async fn check_session(tx: &Transaction<'_>, change: &SessionChange) -> Result<Option<i64>, StoreError> {
+    let id = change.session.session_id.as_str();
+    let statement = match change.expected_version {
+        // A create takes no lock: a racing create fails on the primary key.
+        None => "SELECT version, created_seq FROM sessions WHERE session_id = $1",
+        Some(_) => "SELECT version, created_seq FROM sessions WHERE session_id = $1 FOR UPDATE",
+    };
+    let statement = tx.prepare_cached(statement).await.map_err(db_error)?;
+    let stored = tx.query_opt(&statement, &[&id]).await.map_err(db_error)?;
+    let version = stored.as_ref().map(|row| to_u64(row, 0)).transpose()?;
+    check_version(session_record(change), change.expected_version, version)?;
+    stored.map(|row| row.try_get(1).map_err(backend)).transpose()
+}
+
+async fn write_session(
+    tx: &Transaction<'_>,
+    change: SessionChange,
+    body: &str,
+    created_seq: Option<i64>,
+    announcer: &Arc<Announcer>,
+) -> Result<(Arc<SessionEvent>, Ticket), StoreError> {
+    let next = tx
+        .prepare_cached("UPDATE event_sequence SET last = last + 1 RETURNING last")
+        .await
+        .map_err(db_error)?;
+    let sequence: i64 = tx
+        .query_one(&next, &[])
+        .await
+        .map_err(db_error)?
+        .try_get(0)
+        .map_err(backend)?;
+    let ticket = announcer.allocated(sequence as u64);
+    let session = &change.session;
+    let id = session.session_id.as_str();
+    let (state, version, updated) = (
+        state_code(session.state),
+        to_i64(session.version),
+        session.updated_at.unix_micros(),
+    );
+    let write = match created_seq {
+        Some(_) => {
+            let update = tx
+                .prepare_cached(
+                    "UPDATE sessions SET state = $2, version = $3, updated_at = $4, body = $5 WHERE session_id = $1",
+                )
+                .await
+                .map_err(db_error)?;
+            tx.execute(&update, &[&id, &state, &version, &updated, &body]).await
+        }
+        None => {
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO sessions (session_id, created_seq, state, version, updated_at, body)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await
+                .map_err(db_error)?;
+            tx.execute(&insert, &[&id, &sequence, &state, &version, &updated, &body])
+                .await
+        }
+    };
+    match write {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            return Err(StoreError::AlreadyExists(session_record(&change)()));
+        }
+        Err(e) => return Err(db_error(e)),
+    }
+    if matches!(
+        change.kind,
+        SessionEventKind::SessionCreated | SessionEventKind::ParticipantAdded
+    ) {
+        let participants: Vec<&str> = session.participants.iter().map(|p| p.agent_id.as_str()).collect();
+        let join = tx
+            .prepare_cached(
+                "INSERT INTO session_participants (agent_id, created_seq, session_id)
+                 SELECT agent_id, $2, $3 FROM unnest($1::text[]) AS agent_id
+                 ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(db_error)?;
+        let created = created_seq.unwrap_or(sequence);
+        tx.execute(&join, &[&participants, &created, &id])
+            .await
+            .map_err(db_error)?;
+    }
+    let insert_event = tx
+        .prepare_cached(
+            "INSERT INTO session_events (seq, session_id, kind, at, agent_id, task_id, session)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(db_error)?;
+    tx.execute(
+        &insert_event,
+        &[
+            &sequence,
+            &id,
+            &change.kind.as_str(),
+            &change.timestamp.unix_micros(),
+            &change.agent_id.as_ref().map(AgentId::as_str),
+            &change.task_id.as_deref(),
+            &body,
+        ],
+    )
+    .await
+    .map_err(db_error)?;
+    Ok((Arc::new(event_of(change, sequence as u64)), ticket))
+}
+
+/// Writes one message in the order of checks of [`MessageWrite::expected`]:
+/// its id or version, then its recipient, then the recipient's inbox.
+async fn apply_message(tx: &Transaction<'_>, write: &MessageWrite, body: &str) -> Result<(), StoreError> {
+    let record = &write.record;
+    let id = record.id().as_str();
+    let (recipient, state) = (record.recipient.as_str(), message_state_code(record.state));
+    let (available, expires, due) = (
+        record.available_at.unix_micros(),
+        record.expires_at.unix_micros(),
+        due_at(record),
+    );
+    let version = to_i64(record.version);
+    match write.expected {
+        Some(expected) => {
+            // Only what changes after the insert: the reply index is left alone.
+            let update = tx
+                .prepare_cached(
+                    "UPDATE messages SET recipient = $2, state = $3, available_at = $4, expires_at = $5,
+                         due_at = $6, version = $7, body = $8
+                     WHERE message_id = $1 AND version = $9",
+                )
+                .await
+                .map_err(db_error)?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                &id,
+                &recipient,
+                &state,
+                &available,
+                &expires,
+                &due,
+                &version,
+                &body,
+                &to_i64(expected),
+            ];
+            if tx.execute(&update, &params).await.map_err(db_error)? == 0 {
+                let stored = stored_version(tx, record.id()).await?;
+                check_version(message_record(record), Some(expected), stored)?;
+                return Err(StoreError::Backend(format!(
+                    "message {id} at version {expected} was not updated"
+                )));
+            }
+            match refusal(tx, write).await? {
+                Some(refusal) => Err(refusal),
+                None => Ok(()),
+            }
+        }
+        None => {
+            if let Some(refusal) = refusal(tx, write).await? {
+                // A taken id is the first refusal of the contract.
+                if stored_version(tx, record.id()).await?.is_some() {
+                    return Err(StoreError::AlreadyExists(message_record(record)()));
+                }
+                return Err(refusal);
+            }
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO messages (message_id, recipient, state, priority, accepted_at, available_at,
+                         expires_at, due_at, in_reply_to, version, body)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     ON CONFLICT (message_id) DO NOTHING",
+                )
+                .await
+                .map_err(db_error)?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
+                &id,
+                &recipient,
+                &state,
+                &(record.message.priority as i32),
+                &record.accepted_at.unix_micros(),
+                &available,
+                &expires,
+                &due,
+                &record.message.in_reply_to.as_ref().map(MessageId::as_str),
+                &version,
+                &body,
+            ];
+            if tx.execute(&insert, &params).await.map_err(db_error)? == 0 {
+                return Err(StoreError::AlreadyExists(message_record(record)()));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn stored_version(tx: &Transaction<'_>, id: &MessageId) -> Result<Option<u64>, StoreError> {
+    let select = tx
+        .prepare_cached("SELECT version FROM messages WHERE message_id = $1")
+        .await
+        .map_err(db_error)?;
+    let row = tx.query_opt(&select, &[&id.as_str()]).await.map_err(db_error)?;
+    row.map(|row| to_u64(&row, 0)).transpose()
+}
+
+/// Why the write may not commit once its id or version checked out: its
+/// recipient is not registered, or that inbox is full.
+async fn refusal(tx: &Transaction<'_>, write: &MessageWrite) -> Result<Option<StoreError>, StoreError> {
+    let recipient = &write.record.recipient;
+    if write.require_recipient {
+        // KEY SHARE, as a foreign key check takes: an unregistration waits
+        // for this commit, so it cannot miss the message.
+        let registered = tx
+            .prepare_cached("SELECT 1 FROM agents WHERE agent_id = $1 FOR KEY SHARE")
+            .await
+            .map_err(db_error)?;
+        if tx
+            .query_opt(&registered, &[&recipient.as_str()])
+            .await
+            .map_err(db_error)?
+            .is_none()
+        {
+            return Ok(Some(StoreError::NotFound(Record::Agent(recipient.clone()))));
+        }
+    }
+    if let (None, Some(limit)) = (write.expected, write.inbox_limit) {
+        let open = open_count(tx, recipient).await?;
+        if open >= limit {
+            return Ok(Some(StoreError::InboxFull {
+                agent: recipient.clone(),
+                limit,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+pub(super) async fn open_count(
+    client: &impl deadpool_postgres::GenericClient,
+    agent: &AgentId,
+) -> Result<u64, StoreError> {
+    let count = client
+        .prepare_cached("SELECT count(*) FROM messages WHERE recipient = $1 AND state IN (1, 2)")
+        .await
+        .map_err(db_error)?;
+    let row = client.query_one(&count, &[&agent.as_str()]).await.map_err(db_error)?;
+    to_u64(&row, 0)
+}
+
+/// Writes the agent if its stored version is `expected`, in one statement.
+pub(super) async fn put_agent(
+    client: &deadpool_postgres::Object,
+    agent: &crate::domain::agent::Agent,
+    body: &str,
+    expected: Option<u64>,
+) -> Result<(), StoreError> {
+    let id = agent.id().as_str();
+    let version = to_i64(agent.version);
+    let written = match expected {
+        None => {
+            let insert = client
+                .prepare_cached(
+                    "INSERT INTO agents (agent_id, version, body) VALUES ($1, $2, $3) ON CONFLICT (agent_id) DO NOTHING",
+                )
+                .await
+                .map_err(db_error)?;
+            client.execute(&insert, &[&id, &version, &body]).await
+        }
+        Some(expected) => {
+            let update = client
+                .prepare_cached("UPDATE agents SET version = $2, body = $3 WHERE agent_id = $1 AND version = $4")
+                .await
+                .map_err(db_error)?;
+            client
+                .execute(&update, &[&id, &version, &body, &to_i64(expected)])
+                .await
+        }
+    };
+    if written.map_err(db_error)? == 1 {
+        return Ok(());
+    }
+    let select = client
+        .prepare_cached("SELECT version FROM agents WHERE agent_id = $1")
+        .await
+        .map_err(db_error)?;
+    let stored = client.query_opt(&select, &[&id]).await.map_err(db_error)?;
+    let stored = stored.map(|row| to_u64(&row, 0)).transpose()?;
+    check_version(crate::store::agent_record(agent), expected, stored)?;
+    // The version matched by now: the row changed and changed back between
+    // the two statements. Rare enough to report as the conflict it was.
+    Err(StoreError::Conflict {
+        record: Record::Agent(agent.id().clone()),
+        expected: expected.unwrap_or(0),
+        actual: stored.unwrap_or(0),
+    })
+}
+
+/// Runs one statement that changes rows; answers how many.
+pub(super) async fn execute(
+    client: &deadpool_postgres::Object,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+    client.execute(&statement, params).await.map_err(db_error)
+}

@@ -1,0 +1,201 @@
+//! The real server on PostgreSQL (`--store postgres`), in a schema of its
+//! own in the test database (AGENTBUS_TEST_DATABASE_URL, default the local
+//! `postgres://postgres@127.0.0.1:5432/test` that .ci/run starts).
+
+mod common;
+
+use std::time::Duration;
+
+use agentbus::pb;
+use agentbus::pb::receive_messages_response::Kind;
+use common::{Bus, object, tutorial_session};
+use tokio::time::timeout;
+
+const ORCHESTRATOR: &str = "claude-code://orchestrator";
+const BACKEND: &str = "opencode://backend";
+
+fn database_url() -> String {
+    std::env::var("AGENTBUS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A fresh schema, dropped with everything in it when this is.
+struct Schema {
+    name: String,
+}
+
+impl Schema {
+    async fn create(label: &str) -> Schema {
+        let name = format!("agentbus_bb_{label}_{}", std::process::id());
+        execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")).await;
+        Schema { name }
+    }
+
+    /// The server's `--database-url`: the schema as its search path.
+    fn url(&self) -> String {
+        let base = database_url();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{separator}options=-csearch_path%3D{}", self.name)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(execute(&sql))
+        })
+        .join();
+    }
+}
+
+async fn execute(sql: &str) {
+    let url = database_url();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test database {url} (is PostgreSQL up?): {e}"));
+    tokio::spawn(connection);
+    client.batch_execute(sql).await.unwrap();
+}
+
+async fn register(bus: &Bus, id: &str) {
+    let descriptor = pb::AgentDescriptor {
+        agent_id: id.into(),
+        ..Default::default()
+    };
+    bus.agents()
+        .await
+        .register_agent(pb::RegisterAgentRequest {
+            agent: Some(descriptor),
+            update: false,
+        })
+        .await
+        .unwrap();
+}
+
+fn task(id: &str) -> pb::Message {
+    let agent = |id: &str| {
+        Some(pb::AgentRef {
+            agent_id: id.into(),
+            ..Default::default()
+        })
+    };
+    pb::Message {
+        message_id: id.into(),
+        sender: agent(ORCHESTRATOR),
+        recipient: agent(BACKEND),
+        message_type: pb::MessageType::TaskRequest as i32,
+        payload: Some(prost_types::Value {
+            kind: Some(prost_types::value::Kind::StructValue(object(
+                serde_json::json!({"task_type": "implementation"}),
+            ))),
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_session_and_a_message_round_trip_on_postgres_and_survive_a_restart() {
+    let schema = Schema::create("round_trip").await;
+    let url = schema.url();
+    let args = ["--store", "postgres", "--database-url", &url];
+    let bus = Bus::start(&args).await;
+
+    let mut sessions = bus.sessions().await;
+    let created = sessions
+        .create_session(tutorial_session("pg-session"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.session.unwrap().version, 1);
+    register(&bus, ORCHESTRATOR).await;
+    register(&bus, BACKEND).await;
+
+    let mut messages = bus.messages().await;
+    let sent = messages
+        .send_message(pb::SendMessageRequest {
+            message: Some(task("pg-m1")),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(sent.accepted, "{sent:?}");
+    let mut inbox = messages
+        .receive_messages(pb::ReceiveMessagesRequest {
+            agent_id: BACKEND.into(),
+            max_in_flight: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let delivery = loop {
+        let next = timeout(Duration::from_secs(10), inbox.message())
+            .await
+            .expect("a delivery in time")
+            .unwrap()
+            .expect("the stream is open");
+        match next.kind {
+            Some(Kind::Delivery(delivery)) => break delivery,
+            _ => continue,
+        }
+    };
+    assert_eq!(delivery.message.unwrap().message_id, "pg-m1");
+    let acked = messages
+        .ack_message(pb::AckMessageRequest {
+            agent_id: BACKEND.into(),
+            message_id: "pg-m1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.state(), pb::MessageState::Acked);
+    drop(inbox);
+    drop(bus);
+
+    // Another process on the same schema sees everything as it was left.
+    let bus = Bus::start(&args).await;
+    let status = bus
+        .messages()
+        .await
+        .get_message(pb::GetMessageRequest {
+            message_id: "pg-m1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state(), pb::MessageState::Acked);
+    let session = bus
+        .sessions()
+        .await
+        .get_session(pb::GetSessionRequest {
+            session_id: "pg-session".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(session.session.unwrap().session_id, "pg-session");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_stops_the_server_with_its_address() {
+    // Nothing listens on port 1.
+    let args = [
+        "--store",
+        "postgres",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:1/test",
+    ];
+    let mut bus = Bus::start(&args).await;
+    let status = bus.wait_exit(Duration::from_secs(20)).await.expect("the server exits");
+    assert!(!status.success());
+    let log = bus.log();
+    assert!(
+        log.contains("cannot reach PostgreSQL at postgres://postgres@127.0.0.1:1/test"),
+        "{log}"
+    );
+}
