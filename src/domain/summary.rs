@@ -259,3 +259,43 @@ impl ExecutiveSummary {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::session::{NewSession, SessionLimits, WorkflowStep};
+
+    #[test]
+    fn expiry_summarises_the_session_as_expired() {
+        let orchestrator = AgentId::parse("claude-code://orchestrator").unwrap();
+        let step = |name: &str| WorkflowStep {
+            name: name.into(),
+            ..WorkflowStep::default()
+        };
+        let new = NewSession {
+            session_id: None,
+            orchestrator: orchestrator.clone(),
+            participants: Vec::new(),
+            steps: vec![step("design"), step("build")],
+            shared_context: Default::default(),
+        };
+        let start = Timestamp::from_unix_micros(1_000_000);
+        let mut session = Session::create(new, &SessionLimits::default(), start).unwrap();
+        session
+            .expire(
+                Timestamp::from_unix_micros(5_000_000),
+                Timestamp::from_unix_micros(9_000_000),
+            )
+            .unwrap();
+        let summary = session.executive_summary.as_ref().unwrap();
+        assert_eq!(summary.outcome, SessionState::Expired);
+        assert_eq!(summary.text, "expired after being idle");
+        assert_eq!(summary.totals.duration, Duration::from_secs(8));
+        let states: Vec<StepState> = summary.steps.iter().map(|s| s.state).collect();
+        assert_eq!(states, [StepState::Current, StepState::Pending]);
+        assert_eq!(summary.steps[0].agents, Vec::<AgentId>::new());
+        let markdown = summary.to_markdown("sess_x");
+        assert!(markdown.starts_with("# Session sess_x: expired"), "{markdown}");
+        assert!(markdown.contains("## design (current)"), "{markdown}");
+    }
+}

@@ -46,13 +46,17 @@ def message_type_name(value: int) -> str:
 
 def state_name(value: int, enum: str = "session") -> str:
     """Short name of a ``SessionState`` (``enum="session"``), ``MessageState``
-    (``"message"``), ``TaskState`` (``"task"``) or ``ParticipantStatus``
-    (``"participant"``) value: ``"active"``, ``"acked"``, ``"completed"``..."""
+    (``"message"``), ``TaskState`` (``"task"``), ``ParticipantStatus``
+    (``"participant"``), ``AggregationStrategy`` (``"strategy"``) or
+    ``ConflictKind`` (``"conflict"``) value: ``"active"``, ``"acked"``,
+    ``"completed"``, ``"consensus"``, ``"result_disagreement"``..."""
     table = {
         "session": (session_pb2.SessionState, "SESSION_STATE_"),
         "message": (message_pb2.MessageState, "MESSAGE_STATE_"),
         "task": (session_pb2.TaskState, "TASK_STATE_"),
         "participant": (session_pb2.ParticipantStatus, "PARTICIPANT_STATUS_"),
+        "strategy": (session_pb2.AggregationStrategy, "AGGREGATION_STRATEGY_"),
+        "conflict": (session_pb2.ConflictKind, "CONFLICT_KIND_"),
     }
     wrapper, prefix = table[enum]
     return convert.enum_name(wrapper, value, prefix)

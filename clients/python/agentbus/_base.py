@@ -768,3 +768,83 @@ class ClientBase:
             expected_version,
         )
         return self._unary("SessionService", "TerminateSession", req, _session)
+
+    # ---- results and summaries -------------------------------------------
+
+    def aggregate_results(
+        self,
+        session_id: str,
+        *,
+        task_ids: Optional[Iterable[str]] = None,
+        step: Optional[str] = None,
+        strategy: Any = "consensus",
+        specialist: Optional[str] = None,
+        require_complete: bool = False,
+        expected_version: Optional[int] = None,
+    ) -> session_service_pb2.AggregateResultsResponse:
+        """Combines the results of the session's tasks into one answer
+        (orchestrator only) and returns the ``AggregateResultsResponse``:
+        ``.aggregation`` (``result``, ``confidence``, ``conflicts``,
+        ``candidates``, ``missing_task_ids``, ...) and ``.session``.
+
+        Which tasks: ``task_ids``; else the tasks of ``step``; else every task
+        of the session.  ``strategy``: ``"consensus"`` (default: the most
+        frequent successful result), ``"specialist_priority"`` (the
+        ``specialist`` agent's result), ``"confidence_weighted"`` (the
+        confidence-weighted mean of numeric results) or ``"manual"`` (no
+        result: pick one with :meth:`resolve_aggregation`).  A task's result,
+        confidence and approach come from the ``{"result": ..., "confidence":
+        0.9, "approach": "..."}`` payload of its ``task_response``.
+
+        Tasks still running are listed in ``missing_task_ids``; with
+        ``require_complete=True`` the call raises ``FailedPreconditionError``
+        instead.  ``agentbus.to_python(aggregation.result)`` gives the result
+        as plain Python.
+        """
+        req = _expected(
+            session_service_pb2.AggregateResultsRequest(
+                session_id=session_id,
+                task_ids=convert.str_list(task_ids, what="task_ids"),
+                step=step or "",
+                strategy=convert.aggregation_strategy(strategy),
+                specialist=specialist or "",
+                require_complete=bool(require_complete),
+            ),
+            expected_version,
+        )
+        return self._unary("SessionService", "AggregateResults", req, lambda r: r)
+
+    def resolve_aggregation(
+        self,
+        session_id: str,
+        aggregation_id: str,
+        chosen_task_id: str,
+        note: str = "",
+        *,
+        expected_version: Optional[int] = None,
+    ) -> session_service_pb2.ResolveAggregationResponse:
+        """Records the orchestrator's pick for an aggregation (a ``"manual"``
+        one, or to overrule another strategy): the result of
+        ``chosen_task_id``, one of the aggregation's candidates.  Returns the
+        ``ResolveAggregationResponse`` (``.aggregation`` with ``resolution``
+        set, ``.session``)."""
+        req = _expected(
+            session_service_pb2.ResolveAggregationRequest(
+                session_id=session_id,
+                aggregation_id=aggregation_id,
+                chosen_task_id=chosen_task_id,
+                note=note or "",
+            ),
+            expected_version,
+        )
+        return self._unary("SessionService", "ResolveAggregation", req, lambda r: r)
+
+    def get_session_summary(self, session_id: str) -> session_service_pb2.GetSessionSummaryResponse:
+        """The executive summary of an ended session: the
+        ``GetSessionSummaryResponse`` with ``.summary`` (``ExecutiveSummary``:
+        outcome, steps, unresolved conflicts, totals, ...) and ``.markdown``
+        (the same, for a person to read).  ``FailedPreconditionError`` while
+        the session is still active; an ended ``Session`` also carries it as
+        ``executive_summary``."""
+        req = session_service_pb2.GetSessionSummaryRequest(session_id=session_id)
+        return self._unary("SessionService", "GetSessionSummary", req, lambda r: r)

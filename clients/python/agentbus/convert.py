@@ -38,6 +38,7 @@ __all__ = [
     "session_state",
     "session_event_type",
     "context_update_mode",
+    "aggregation_strategy",
     "enum_name",
     "parse_enum",
     "payload_of",
@@ -268,6 +269,12 @@ def session_event_type(value: Any) -> int:
 def context_update_mode(value: Any) -> int:
     """``"replace"`` or ``"merge"``."""
     return parse_enum(session_service_pb2.ContextUpdateMode, value, "CONTEXT_UPDATE_MODE_", what="mode")
+
+
+def aggregation_strategy(value: Any) -> int:
+    """``"consensus"``, ``"specialist_priority"``, ``"confidence_weighted"`` or
+    ``"manual"`` (``None``: unspecified, which the server treats as consensus)."""
+    return parse_enum(session_pb2.AggregationStrategy, value, "AGGREGATION_STRATEGY_", what="strategy")
 
 
 # --------------------------------------------------------------------------

@@ -14,13 +14,18 @@ What it does, as in the tutorial:
     steps design -> implementation -> review, with a shared context;
  2. adds a security reviewer (opencode://security);
  3. watches the session's events in a background thread;
- 4. registers the orchestrator and the backend agent;
- 5. the orchestrator sends the backend a high-priority task_request in the session;
- 6. the backend receives it, acks it, answers with a status_update and a
-    task_response (in_reply_to the request); the orchestrator reads both;
- 7. updates the workflow and the shared context (branch, latest commit);
- 8. completes the session with a summary and artifacts;
- 9. prints the events the watcher saw.
+ 4. registers the orchestrator and the two implementers;
+ 5. moves the workflow on to the implementation step;
+ 6. the orchestrator sends each implementer a high-priority task_request in
+    the session;
+ 7. each implementer receives its task, acks it and answers (the backend
+    first with a status_update) with a task_response whose payload is
+    {"result": ..., "confidence": ..., "approach": ...}; the orchestrator
+    reads the replies;
+ 8. aggregates the implementation step's results by consensus;
+ 9. records the branch and latest commit in the shared context;
+10. completes the session and prints its executive summary (Markdown);
+11. prints the events the watcher saw.
 Exits 0 on success, 1 when a call fails (the error is printed).
 """
 
@@ -38,6 +43,22 @@ from agentbus.v1 import session_pb2
 
 ORCHESTRATOR = "claude-code://orchestrator"
 BACKEND = "opencode://backend"
+FRONTEND = "codex://frontend"
+
+# What each implementer answers: the task's result, how sure it is, and how it
+# got there.  The bus records these on the session's tasks and aggregates them.
+ANSWERS = {
+    BACKEND: {
+        "result": {"transport": "websocket", "audit_log": True},
+        "confidence": 0.9,
+        "approach": "server push",
+    },
+    FRONTEND: {
+        "result": {"transport": "websocket", "audit_log": True},
+        "confidence": 0.7,
+        "approach": "client subscription",
+    },
+}
 
 
 def show(value: object) -> str:
@@ -65,12 +86,12 @@ def run(bus: AgentBusClient) -> int:
         ORCHESTRATOR,
         participants=[
             {"agent_id": BACKEND, "role": "implementer"},
-            {"agent_id": "codex://frontend", "role": "implementer"},
+            {"agent_id": FRONTEND, "role": "implementer"},
             {"agent_id": "claude-code://qa", "role": "reviewer"},
         ],
         steps=[
             {"name": "design", "required_agents": [ORCHESTRATOR]},
-            {"name": "implementation", "required_agents": [BACKEND, "codex://frontend"]},
+            {"name": "implementation", "required_agents": [BACKEND, FRONTEND]},
             {"name": "review", "required_agents": ["claude-code://qa"]},
         ],
         shared_context={"project": "feature/notifications", "requirements": ["real-time updates", "audit logs"]},
@@ -107,69 +128,13 @@ def run(bus: AgentBusClient) -> int:
     for agent_id, caps in (
         (ORCHESTRATOR, {"optimal_tasks": ["planning", "review"]}),
         (BACKEND, {"languages": ["typescript", "rust"], "optimal_tasks": ["implementation"]}),
+        (FRONTEND, {"languages": ["typescript"], "optimal_tasks": ["implementation"]}),
     ):
         bus.register_agent(agent_id, capabilities=caps, update=True)
         print("Registered agent:", agent_id)
 
-    # 5. The orchestrator delegates the backend work inside the session.
-    task_id = f"task_impl_backend.{session_id}"
-    sent = bus.send(
-        ORCHESTRATOR,
-        BACKEND,
-        "task_request",
-        {"task_type": "implementation", "context": {"component": "notification-service"}},
-        session_id=session_id,
-        message_id=task_id,
-        priority="high",
-        routing_timeout="300s",
-        max_retries=1,
-        backoff="linear",
-        delivery_mode="async",
-    )
-    print(f"Task sent: {sent.message_id} (state {agentbus.state_name(sent.state, 'message')})")
-
-    # 6. The backend agent receives the task (acked once handled), reports
-    #    progress and answers.
-    with bus.inbox(BACKEND, idle_timeout=10) as inbox:
-        for delivery in inbox:
-            message = delivery.message
-            if message.message_id != task_id:
-                continue  # something left over from an earlier run: acked and skipped
-            print(
-                f"Backend received {agentbus.message_type_name(message.message_type)} {message.message_id} "
-                f"from {message.sender.agent_id} (session {message.sender.session_id}, attempt {delivery.attempt}):",
-                show(payload_of(delivery)),
-            )
-            bus.reply(delivery, {"status": "in_progress", "progress": 0.5}, "status_update")
-            bus.reply(delivery, {"status": "done", "files_changed": ["src/notifications.ts"]}, "task_response")
-            break
-        else:
-            print("error: the backend never received the task", file=sys.stderr)
-            return 1
-    print("Task state:", agentbus.state_name(bus.get_message(task_id).state, "message"))
-
-    # The orchestrator reads both replies from its own inbox.
-    replies = 0
-    with bus.inbox(ORCHESTRATOR, idle_timeout=10) as inbox:
-        for delivery in inbox:
-            message = delivery.message
-            if message.in_reply_to != task_id:
-                continue
-            replies += 1
-            print(
-                f"Orchestrator received {agentbus.message_type_name(message.message_type)} "
-                f"in reply to {message.in_reply_to}:",
-                show(payload_of(delivery)),
-            )
-            if replies == 2:
-                break
-    if replies != 2:
-        print(f"error: the orchestrator got {replies} of 2 replies", file=sys.stderr)
-        return 1
-    task = bus.get_session(session_id).tasks[0]
-    print(f"Session task {task.task_id}: {agentbus.state_name(task.state, 'task')}, assignee {task.assignee}")
-
-    # 7. Move the workflow on and record the branch in the shared context.
+    # 5. Design is done: move on to the implementation step.  Tasks belong to
+    #    the step that is current when they are delegated.
     session = bus.update_workflow(
         session_id, current_step="implementation", completed_steps=["design"], pending_steps=["review"]
     )
@@ -178,8 +143,91 @@ def run(bus: AgentBusClient) -> int:
         "completed", list(session.workflow.completed_steps),
         "pending", list(session.workflow.pending_steps),
     )
-    # The tutorial's read-modify-write, made safe with expected_version
-    # (merge_shared_context would do the same in one step).
+
+    # 6. The orchestrator delegates the work to both implementers inside the session.
+    task_ids = {}
+    for agent_id, component in ((BACKEND, "notification-service"), (FRONTEND, "notification-ui")):
+        name = agent_id.split("://", 1)[1]
+        task_id = f"task_impl_{name}.{session_id}"
+        sent = bus.send(
+            ORCHESTRATOR,
+            agent_id,
+            "task_request",
+            {"task_type": "implementation", "context": {"component": component}},
+            session_id=session_id,
+            message_id=task_id,
+            priority="high",
+            routing_timeout="300s",
+            max_retries=1,
+            backoff="linear",
+            delivery_mode="async",
+        )
+        task_ids[agent_id] = task_id
+        print(f"Task sent: {sent.message_id} (state {agentbus.state_name(sent.state, 'message')})")
+
+    # 7. Each implementer receives its task (acked once handled) and answers
+    #    with its result, confidence and approach; the backend reports
+    #    progress first.
+    for agent_id, task_id in task_ids.items():
+        with bus.inbox(agent_id, idle_timeout=10) as inbox:
+            for delivery in inbox:
+                message = delivery.message
+                if message.message_id != task_id:
+                    continue  # something left over from an earlier run: acked and skipped
+                print(
+                    f"{agent_id} received {agentbus.message_type_name(message.message_type)} {message.message_id} "
+                    f"from {message.sender.agent_id} (session {message.sender.session_id}, attempt {delivery.attempt}):",
+                    show(payload_of(delivery)),
+                )
+                if agent_id == BACKEND:
+                    bus.reply(delivery, {"status": "in_progress", "progress": 0.5}, "status_update")
+                bus.reply(delivery, ANSWERS[agent_id], "task_response")
+                break
+            else:
+                print(f"error: {agent_id} never received its task", file=sys.stderr)
+                return 1
+    backend_task = task_ids[BACKEND]
+    print("Task state:", agentbus.state_name(bus.get_message(backend_task).state, "message"))
+
+    # The orchestrator reads the replies (a status update, two answers) from its own inbox.
+    expected_replies = 3
+    replies = 0
+    with bus.inbox(ORCHESTRATOR, idle_timeout=10) as inbox:
+        for delivery in inbox:
+            message = delivery.message
+            if message.in_reply_to not in task_ids.values():
+                continue
+            replies += 1
+            print(
+                f"Orchestrator received {agentbus.message_type_name(message.message_type)} "
+                f"from {message.sender.agent_id} in reply to {message.in_reply_to}:",
+                show(payload_of(delivery)),
+            )
+            if replies == expected_replies:
+                break
+    if replies != expected_replies:
+        print(f"error: the orchestrator got {replies} of {expected_replies} replies", file=sys.stderr)
+        return 1
+    for task in bus.get_session(session_id).tasks:
+        print(
+            f"Session task {task.task_id}: {agentbus.state_name(task.state, 'task')}, assignee {task.assignee}, "
+            f"step {task.step}, confidence {task.confidence:.1f}, approach {task.approach!r}"
+        )
+
+    # 8. Combine the implementation step's answers: consensus picks the most
+    #    frequent result and lists the conflicts among the answers.
+    aggregation = bus.aggregate_results(session_id, step="implementation", strategy="consensus").aggregation
+    print(
+        f"Aggregated {aggregation.aggregation_id} ({agentbus.state_name(aggregation.strategy, 'strategy')}) "
+        f"of step {aggregation.step}: {show(to_python(aggregation.result))} "
+        f"confidence {aggregation.confidence:.2f} from {list(aggregation.contributing_task_ids)}"
+    )
+    for conflict in aggregation.conflicts:
+        print(f"  conflict {agentbus.state_name(conflict.kind, 'conflict')}: {conflict.detail}")
+
+    # 9. Record the branch in the shared context: the tutorial's
+    #    read-modify-write, made safe with expected_version
+    #    (merge_shared_context would do the same in one step).
     current = bus.get_session(session_id)
     session = bus.update_shared_context(
         session_id,
@@ -188,7 +236,7 @@ def run(bus: AgentBusClient) -> int:
     )
     print("Shared context:", show(to_python(session.shared_context)))
 
-    # 8. Complete the session.
+    # 10. Complete the session; the bus then writes its executive summary.
     session = bus.complete_session(
         session_id, summary="All tasks completed successfully", artifacts=["s3://artifacts/build.zip"]
     )
@@ -196,8 +244,10 @@ def run(bus: AgentBusClient) -> int:
         f"Session done: {session.session_id} state={agentbus.state_name(session.state)} "
         f"summary={session.summary!r} artifacts={list(session.artifacts)}"
     )
+    print("Executive summary:")
+    print(bus.get_session_summary(session_id).markdown)
 
-    # 9. What the watcher saw.
+    # 11. What the watcher saw.
     if not completed.wait(10):
         print("error: the watcher did not see the session complete", file=sys.stderr)
     watch.close()
@@ -214,6 +264,8 @@ def run(bus: AgentBusClient) -> int:
             # session snapshot in the event names the assignee.
             assignee = next((t.assignee for t in event.session.tasks if t.task_id == event.task_id), "?")
             print("    Task delegated", event.task_id, "to", assignee, "by", event.agent_id)
+        elif name == "results_aggregated":
+            print("    Results aggregated", event.session.aggregations[-1].aggregation_id)
         elif name == "session_completed":
             print("    Session done", event.session_id)
     sequences = [e.sequence for e in events]

@@ -1,5 +1,7 @@
 """SessionService through the sync client: every mutation and its errors."""
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -224,3 +226,232 @@ def test_list_sessions(client, uid):
         ids[0], ids[2]]
     with pytest.raises(ValueError):
         client.list_sessions(states=["finished"])
+
+
+# ---- aggregation and executive summaries ---------------------------------
+
+
+def agg_session(client, uid, agents, steps=("design", "implementation")):
+    """A session whose orchestrator and `agents` are registered, so they can exchange tasks."""
+    for agent_id in (ORC, *agents):
+        client.register_agent(agent_id, update=True)
+    return client.create_session(ORC, list(agents), list(steps), session_id=f"sess_agg_{uid}")
+
+
+def answer(client, session_id, agent_id, task_id, payload, message_type="task_response"):
+    """The orchestrator delegates `task_id` to `agent_id`, which answers with `payload`."""
+    client.send(ORC, agent_id, "task_request", {"question": "which database?"},
+                session_id=session_id, task_id=task_id)
+    with client.inbox(agent_id, idle_timeout=5) as inbox:
+        for delivery in inbox:
+            if delivery.message.task_id == task_id:
+                client.reply(delivery, payload, message_type)
+                return
+    pytest.fail(f"{agent_id} never received {task_id}")
+
+
+def test_task_results_are_recorded(client, uid):
+    a = f"opencode://agg-a-{uid}"
+    s = agg_session(client, uid, [a])
+    answer(client, s.session_id, a, "t1", {"result": {"db": "postgres"}, "confidence": 0.8, "approach": "sql"})
+    task = client.get_session(s.session_id).tasks[0]
+    assert task.task_id == "t1" and task.step == "design"
+    assert agentbus.to_python(task.result) == {"db": "postgres"}
+    assert task.HasField("confidence") and task.confidence == pytest.approx(0.8)
+    assert task.approach == "sql" and task.success
+    assert task.HasField("duration")
+
+
+def test_consensus_takes_the_majority_and_reports_disagreement(client, uid):
+    a, b, c = f"opencode://agg-a-{uid}", f"codex://agg-b-{uid}", f"opencode://agg-c-{uid}"
+    s = agg_session(client, uid, [a, b, c])
+    answer(client, s.session_id, a, "t1", {"result": "postgres", "confidence": 0.9, "approach": "sql"})
+    answer(client, s.session_id, b, "t2", {"result": "mongo", "confidence": 0.6, "approach": "sql"})
+    answer(client, s.session_id, c, "t3", {"result": "postgres", "confidence": 0.5, "approach": "sql"})
+
+    res = client.aggregate_results(s.session_id, step="design")  # strategy="consensus" by default
+    agg = res.aggregation
+    assert agg.aggregation_id and agg.step == "design"
+    assert agg.strategy == session_pb2.AGGREGATION_STRATEGY_CONSENSUS
+    assert agentbus.state_name(agg.strategy, "strategy") == "consensus"
+    assert agentbus.to_python(agg.result) == "postgres"
+    assert list(agg.contributing_task_ids) == ["t1", "t3"]
+    assert [(c.task_id, c.agent_id, agentbus.to_python(c.result)) for c in agg.candidates] == [
+        ("t1", a, "postgres"), ("t2", b, "mongo"), ("t3", c, "postgres")]
+    kinds = {agentbus.state_name(k.kind, "conflict") for k in agg.conflicts}
+    assert kinds == {"result_disagreement"}
+    assert ["t1", "t2"] in [list(k.task_ids) for k in agg.conflicts]
+    # 2 of 3 agree, less 0.1 per conflict (t1/t2 and t2/t3 disagree).
+    assert agg.confidence == pytest.approx(2 / 3 - 0.2)
+    assert list(agg.missing_task_ids) == []
+    # Stored in the session, which the response carries too.
+    assert res.session.aggregations[-1] == agg
+    assert client.get_session(s.session_id).aggregations[-1] == agg
+
+
+def test_consensus_of_two_different_results_takes_the_first(client, uid):
+    a, b = f"opencode://agg-a-{uid}", f"codex://agg-b-{uid}"
+    s = agg_session(client, uid, [a, b])
+    answer(client, s.session_id, a, "t1", {"result": "postgres", "confidence": 0.9, "approach": "sql"})
+    answer(client, s.session_id, b, "t2", {"result": "mongo", "confidence": 0.6, "approach": "nosql"})
+    agg = client.aggregate_results(s.session_id, task_ids=["t1", "t2"], strategy="CONSENSUS").aggregation
+    assert agentbus.to_python(agg.result) == "postgres"
+    assert agg.step == ""
+    by_kind = {k.kind: list(k.task_ids) for k in agg.conflicts}
+    assert by_kind[session_pb2.CONFLICT_KIND_RESULT_DISAGREEMENT] == ["t1", "t2"]
+    assert by_kind[session_pb2.CONFLICT_KIND_APPROACH_DIFFERENCE] == ["t1", "t2"]
+
+    # Specialist priority prefers one agent's answer.
+    agg = client.aggregate_results(s.session_id, strategy="specialist_priority", specialist=b).aggregation
+    assert agentbus.to_python(agg.result) == "mongo"
+    assert agg.specialist == b and agg.confidence == pytest.approx(0.6)
+
+
+def test_manual_aggregation_and_resolve(client, uid):
+    a, b = f"opencode://agg-a-{uid}", f"codex://agg-b-{uid}"
+    s = agg_session(client, uid, [a, b])
+    answer(client, s.session_id, a, "t1", {"result": "postgres", "confidence": 0.9})
+    answer(client, s.session_id, b, "t2", {"result": "mongo", "confidence": 0.6})
+    agg = client.aggregate_results(s.session_id, step="design", strategy="manual").aggregation
+    assert agg.strategy == session_pb2.AGGREGATION_STRATEGY_MANUAL
+    assert not agg.HasField("result") and not agg.HasField("resolution")
+    assert [c.task_id for c in agg.candidates] == ["t1", "t2"]
+    assert session_pb2.CONFLICT_KIND_RESULT_DISAGREEMENT in [k.kind for k in agg.conflicts]
+
+    with pytest.raises(agentbus.InvalidArgumentError):
+        client.resolve_aggregation(s.session_id, agg.aggregation_id, "t9")  # not a candidate
+    with pytest.raises(agentbus.NotFoundError):
+        client.resolve_aggregation(s.session_id, "agg_999", "t1")
+    version = client.get_session(s.session_id).version
+    with pytest.raises(agentbus.AbortedError):
+        client.resolve_aggregation(s.session_id, agg.aggregation_id, "t2", expected_version=version + 7)
+
+    res = client.resolve_aggregation(s.session_id, agg.aggregation_id, "t2", "mongo fits the schema",
+                                     expected_version=version)
+    resolved = res.aggregation
+    assert resolved.aggregation_id == agg.aggregation_id
+    assert agentbus.to_python(resolved.result) == "mongo"
+    assert resolved.resolution.chosen_task_id == "t2"
+    assert resolved.resolution.note == "mongo fits the schema"
+    assert resolved.resolution.resolved_by == ORC
+    assert resolved.resolution.HasField("resolved_at")
+    assert res.session.version == version + 1
+    assert res.session.aggregations[-1] == resolved
+
+
+def test_confidence_weighted_mean_of_numbers(client, uid):
+    a, b, c = f"opencode://agg-a-{uid}", f"codex://agg-b-{uid}", f"opencode://agg-c-{uid}"
+    s = agg_session(client, uid, [a, b, c])
+    answer(client, s.session_id, a, "est-a", {"result": 10, "confidence": 0.9, "approach": "story points"})
+    answer(client, s.session_id, b, "est-b", {"result": 20, "confidence": 0.1, "approach": "story points"})
+    agg = client.aggregate_results(s.session_id, task_ids=["est-a", "est-b"], strategy="confidence_weighted").aggregation
+    assert agg.strategy == session_pb2.AGGREGATION_STRATEGY_CONFIDENCE_WEIGHTED
+    assert agentbus.to_python(agg.result) == pytest.approx((10 * 0.9 + 20 * 0.1) / (0.9 + 0.1))
+    assert agg.confidence == pytest.approx(0.5)
+    assert sorted(agg.contributing_task_ids) == ["est-a", "est-b"]
+
+    answer(client, s.session_id, c, "words", {"result": "about ten"})
+    with pytest.raises(agentbus.InvalidArgumentError):
+        client.aggregate_results(s.session_id, task_ids=["est-a", "words"], strategy="confidence_weighted")
+
+
+def test_aggregate_errors(client, server, uid):
+    a, b = f"opencode://agg-a-{uid}", f"codex://agg-b-{uid}"
+    s = agg_session(client, uid, [a, b])
+    answer(client, s.session_id, a, "t1", {"result": 1})
+    client.send(ORC, b, "task_request", {"q": 2}, session_id=s.session_id, task_id="t2")  # never answered
+
+    agg = client.aggregate_results(s.session_id, task_ids=["t1", "t2"]).aggregation
+    assert list(agg.missing_task_ids) == ["t2"] and agentbus.to_python(agg.result) == 1
+    with pytest.raises(agentbus.FailedPreconditionError):
+        client.aggregate_results(s.session_id, task_ids=["t1", "t2"], require_complete=True)
+    with pytest.raises(agentbus.InvalidArgumentError):
+        client.aggregate_results(s.session_id, task_ids=["no-such-task"])
+    with pytest.raises(agentbus.NotFoundError):
+        client.aggregate_results(f"sess_missing_{uid}")
+    with pytest.raises(agentbus.AbortedError):
+        client.aggregate_results(s.session_id, expected_version=1)
+    with pytest.raises(ValueError):
+        client.aggregate_results(s.session_id, strategy="majority")  # refused before sending
+    with pytest.raises(TypeError):
+        client.aggregate_results(s.session_id, task_ids="t1")  # a list, not a string
+
+    # Only the orchestrator may aggregate or resolve.
+    token = client.issue_agent_token(a).token
+    with server.client(api_key="", token=token) as as_a:
+        with pytest.raises(agentbus.PermissionDeniedError):
+            as_a.aggregate_results(s.session_id)
+        with pytest.raises(agentbus.PermissionDeniedError):
+            as_a.resolve_aggregation(s.session_id, agg.aggregation_id, "t1")
+
+
+def test_session_summary(client, uid):
+    a, b = f"opencode://agg-a-{uid}", f"codex://agg-b-{uid}"
+    s = agg_session(client, uid, [a, b])
+    answer(client, s.session_id, a, "t1", {"result": "postgres", "confidence": 0.9, "approach": "sql"})
+    answer(client, s.session_id, b, "t2", {"result": "mongo", "confidence": 0.6, "approach": "nosql"})
+    client.aggregate_results(s.session_id, step="design")
+    with pytest.raises(agentbus.FailedPreconditionError) as exc:
+        client.get_session_summary(s.session_id)
+    assert exc.value.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert not client.get_session(s.session_id).HasField("executive_summary")
+    with pytest.raises(agentbus.NotFoundError):
+        client.get_session_summary(f"sess_missing_{uid}")
+
+    client.advance_workflow(s.session_id)
+    done = client.complete_session(s.session_id, "Chose a database", ["docs/adr-001.md"])
+    assert done.HasField("executive_summary")
+
+    res = client.get_session_summary(s.session_id)
+    summary = res.summary
+    assert summary.outcome == session_pb2.SESSION_STATE_COMPLETED
+    assert summary.text == "Chose a database"
+    assert [(st.name, st.state) for st in summary.steps] == [("design", "completed"), ("implementation", "current")]
+    design = summary.steps[0]
+    assert [t.task_id for t in design.tasks] == ["t1", "t2"]
+    assert agentbus.to_python(design.result) == "postgres"
+    assert {k.kind for k in summary.unresolved_conflicts} == {
+        session_pb2.CONFLICT_KIND_RESULT_DISAGREEMENT, session_pb2.CONFLICT_KIND_APPROACH_DIFFERENCE}
+    assert list(summary.artifacts) == ["docs/adr-001.md"]
+    assert summary.totals.tasks_completed == 2
+    assert {c.agent_id for c in summary.totals.contributions} == {a, b}
+    assert done.executive_summary.outcome == summary.outcome and done.executive_summary.text == summary.text
+
+    md = res.markdown
+    assert md.startswith(f"# Session {s.session_id}: completed")
+    for expected in ("Chose a database", "## design (completed)", "## implementation (current)",
+                     "`t1`", "docs/adr-001.md", a, b):
+        assert expected in md, f"missing {expected!r} in:\n{md}"
+
+
+def test_summary_of_a_terminated_session(client, uid):
+    s = agg_session(client, uid, [f"opencode://agg-a-{uid}"])
+    client.terminate_session(s.session_id, "timeout", "agents offline")
+    res = client.get_session_summary(s.session_id)
+    assert res.summary.outcome == session_pb2.SESSION_STATE_TERMINATED
+    assert "timeout" in res.summary.text
+    assert res.markdown.startswith(f"# Session {s.session_id}: terminated")
+
+
+def test_aggregation_with_the_asyncio_client(server, uid):
+    from agentbus.aio import AsyncAgentBusClient
+
+    a, b = f"opencode://agg-a-{uid}", f"codex://agg-b-{uid}"
+    with server.client() as sync:
+        s = agg_session(sync, uid, [a, b])
+        answer(sync, s.session_id, a, "t1", {"result": 3, "confidence": 1})
+        answer(sync, s.session_id, b, "t2", {"result": 5, "confidence": 1})
+
+    async def main():
+        async with AsyncAgentBusClient(server.address) as bus:
+            res = await bus.aggregate_results(s.session_id, strategy="manual")
+            agg = res.aggregation
+            resolved = (await bus.resolve_aggregation(s.session_id, agg.aggregation_id, "t2")).aggregation
+            assert agentbus.to_python(resolved.result) == 5
+            with pytest.raises(agentbus.FailedPreconditionError):
+                await bus.get_session_summary(s.session_id)
+            await bus.complete_session(s.session_id, "done")
+            return await bus.get_session_summary(s.session_id)
+
+    res = asyncio.run(asyncio.wait_for(main(), 30))
+    assert res.markdown.startswith(f"# Session {s.session_id}: completed")
