@@ -174,6 +174,12 @@ pub fn canonical(value: &Json) -> String {
     sorted(value).to_string()
 }
 
+/// Six decimals: enough for a confidence, without float noise such as
+/// 0.03333333333333327.
+fn rounded(value: f64) -> f64 {
+    (value * 1e6).round() / 1e6
+}
+
 /// The conflicts among successful candidates: each pair with different
 /// results, and one for differing approaches.
 fn conflicts(successful: &[&Candidate]) -> Vec<Conflict> {
@@ -223,7 +229,7 @@ fn consensus(successful: &[&Candidate], conflict_count: usize) -> (Json, Vec<Str
         return (Json::Null, Vec::new(), 0.0);
     };
     let share = winners.len() as f64 / successful.len() as f64;
-    let confidence = (share - CONFLICT_PENALTY * conflict_count as f64).max(0.0);
+    let confidence = rounded((share - CONFLICT_PENALTY * conflict_count as f64).max(0.0));
     (
         winners[0].result.result.clone(),
         winners.iter().map(|c| c.task_id.clone()).collect(),
@@ -370,7 +376,7 @@ pub fn aggregate(
             };
             aggregation.result = Some(serde_json::Number::from_f64(mean).map_or(Json::Null, Json::Number));
             aggregation.contributing_task_ids = successful.iter().map(|c| c.task_id.clone()).collect();
-            aggregation.confidence = weights / successful.len() as f64;
+            aggregation.confidence = rounded(weights / successful.len() as f64);
         }
         Strategy::Manual => {}
     }
@@ -395,6 +401,12 @@ impl Aggregation {
                     ),
                 )
             })?;
+        if !chosen.result.success {
+            return Err(Error::invalid(
+                "chosen_task_id",
+                format!("task {chosen_task_id} did not succeed; choose a successful candidate"),
+            ));
+        }
         self.result = Some(chosen.result.result.clone());
         self.confidence = chosen.result.confidence.unwrap_or(1.0);
         self.contributing_task_ids = vec![chosen.task_id.clone()];
@@ -469,7 +481,7 @@ mod tests {
         assert_eq!(agg.contributing_task_ids, ["t1", "t2"]);
         // Two disagreeing pairs (t1-t3, t2-t3) and one approach difference.
         assert_eq!(agg.conflicts.len(), 3);
-        assert!((agg.confidence - (2.0 / 3.0 - 0.3)).abs() < 1e-9, "{}", agg.confidence);
+        assert_eq!(agg.confidence, 0.366667);
         assert_eq!(agg.missing_task_ids, ["t5"]);
         assert_eq!(agg.candidates.len(), 4);
         let mut strict = request(Strategy::Consensus);
@@ -516,8 +528,15 @@ mod tests {
                 .is_err()
         );
         manual
-            .resolve("t2", "cheaper".into(), by, Timestamp::from_unix_micros(2))
+            .resolve("t2", "cheaper".into(), by.clone(), Timestamp::from_unix_micros(2))
             .unwrap();
+        let failed_task = [task("f", "aider://f", json!({"result": 1, "success": false}), done)];
+        let mut failed = run(&failed_task, &request(Strategy::Manual)).unwrap();
+        assert!(
+            failed
+                .resolve("f", String::new(), by, Timestamp::from_unix_micros(2))
+                .is_err()
+        );
         assert_eq!(manual.result, Some(json!(20)));
     }
 

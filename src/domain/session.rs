@@ -764,6 +764,12 @@ impl Session {
                 self.session_id
             )));
         }
+        if !request.step.is_empty() && !self.workflow.steps.iter().any(|s| s.name == request.step) {
+            return Err(Error::invalid(
+                "step",
+                format!("session {} has no step {:?}", self.session_id, request.step),
+            ));
+        }
         let id = format!("agg_{}", self.aggregations.len() + 1);
         let aggregation = aggregate(&self.tasks, request, id, now)?;
         self.aggregations.push(aggregation.clone());

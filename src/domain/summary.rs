@@ -84,6 +84,15 @@ fn state_word(state: TaskState) -> &'static str {
     }
 }
 
+/// `850 ms`, `12.3 s`.
+fn seconds(duration: Duration) -> String {
+    if duration < Duration::from_secs(1) {
+        format!("{} ms", duration.as_millis())
+    } else {
+        format!("{:.1} s", duration.as_secs_f64())
+    }
+}
+
 impl ExecutiveSummary {
     /// Summarises a session that has just ended.
     pub fn of(session: &Session, now: Timestamp) -> Self {
@@ -197,12 +206,12 @@ impl ExecutiveSummary {
         let t = &self.totals;
         let _ = writeln!(
             out,
-            "**Totals:** {} tasks completed, {} failed, {} timed out; {} task messages; {:.1}s.\n",
+            "**Totals:** {} tasks completed, {} failed, {} timed out; {} task messages; {}.\n",
             t.tasks_completed,
             t.tasks_failed,
             t.tasks_timed_out,
             t.messages,
-            t.duration.as_secs_f64()
+            seconds(t.duration)
         );
         for step in &self.steps {
             let state = match step.state {
@@ -216,10 +225,7 @@ impl ExecutiveSummary {
                 let _ = writeln!(out, "Agents: {}\n", agents.join(", "));
             }
             for task in &step.tasks {
-                let took = task
-                    .duration
-                    .map(|d| format!(" in {:.1}s", d.as_secs_f64()))
-                    .unwrap_or_default();
+                let took = task.duration.map(|d| format!(" in {}", seconds(d))).unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "- `{}` by {}: {}{took}",
@@ -228,10 +234,12 @@ impl ExecutiveSummary {
                     state_word(task.state)
                 );
             }
-            if let Some(result) = &step.result {
-                let _ = writeln!(out, "\nResult: `{result}`");
+            if !step.tasks.is_empty() {
+                out.push('\n');
             }
-            out.push('\n');
+            if let Some(result) = &step.result {
+                let _ = writeln!(out, "Result: `{result}`\n");
+            }
         }
         if !self.unresolved_conflicts.is_empty() {
             let _ = writeln!(out, "## Unresolved conflicts\n");

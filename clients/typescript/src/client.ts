@@ -13,7 +13,7 @@ import {
   type Transport,
 } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate, type Value } from "@bufbuild/protobuf/wkt";
 
 import type { Agent, AgentDescriptorSchema } from "./gen/agentbus/v1/agent_pb.js";
 import { AgentService, type AgentToken } from "./gen/agentbus/v1/agent_service_pb.js";
@@ -26,12 +26,13 @@ import {
   type MessageStatus,
 } from "./gen/agentbus/v1/message_pb.js";
 import { MessageService, type AckResult } from "./gen/agentbus/v1/message_service_pb.js";
-import type { Session, SessionEvent } from "./gen/agentbus/v1/session_pb.js";
+import type { Aggregation, ExecutiveSummary, Session, SessionEvent } from "./gen/agentbus/v1/session_pb.js";
 import { SessionService } from "./gen/agentbus/v1/session_service_pb.js";
 import {
   fromValue,
   invalidArgument,
   messageTypeName,
+  toAggregationStrategy,
   toBackoff,
   toContextUpdateMode,
   toDate,
@@ -42,6 +43,7 @@ import {
   toSessionEventType,
   toSessionState,
   toValue,
+  type AggregationStrategyLike,
   type BackoffLike,
   type ContextUpdateModeLike,
   type DeliveryModeLike,
@@ -196,6 +198,39 @@ export interface WorkflowInput {
 export interface MutationOptions extends CallOptions {
   /** Apply only if the session is at this version (else ABORTED, nothing changed). */
   expectedVersion?: number | bigint;
+}
+
+/** Which task results `aggregateResults` combines, and how. */
+export interface AggregateResultsInput {
+  /** These tasks; else the tasks of `step`; else every task of the session. */
+  taskIds?: string[];
+  step?: string;
+  /**
+   * "consensus" (default): the most frequent successful result;
+   * "specialist_priority": the `specialist` agent's result;
+   * "confidence_weighted": the confidence-weighted mean of numeric results;
+   * "manual": no result, pick one with `resolveAggregation`.
+   */
+  strategy?: AggregationStrategyLike;
+  /** The agent whose result "specialist_priority" prefers. */
+  specialist?: string;
+  /** Fail with FAILED_PRECONDITION while a selected task is still running (else it is listed in `missingTaskIds`). */
+  requireComplete?: boolean;
+}
+
+/** What `aggregateResults` and `resolveAggregation` return. */
+export interface AggregationResult {
+  /** `result` (use `jsonValue(aggregation.result)`), `confidence`, `conflicts`, `candidates`, ... */
+  aggregation: Aggregation;
+  /** The session after the change. */
+  session: Session;
+}
+
+/** What `getSessionSummary` returns. */
+export interface SessionSummary {
+  summary: ExecutiveSummary;
+  /** The same summary, as Markdown for a person to read. */
+  markdown: string;
 }
 
 export interface IssueAgentTokenInput {
@@ -763,6 +798,63 @@ export class AgentBusClient {
     return required(res.session, "session");
   }
 
+  // ------------------------------------------------------------ results and summaries
+
+  /**
+   * Combines the results of the session's tasks into one answer, with the
+   * conflicts among them (orchestrator only); the aggregation is stored in the
+   * session. A task's result, confidence and approach come from the
+   * `{ result, confidence, approach }` payload of its TASK_RESPONSE.
+   */
+  async aggregateResults(
+    sessionId: string,
+    input: AggregateResultsInput = {},
+    options: MutationOptions = {},
+  ): Promise<AggregationResult> {
+    const [expected, call] = splitMutation(options);
+    const res = await this.sessions.aggregateResults(
+      {
+        sessionId,
+        taskIds: input.taskIds ?? [],
+        step: input.step ?? "",
+        strategy: toAggregationStrategy(input.strategy ?? "consensus"),
+        specialist: input.specialist ?? "",
+        requireComplete: input.requireComplete ?? false,
+        ...expected,
+      },
+      call,
+    );
+    return { aggregation: required(res.aggregation, "aggregation"), session: required(res.session, "session") };
+  }
+
+  /**
+   * Records the orchestrator's pick for an aggregation ("manual", or to
+   * overrule another strategy): the result of `chosenTaskId`, one of its candidates.
+   */
+  async resolveAggregation(
+    sessionId: string,
+    aggregationId: string,
+    pick: { chosenTaskId: string; note?: string },
+    options: MutationOptions = {},
+  ): Promise<AggregationResult> {
+    const [expected, call] = splitMutation(options);
+    const res = await this.sessions.resolveAggregation(
+      { sessionId, aggregationId, chosenTaskId: pick.chosenTaskId, note: pick.note ?? "", ...expected },
+      call,
+    );
+    return { aggregation: required(res.aggregation, "aggregation"), session: required(res.session, "session") };
+  }
+
+  /**
+   * The executive summary of an ended session, and the same as Markdown.
+   * Rejects with FAILED_PRECONDITION while the session is active; an ended
+   * session also carries it as `executiveSummary`.
+   */
+  async getSessionSummary(sessionId: string, options?: CallOptions): Promise<SessionSummary> {
+    const res = await this.sessions.getSessionSummary({ sessionId }, options);
+    return { summary: required(res.summary, "summary"), markdown: res.markdown };
+  }
+
   /**
    * Streams session events, skipping heartbeats. When the connection drops
    * (server restart, network), the stream is reopened with backoff from the
@@ -824,6 +916,11 @@ export function connect(address: string, options?: AgentBusClientOptions): Agent
 /** The payload of any message (delivery, reply) as plain JSON. */
 export function jsonPayload(message: Message): JsonValue {
   return fromValue(message.payload);
+}
+
+/** A google.protobuf.Value field (a task's or an aggregation's `result`) as plain JSON; unset is `null`. */
+export function jsonValue(value: Value | undefined): JsonValue {
+  return fromValue(value);
 }
 
 // ---------------------------------------------------------------- helpers

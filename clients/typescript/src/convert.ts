@@ -26,6 +26,9 @@ import {
   PrioritySchema,
 } from "./gen/agentbus/v1/message_pb.js";
 import {
+  AggregationStrategy,
+  AggregationStrategySchema,
+  ConflictKindSchema,
   ParticipantStatusSchema,
   SessionEventType,
   SessionEventTypeSchema,
@@ -52,7 +55,10 @@ export type SessionEventTypeName =
   | "session_terminated"
   | "session_expired"
   | "task_delegated"
-  | "task_updated";
+  | "task_updated"
+  | "results_aggregated";
+export type AggregationStrategyName = "consensus" | "specialist_priority" | "confidence_weighted" | "manual";
+export type ConflictKindName = "result_disagreement" | "approach_difference";
 export type MessageStateName =
   | "queued"
   | "delivered"
@@ -73,6 +79,7 @@ export type BackoffLike = Backoff | BackoffName;
 export type ContextUpdateModeLike = ContextUpdateMode | ContextUpdateModeName;
 export type SessionStateLike = SessionState | SessionStateName;
 export type SessionEventTypeLike = SessionEventType | SessionEventTypeName;
+export type AggregationStrategyLike = AggregationStrategy | AggregationStrategyName;
 
 /** Client-side validation failures are ConnectErrors too, like the server's. */
 export function invalidArgument(message: string): ConnectError {
@@ -110,6 +117,9 @@ export const sessionEventTypeName = (v: SessionEventType) =>
   enumName(SessionEventTypeSchema, v) as SessionEventTypeName;
 export const participantStatusName = (v: number) => enumName(ParticipantStatusSchema, v);
 export const taskStateName = (v: number) => enumName(TaskStateSchema, v);
+export const aggregationStrategyName = (v: AggregationStrategy) =>
+  enumName(AggregationStrategySchema, v) as AggregationStrategyName;
+export const conflictKindName = (v: number) => enumName(ConflictKindSchema, v) as ConflictKindName;
 
 export const toMessageType = (v: MessageTypeLike) => parseEnum(MessageTypeSchema, v, "message_type") as MessageType;
 export const toPriority = (v: PriorityLike) => parseEnum(PrioritySchema, v, "priority") as Priority;
@@ -121,6 +131,8 @@ export const toContextUpdateMode = (v: ContextUpdateModeLike) =>
 export const toSessionState = (v: SessionStateLike) => parseEnum(SessionStateSchema, v, "states") as SessionState;
 export const toSessionEventType = (v: SessionEventTypeLike) =>
   parseEnum(SessionEventTypeSchema, v, "event_types") as SessionEventType;
+export const toAggregationStrategy = (v: AggregationStrategyLike) =>
+  parseEnum(AggregationStrategySchema, v, "strategy") as AggregationStrategy;
 
 /** Milliseconds, or a string such as "300s", "1.5s", "250ms", "2m", "1h". */
 export type DurationLike = number | string;

@@ -8,10 +8,13 @@ export {
   apiKeyInterceptor,
   connect,
   jsonPayload,
+  jsonValue,
   normalizeAddress,
   tokenInterceptor,
 } from "./client.js";
 export type {
+  AggregateResultsInput,
+  AggregationResult,
   AgentBusClientOptions,
   AgentDescriptorInit,
   AgentRefLike,
@@ -27,11 +30,14 @@ export type {
   RoutingInput,
   SendInput,
   SendResult,
+  SessionSummary,
   WatchOptions,
   WorkflowInput,
   WorkflowStepInput,
 } from "./client.js";
 export {
+  aggregationStrategyName,
+  conflictKindName,
   enumName,
   messageStateName,
   messageTypeName,
@@ -43,8 +49,11 @@ export {
   toDurationMs,
 } from "./convert.js";
 export type {
+  AggregationStrategyLike,
+  AggregationStrategyName,
   BackoffLike,
   BackoffName,
+  ConflictKindName,
   ContextUpdateModeLike,
   ContextUpdateModeName,
   DeliveryModeLike,

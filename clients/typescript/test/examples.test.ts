@@ -54,22 +54,61 @@ describe("examples", () => {
     assert.match(out, /opencode:\/\/security \(reviewer, active\)/);
     assert.match(out, /^Backend received task_request task_impl_backend_\S+ \(session sess_notifications_/m);
     assert.match(out, /^Backend acked /m);
+    assert.match(out, /^Frontend received task_request task_impl_frontend_\S+ \(session sess_notifications_/m);
+    assert.match(out, /^Frontend acked /m);
     assert.match(out, /^Orchestrator received status_update from opencode:\/\/backend/m);
-    assert.match(out, /^Orchestrator received task_response from opencode:\/\/backend/m);
+    assert.match(
+      out,
+      /^Orchestrator received task_response from opencode:\/\/backend: \{"approach":"server push","confidence":0.9,"result":\{"auditLog":true,"transport":"websocket"\}\}$/m,
+    );
+    assert.match(
+      out,
+      /^Orchestrator received task_response from codex:\/\/frontend: \{"approach":"client subscription","confidence":0.7,"result":\{"auditLog":true,"transport":"websocket"\}\}$/m,
+    );
     assert.match(out, /^Workflow: current=implementation completed=\[design\] pending=\[review\]$/m);
+    assert.match(out, /^Task task_impl_backend_\S+: assignee=opencode:\/\/backend state=completed step=implementation confidence=0.9 approach="server push"$/m);
+    assert.match(out, /^Task task_impl_frontend_\S+: assignee=codex:\/\/frontend state=completed step=implementation confidence=0.7 approach="client subscription"$/m);
+    assert.match(
+      out,
+      /^Aggregated agg_1 \(consensus\) of step implementation: \{"auditLog":true,"transport":"websocket"\} confidence=0.90 from \[task_impl_backend_\S+, task_impl_frontend_\S+\]$/m,
+    );
+    assert.match(out, /^ {2}conflict approach_difference: approaches differ: client subscription, server push$/m);
     assert.match(out, /"latestCommit":"abc123"/);
     assert.match(out, /"project":"feature\/notifications"/);
     assert.match(out, /state=completed summary="All tasks completed successfully" artifacts=\["s3:\/\/artifacts\/build.zip"\]/);
+
+    // The executive summary, as Markdown, between the completion and the events.
+    const summary = out.split("Executive summary:\n")[1]?.split("Events seen:")[0] ?? "";
+    assert.ok(summary.startsWith(`# Session ${sessionId}: completed\n`), describeRun(run));
+    for (const expected of [
+      "All tasks completed successfully",
+      "**Totals:** 2 tasks completed, 0 failed, 0 timed out",
+      "## design (completed)",
+      "## implementation (current)",
+      "## review (pending)",
+      `- \`task_impl_backend_${sessionId}\` by opencode://backend: completed`,
+      `- \`task_impl_frontend_${sessionId}\` by codex://frontend: completed`,
+      'Result: `{"auditLog":true,"transport":"websocket"}`',
+      "## Unresolved conflicts",
+      "- approaches differ: client subscription, server push",
+      "- s3://artifacts/build.zip",
+      "| opencode://backend | 1 | 1 | 0 |",
+    ]) {
+      assert.ok(summary.includes(expected), `missing ${expected} in the summary:\n${summary}`);
+    }
 
     // The events the watcher printed, in order.
     const printed = [...out.matchAll(/^ {2}#(\d+) (\w+)/gm)].map((m) => m[2]);
     assert.deepEqual(printed, [
       "session_created",
       "participant_added",
+      "workflow_updated",
       "task_delegated",
       "task_updated",
       "task_updated",
-      "workflow_updated",
+      "task_delegated",
+      "task_updated",
+      "results_aggregated",
       "shared_context_updated",
       "session_completed",
     ]);
@@ -78,7 +117,9 @@ describe("examples", () => {
     const session = await bus.getSession(sessionId);
     assert.equal(sessionStateName(session.state), "completed");
     assert.equal(session.participants.length, 5);
-    assert.equal(session.tasks.length, 1);
+    assert.equal(session.tasks.length, 2);
+    assert.equal(session.aggregations.length, 1);
+    assert.equal(session.executiveSummary?.outcome, session.state);
     assert.deepEqual(session.sharedContext?.branch, "feature/notifications");
   });
 
@@ -86,6 +127,7 @@ describe("examples", () => {
     const run = await runExample("tutorial.ts", [], { AGENT_BUS_URL: server.address, AGENT_BUS_API_KEY: KEY });
     assert.equal(run.code, 0, describeRun(run));
     assert.match(run.stdout, /#\d+ session_completed/);
+    assert.match(run.stdout, /^# Session sess_notifications_\S+: completed$/m);
   });
 
   test("terminate.ts terminates with a reason and shows the refusal that follows", async () => {

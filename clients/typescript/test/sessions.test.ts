@@ -3,13 +3,19 @@ import { after, before, describe, test } from "node:test";
 
 import {
   AgentBusClient,
+  AggregationStrategy,
   Code,
+  ConflictKind,
   ParticipantStatus,
   SessionState,
+  aggregationStrategyName,
+  conflictKindName,
   connect,
+  jsonValue,
   participantStatusName,
   sessionStateName,
   taskStateName,
+  type JsonValue,
 } from "../src/index.js";
 import { rejectsWithCode, startServer, type RunningServer } from "./server.js";
 
@@ -255,5 +261,239 @@ describe("sessions", () => {
       bus.send({ sender: "outsider://agent", sessionId, recipient: ORCH, messageType: "status_update" }),
       Code.FailedPrecondition,
     );
+  });
+
+  // ---------------------------------------------------------------- aggregation and summaries
+
+  /** A session whose orchestrator and `agents` are registered, so they can exchange tasks. */
+  const aggSession = async (agents: string[], steps = ["design", "implementation"]) => {
+    for (const agentId of [ORCH, ...agents]) await bus.registerAgent(agentId, { update: true });
+    return bus.createSession({ sessionId: `sess_agg_${++n}`, orchestrator: ORCH, participants: agents, steps });
+  };
+
+  /** The orchestrator delegates `taskId` to `agentId`, which answers with `payload`. */
+  const answer = async (
+    sessionId: string,
+    agentId: string,
+    taskId: string,
+    payload: JsonValue,
+    messageType: "task_response" | "error" = "task_response",
+  ) => {
+    await bus.send({ sender: ORCH, sessionId, recipient: agentId, messageType: "task_request", taskId, payload: { q: taskId } });
+    for await (const delivery of bus.inbox(agentId)) {
+      if (delivery.message.taskId !== taskId) continue;
+      await delivery.reply({ messageType, payload });
+      await delivery.ack();
+      return;
+    }
+  };
+
+  test("task responses record result, confidence, approach, success, duration and step", async () => {
+    const a = `opencode://rec-${n}`;
+    const { sessionId } = await aggSession([a]);
+    await answer(sessionId, a, "t1", { result: { db: "postgres" }, confidence: 0.8, approach: "sql" });
+    const [task] = (await bus.getSession(sessionId)).tasks;
+    assert.ok(task);
+    assert.equal(task.taskId, "t1");
+    assert.equal(task.step, "design");
+    assert.deepEqual(jsonValue(task.result), { db: "postgres" });
+    assert.equal(task.confidence, 0.8);
+    assert.equal(task.approach, "sql");
+    assert.equal(task.success, true);
+    assert.ok(task.duration);
+  });
+
+  test("consensus takes the majority result and reports RESULT_DISAGREEMENT", async () => {
+    const [a, b, c] = [`opencode://maj-a-${n}`, `codex://maj-b-${n}`, `opencode://maj-c-${n}`];
+    const { sessionId } = await aggSession([a, b, c]);
+    await answer(sessionId, a, "t1", { result: "postgres", confidence: 0.9, approach: "sql" });
+    await answer(sessionId, b, "t2", { result: "mongo", confidence: 0.6, approach: "sql" });
+    await answer(sessionId, c, "t3", { result: "postgres", confidence: 0.5, approach: "sql" });
+
+    const { aggregation, session } = await bus.aggregateResults(sessionId, { step: "design" });
+    assert.equal(aggregation.strategy, AggregationStrategy.CONSENSUS);
+    assert.equal(aggregationStrategyName(aggregation.strategy), "consensus");
+    assert.equal(aggregation.step, "design");
+    assert.equal(jsonValue(aggregation.result), "postgres");
+    assert.deepEqual(aggregation.contributingTaskIds, ["t1", "t3"]);
+    assert.deepEqual(
+      aggregation.candidates.map((x) => [x.taskId, x.agentId, jsonValue(x.result)]),
+      [
+        ["t1", a, "postgres"],
+        ["t2", b, "mongo"],
+        ["t3", c, "postgres"],
+      ],
+    );
+    assert.deepEqual(new Set(aggregation.conflicts.map((x) => conflictKindName(x.kind))), new Set(["result_disagreement"]));
+    assert.ok(aggregation.conflicts.some((x) => x.taskIds.join() === "t1,t2"));
+    // Two of three agree, less 0.1 for each of the two conflicts.
+    assert.ok(Math.abs(aggregation.confidence - (2 / 3 - 0.2)) < 1e-6, String(aggregation.confidence)); // six decimals
+    assert.deepEqual(aggregation.missingTaskIds, []);
+    assert.deepEqual(session.aggregations.at(-1), aggregation);
+    assert.deepEqual((await bus.getSession(sessionId)).aggregations.at(-1), aggregation);
+  });
+
+  test("consensus of two different results takes the first; specialist priority prefers one agent", async () => {
+    const [a, b] = [`opencode://two-a-${n}`, `codex://two-b-${n}`];
+    const { sessionId } = await aggSession([a, b]);
+    await answer(sessionId, a, "t1", { result: "postgres", confidence: 0.9, approach: "sql" });
+    await answer(sessionId, b, "t2", { result: "mongo", confidence: 0.6, approach: "nosql" });
+    const { aggregation } = await bus.aggregateResults(sessionId, { taskIds: ["t1", "t2"], strategy: "consensus" });
+    assert.equal(jsonValue(aggregation.result), "postgres");
+    const byKind = new Map(aggregation.conflicts.map((x) => [x.kind, x.taskIds]));
+    assert.deepEqual(byKind.get(ConflictKind.RESULT_DISAGREEMENT), ["t1", "t2"]);
+    assert.deepEqual(byKind.get(ConflictKind.APPROACH_DIFFERENCE), ["t1", "t2"]);
+
+    const special = await bus.aggregateResults(sessionId, { strategy: "specialist_priority", specialist: b });
+    assert.equal(jsonValue(special.aggregation.result), "mongo");
+    assert.equal(special.aggregation.specialist, b);
+    assert.equal(special.aggregation.confidence, 0.6);
+  });
+
+  test("MANUAL lists candidates and conflicts; resolveAggregation picks one", async () => {
+    const [a, b] = [`opencode://man-a-${n}`, `codex://man-b-${n}`];
+    const { sessionId } = await aggSession([a, b]);
+    await answer(sessionId, a, "t1", { result: "postgres", confidence: 0.9 });
+    await answer(sessionId, b, "t2", { result: "mongo", confidence: 0.6 });
+    const { aggregation } = await bus.aggregateResults(sessionId, { step: "design", strategy: AggregationStrategy.MANUAL });
+    assert.equal(aggregation.strategy, AggregationStrategy.MANUAL);
+    assert.equal(aggregation.result, undefined);
+    assert.equal(aggregation.resolution, undefined);
+    assert.deepEqual(
+      aggregation.candidates.map((x) => x.taskId),
+      ["t1", "t2"],
+    );
+    assert.ok(aggregation.conflicts.some((x) => x.kind === ConflictKind.RESULT_DISAGREEMENT));
+
+    const id = aggregation.aggregationId;
+    await rejectsWithCode(bus.resolveAggregation(sessionId, id, { chosenTaskId: "t9" }), Code.InvalidArgument, /candidate/);
+    await rejectsWithCode(bus.resolveAggregation(sessionId, "agg_999", { chosenTaskId: "t1" }), Code.NotFound);
+    const { version } = await bus.getSession(sessionId);
+    await rejectsWithCode(
+      bus.resolveAggregation(sessionId, id, { chosenTaskId: "t2" }, { expectedVersion: version + 7n }),
+      Code.Aborted,
+    );
+    const resolved = await bus.resolveAggregation(
+      sessionId,
+      id,
+      { chosenTaskId: "t2", note: "mongo fits the schema" },
+      { expectedVersion: version },
+    );
+    assert.equal(resolved.aggregation.aggregationId, id);
+    assert.equal(jsonValue(resolved.aggregation.result), "mongo");
+    assert.equal(resolved.aggregation.resolution?.chosenTaskId, "t2");
+    assert.equal(resolved.aggregation.resolution?.note, "mongo fits the schema");
+    assert.equal(resolved.aggregation.resolution?.resolvedBy, ORCH);
+    assert.ok(resolved.aggregation.resolution?.resolvedAt);
+    assert.equal(resolved.session.version, version + 1n);
+  });
+
+  test("CONFIDENCE_WEIGHTED averages numeric results by confidence", async () => {
+    const [a, b, c] = [`opencode://cw-a-${n}`, `codex://cw-b-${n}`, `opencode://cw-c-${n}`];
+    const { sessionId } = await aggSession([a, b, c]);
+    await answer(sessionId, a, "est-a", { result: 10, confidence: 0.9, approach: "story points" });
+    await answer(sessionId, b, "est-b", { result: 20, confidence: 0.1, approach: "story points" });
+    const { aggregation } = await bus.aggregateResults(sessionId, {
+      taskIds: ["est-a", "est-b"],
+      strategy: "confidence_weighted",
+    });
+    assert.equal(aggregation.strategy, AggregationStrategy.CONFIDENCE_WEIGHTED);
+    const mean = jsonValue(aggregation.result);
+    assert.equal(typeof mean, "number");
+    assert.ok(Math.abs((mean as number) - (10 * 0.9 + 20 * 0.1) / (0.9 + 0.1)) < 1e-9, String(mean));
+    assert.ok(Math.abs(aggregation.confidence - 0.5) < 1e-9);
+
+    await answer(sessionId, c, "words", { result: "about ten" });
+    await rejectsWithCode(
+      bus.aggregateResults(sessionId, { taskIds: ["est-a", "words"], strategy: "confidence_weighted" }),
+      Code.InvalidArgument,
+      /numeric/,
+    );
+  });
+
+  test("aggregation errors: running tasks, unknown tasks, versions, strategy names, callers", async () => {
+    const [a, b] = [`opencode://err-a-${n}`, `codex://err-b-${n}`];
+    const { sessionId } = await aggSession([a, b]);
+    await answer(sessionId, a, "t1", { result: 1 });
+    await bus.send({ sender: ORCH, sessionId, recipient: b, messageType: "task_request", taskId: "t2" }); // never answered
+
+    const { aggregation } = await bus.aggregateResults(sessionId, { taskIds: ["t1", "t2"] });
+    assert.deepEqual(aggregation.missingTaskIds, ["t2"]);
+    assert.equal(jsonValue(aggregation.result), 1);
+    await rejectsWithCode(
+      bus.aggregateResults(sessionId, { taskIds: ["t1", "t2"], requireComplete: true }),
+      Code.FailedPrecondition,
+      /t2/,
+    );
+    await rejectsWithCode(bus.aggregateResults(sessionId, { taskIds: ["no-such-task"] }), Code.InvalidArgument);
+    await rejectsWithCode(bus.aggregateResults("sess_missing"), Code.NotFound);
+    await rejectsWithCode(bus.aggregateResults(sessionId, {}, { expectedVersion: 1 }), Code.Aborted);
+    await rejectsWithCode(bus.aggregateResults(sessionId, { strategy: "majority" as never }), Code.InvalidArgument, /strategy/);
+
+    // Only the orchestrator may aggregate or resolve.
+    const { token } = await bus.issueAgentToken(a);
+    const asA = connect(server.address, { token });
+    try {
+      await rejectsWithCode(asA.aggregateResults(sessionId), Code.PermissionDenied);
+      await rejectsWithCode(
+        asA.resolveAggregation(sessionId, aggregation.aggregationId, { chosenTaskId: "t1" }),
+        Code.PermissionDenied,
+      );
+    } finally {
+      asA.close();
+    }
+  });
+
+  test("getSessionSummary: FAILED_PRECONDITION while active, the summary and its Markdown once completed", async () => {
+    const [a, b] = [`opencode://sum-a-${n}`, `codex://sum-b-${n}`];
+    const { sessionId } = await aggSession([a, b]);
+    await answer(sessionId, a, "t1", { result: "postgres", confidence: 0.9, approach: "sql" });
+    await answer(sessionId, b, "t2", { result: "mongo", confidence: 0.6, approach: "nosql" });
+    await bus.aggregateResults(sessionId, { step: "design" });
+    await rejectsWithCode(bus.getSessionSummary(sessionId), Code.FailedPrecondition, /active/);
+    assert.equal((await bus.getSession(sessionId)).executiveSummary, undefined);
+    await rejectsWithCode(bus.getSessionSummary("sess_missing"), Code.NotFound);
+
+    await bus.advanceWorkflow(sessionId);
+    const done = await bus.completeSession(sessionId, { summary: "Chose a database", artifacts: ["docs/adr-001.md"] });
+    assert.ok(done.executiveSummary);
+
+    const { summary, markdown } = await bus.getSessionSummary(sessionId);
+    assert.equal(summary.outcome, SessionState.COMPLETED);
+    assert.equal(summary.text, "Chose a database");
+    assert.deepEqual(
+      summary.steps.map((s) => [s.name, s.state]),
+      [
+        ["design", "completed"],
+        ["implementation", "current"],
+      ],
+    );
+    assert.deepEqual(
+      summary.steps[0]?.tasks.map((t) => t.taskId),
+      ["t1", "t2"],
+    );
+    assert.equal(jsonValue(summary.steps[0]?.result), "postgres");
+    assert.deepEqual(
+      new Set(summary.unresolvedConflicts.map((x) => conflictKindName(x.kind))),
+      new Set(["result_disagreement", "approach_difference"]),
+    );
+    assert.deepEqual(summary.artifacts, ["docs/adr-001.md"]);
+    assert.equal(summary.totals?.tasksCompleted, 2);
+    assert.deepEqual(new Set(summary.totals?.contributions.map((c) => c.agentId)), new Set([a, b]));
+    assert.equal(done.executiveSummary.outcome, summary.outcome);
+
+    assert.ok(markdown.startsWith(`# Session ${sessionId}: completed`), markdown);
+    for (const expected of ["Chose a database", "## design (completed)", "## implementation (current)", "`t1`", "docs/adr-001.md", a, b]) {
+      assert.ok(markdown.includes(expected), `missing ${expected} in:\n${markdown}`);
+    }
+  });
+
+  test("a terminated session has a summary too", async () => {
+    const { sessionId } = await aggSession([`opencode://term-${n}`]);
+    await bus.terminateSession(sessionId, { reason: "timeout", details: "agents offline" });
+    const { summary, markdown } = await bus.getSessionSummary(sessionId);
+    assert.equal(summary.outcome, SessionState.TERMINATED);
+    assert.match(summary.text, /timeout/);
+    assert.ok(markdown.startsWith(`# Session ${sessionId}: terminated`), markdown);
   });
 });
