@@ -1,6 +1,7 @@
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use agentbus::bench::BenchArgs;
@@ -38,37 +39,69 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the bus (gRPC with reflection and health on one port).
-    Serve(ServeArgs),
+    Serve {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     /// Measure a bus: throughput, latency percentiles, server CPU per operation.
     Bench(BenchArgs),
     /// Serve MCP over stdio for a coding agent (Claude Code, Codex, OpenCode), acting as one agent.
-    Mcp(agentbus::mcp::McpArgs),
+    Mcp {
+        #[command(flatten)]
+        mcp: agentbus::mcp::McpArgs,
+        #[command(flatten)]
+        log: LogArgs,
+    },
     #[command(flatten)]
     Client(cli::Command),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve(args) => {
-            init_tracing("info");
+        Command::Serve { serve: args, log } => {
+            log.init("info");
             serve(&args)
         }
         Command::Bench(args) => bench(args),
         // Stdout is the MCP protocol's; logs go to stderr.
-        Command::Mcp(args) => {
-            init_tracing("warn,agentbus=info");
-            agentbus::mcp::run(args)
+        Command::Mcp { mcp, log } => {
+            log.init("warn,agentbus=info");
+            agentbus::mcp::run(mcp)
         }
         // Client output is the JSON on stdout and one error line on stderr.
         Command::Client(command) => cli::run(command),
     }
 }
 
-fn init_tracing(default_filter: &str) {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)))
-        .with_writer(std::io::stderr)
-        .init();
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// One line per event, coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How the logs (on stderr) look; `RUST_LOG` picks what is logged.
+#[derive(Args, Debug)]
+struct LogArgs {
+    /// How log lines look on stderr: text or json.
+    #[arg(long, env = "AGENT_BUS_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+impl LogArgs {
+    fn init(&self, default_filter: &str) {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+        let logs = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+            LogFormat::Json => logs.json().init(),
+        }
+    }
 }
 
 fn bench(args: BenchArgs) -> ExitCode {

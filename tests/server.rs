@@ -393,3 +393,28 @@ async fn acknowledged_writes_survive_kill_9_and_restart() {
         "{events} events for {acked_writes} acknowledged writes"
     );
 }
+
+#[tokio::test]
+async fn logs_are_plain_text_off_a_terminal_or_json_lines() {
+    // The test's stderr is a file: no colour codes in it.
+    let bus = Bus::start(&["--store", "memory"]).await;
+    bus.sessions()
+        .await
+        .get_session(pb::GetSessionRequest {
+            session_id: "sess_log".into(),
+        })
+        .await
+        .unwrap_err();
+    let text = bus.log();
+    assert!(text.contains("INFO"), "{text}");
+    assert!(!text.contains('\u{1b}'), "colour codes in a log file: {text:?}");
+
+    let bus = Bus::start(&["--store", "memory", "--log-format", "json"]).await;
+    let json = bus.log();
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(object["level"].is_string() && object["fields"].is_object(), "{line}");
+    }
+}
