@@ -212,10 +212,22 @@ fn conflicts(successful: &[&Candidate]) -> Vec<Conflict> {
     found
 }
 
+/// An aggregation's answer: the result, the tasks behind it, the confidence.
+type Outcome = (Json, Vec<String>, f64);
+
+/// One candidate's answer as the aggregation's; confidence 1 if it gave none.
+fn picked(candidate: &Candidate) -> Outcome {
+    (
+        candidate.result.result.clone(),
+        vec![candidate.task_id.clone()],
+        candidate.result.confidence.unwrap_or(1.0),
+    )
+}
+
 /// The most frequent result among `successful` (ties: the result reached
 /// first, in task order), its supporters and the confidence: their share,
 /// less [`CONFLICT_PENALTY`] per conflict, floored at 0.
-fn consensus(successful: &[&Candidate], conflict_count: usize) -> (Json, Vec<String>, f64) {
+fn consensus(successful: &[&Candidate], conflict_count: usize) -> Outcome {
     let mut groups: Vec<(String, Vec<&Candidate>)> = Vec::new();
     for candidate in successful {
         let key = canonical(&candidate.result.result);
@@ -316,15 +328,13 @@ pub fn aggregate(
             candidates.len()
         ))
     };
-    match request.strategy {
+    let conflict_count = aggregation.conflicts.len();
+    let outcome = match request.strategy {
         Strategy::Consensus => {
             if successful.is_empty() {
                 return Err(no_success());
             }
-            let (result, contributing, confidence) = consensus(&successful, aggregation.conflicts.len());
-            aggregation.result = Some(result);
-            aggregation.contributing_task_ids = contributing;
-            aggregation.confidence = confidence;
+            Some(consensus(&successful, conflict_count))
         }
         Strategy::SpecialistPriority => {
             let specialist = request
@@ -333,18 +343,9 @@ pub fn aggregate(
                 .ok_or_else(|| Error::invalid("specialist", "is required for SPECIALIST_PRIORITY"))?;
             // The specialist's latest successful answer, else consensus.
             match successful.iter().rev().find(|c| &c.agent_id == specialist) {
-                Some(chosen) => {
-                    aggregation.result = Some(chosen.result.result.clone());
-                    aggregation.contributing_task_ids = vec![chosen.task_id.clone()];
-                    aggregation.confidence = chosen.result.confidence.unwrap_or(1.0);
-                }
+                Some(chosen) => Some(picked(chosen)),
                 None if successful.is_empty() => return Err(no_success()),
-                None => {
-                    let (result, contributing, confidence) = consensus(&successful, aggregation.conflicts.len());
-                    aggregation.result = Some(result);
-                    aggregation.contributing_task_ids = contributing;
-                    aggregation.confidence = confidence;
-                }
+                None => Some(consensus(&successful, conflict_count)),
             }
         }
         Strategy::ConfidenceWeighted => {
@@ -374,17 +375,28 @@ pub fn aggregate(
                 let values: Vec<f64> = successful.iter().filter_map(|c| c.result.result.as_f64()).collect();
                 values.iter().sum::<f64>() / values.len() as f64
             };
-            aggregation.result = Some(serde_json::Number::from_f64(mean).map_or(Json::Null, Json::Number));
-            aggregation.contributing_task_ids = successful.iter().map(|c| c.task_id.clone()).collect();
-            aggregation.confidence = rounded(weights / successful.len() as f64);
+            Some((
+                serde_json::Number::from_f64(mean).map_or(Json::Null, Json::Number),
+                successful.iter().map(|c| c.task_id.clone()).collect(),
+                rounded(weights / successful.len() as f64),
+            ))
         }
-        Strategy::Manual => {}
+        Strategy::Manual => None,
+    };
+    if let Some(outcome) = outcome {
+        aggregation.settle(outcome);
     }
     aggregation.candidates = candidates;
     Ok(aggregation)
 }
 
 impl Aggregation {
+    fn settle(&mut self, (result, contributing, confidence): Outcome) {
+        self.result = Some(result);
+        self.contributing_task_ids = contributing;
+        self.confidence = confidence;
+    }
+
     /// Records the orchestrator's pick among the candidates.
     pub fn resolve(&mut self, chosen_task_id: &str, note: String, by: AgentId, now: Timestamp) -> Result<()> {
         let chosen = self
@@ -407,9 +419,7 @@ impl Aggregation {
                 format!("task {chosen_task_id} did not succeed; choose a successful candidate"),
             ));
         }
-        self.result = Some(chosen.result.result.clone());
-        self.confidence = chosen.result.confidence.unwrap_or(1.0);
-        self.contributing_task_ids = vec![chosen.task_id.clone()];
+        self.settle(picked(chosen));
         self.resolution = Some(Resolution {
             chosen_task_id: chosen_task_id.to_owned(),
             note,

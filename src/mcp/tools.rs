@@ -422,6 +422,32 @@ fn wait(seconds: Option<u64>) -> Result<Duration, Status> {
     }
 }
 
+/// What `keep` takes from a stream's messages, until `max` are in, `wait`
+/// passes before the first, or the stream is quiet for [`LINGER`] after
+/// one. An error before the first ends the call; after it, the collection.
+async fn collect<M, T>(
+    stream: &mut tonic::Streaming<M>,
+    wait: Duration,
+    max: usize,
+    mut keep: impl FnMut(M) -> Option<T>,
+) -> Result<Vec<T>, Status> {
+    let deadline = Instant::now() + wait;
+    let mut items = Vec::new();
+    while items.len() < max {
+        let until = if items.is_empty() {
+            deadline
+        } else {
+            deadline.min(Instant::now() + LINGER)
+        };
+        match tokio::time::timeout_at(until, stream.message()).await {
+            Ok(Ok(Some(message))) => items.extend(keep(message)),
+            Ok(Err(status)) if items.is_empty() => return Err(status),
+            Ok(Ok(None) | Err(_)) | Err(_) => break,
+        }
+    }
+    Ok(items)
+}
+
 fn session_line(session: Option<&pb::Session>) -> String {
     session.map_or_else(String::new, |s| {
         let current = s.workflow.as_ref().map_or("", |w| w.current_step.as_str());
@@ -574,23 +600,11 @@ impl Bus {
             max_in_flight: max,
         };
         let mut stream = self.conn.messages().receive_messages(request).await?.into_inner();
-        let deadline = Instant::now() + wait;
-        let mut deliveries = Vec::new();
-        while deliveries.len() < max as usize {
-            let until = if deliveries.is_empty() {
-                deadline
-            } else {
-                deadline.min(Instant::now() + LINGER)
-            };
-            match tokio::time::timeout_at(until, stream.message()).await {
-                Ok(Ok(Some(pb::ReceiveMessagesResponse {
-                    kind: Some(pb::receive_messages_response::Kind::Delivery(delivery)),
-                }))) => deliveries.push(delivery),
-                Ok(Ok(Some(_))) => {}
-                Ok(Err(status)) if deliveries.is_empty() => return Err(status),
-                Ok(Ok(None) | Err(_)) | Err(_) => break,
-            }
-        }
+        let deliveries = collect(&mut stream, wait, max as usize, |response| match response.kind {
+            Some(pb::receive_messages_response::Kind::Delivery(delivery)) => Some(delivery),
+            _ => None,
+        })
+        .await?;
         let lines: Vec<String> = deliveries
             .iter()
             .filter_map(|d| {
@@ -679,28 +693,18 @@ impl Bus {
         let mut stream = self
             .sessions(request, |mut c, r| async move { c.watch_sessions(r).await })
             .await?;
-        let deadline = Instant::now() + wait;
         let mut cursor = input.after_sequence.unwrap_or(0);
-        let mut events = Vec::new();
-        while events.len() < MAX_EVENTS {
-            let until = if events.is_empty() {
-                deadline
-            } else {
-                deadline.min(Instant::now() + LINGER)
-            };
-            match tokio::time::timeout_at(until, stream.message()).await {
-                Ok(Ok(Some(pb::WatchSessionsResponse { kind: Some(kind) }))) => match kind {
-                    pb::watch_sessions_response::Kind::Event(event) => {
-                        cursor = event.sequence;
-                        events.push(event);
-                    }
-                    pb::watch_sessions_response::Kind::Heartbeat(beat) => cursor = cursor.max(beat.last_sequence),
-                },
-                Ok(Ok(Some(_))) => {}
-                Ok(Err(status)) if events.is_empty() => return Err(status),
-                Ok(Ok(None) | Err(_)) | Err(_) => break,
+        let events = collect(&mut stream, wait, MAX_EVENTS, |response| match response.kind? {
+            pb::watch_sessions_response::Kind::Event(event) => {
+                cursor = event.sequence;
+                Some(event)
             }
-        }
+            pb::watch_sessions_response::Kind::Heartbeat(beat) => {
+                cursor = cursor.max(beat.last_sequence);
+                None
+            }
+        })
+        .await?;
         let lines: Vec<String> = events
             .iter()
             .map(|e| {
