@@ -39,7 +39,7 @@ use crate::store::sqlite::{DEFAULT_MAX_BATCH, SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
 use crate::transport::codec;
 use crate::transport::grpc::{Authenticate, Grpc};
-use crate::transport::health::ShutdownAwareHealth;
+use crate::transport::health::{ShutdownAwareHealth, StoreHealth};
 use crate::transport::http::{self, Gateway};
 use crate::transport::listener::{self, ConnectionLimits};
 use crate::transport::request_metrics::{self, RequestMetrics};
@@ -50,6 +50,9 @@ use crate::transport::tls::{Tls, TlsError};
 /// message stored before that check (or any answer we sized wrong)
 /// deliverable to clients with a larger limit instead of failing the stream.
 const RESPONSE_HEADROOM: usize = 64 * 1024;
+
+/// How often the store's health is checked.
+const STORE_CHECK: Duration = Duration::from_secs(1);
 
 /// Services whose health is reported besides the overall `""`.
 const SERVICE_NAMES: [&str; 3] = [
@@ -183,6 +186,7 @@ pub async fn serve(
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(max_answer_bytes);
     let requests = Arc::new(RequestMetrics::default());
+    let store_health = Arc::new(StoreHealth::default());
     let gateway = Arc::new(Gateway {
         api,
         metrics,
@@ -191,6 +195,7 @@ pub async fn serve(
         max_body_bytes: config.max_message_bytes,
         started: Instant::now(),
         shutdown: shutdown.clone(),
+        store_health: store_health.clone(),
     });
     let router = Routes::new(health_service)
         .add_service(reflection_v1)
@@ -205,13 +210,22 @@ pub async fn serve(
         .layer(axum::middleware::from_fn_with_state(requests, request_metrics::record))
         .layer(MapRequestLayer::new(listener::first_request_arrived));
 
-    let sweepers = [
+    if let Some(signals) = store.signals() {
+        tokio::spawn(messaging.clone().follow_signals(signals, shutdown.clone()));
+    }
+    let background = [
         tokio::spawn(sweep_idle_sessions(
             sessions,
             config.session_idle_timeout,
             shutdown.clone(),
         )),
         tokio::spawn(sweep_messages(messaging, config.ack_timeout, shutdown.clone())),
+        tokio::spawn(check_store(
+            store.clone(),
+            health.clone(),
+            store_health,
+            shutdown.clone(),
+        )),
     ];
 
     let stopping = CancellationToken::new();
@@ -253,8 +267,8 @@ pub async fn serve(
         }
     };
     shutdown.cancel();
-    for sweeper in sweepers {
-        let _ = sweeper.await;
+    for task in background {
+        let _ = task.await;
     }
     let closed = store.close().await;
     tracing::info!("store closed");
@@ -270,10 +284,43 @@ async fn sweep_messages(messaging: Arc<Messaging>, ack_timeout: Duration, shutdo
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticks.tick() => {
-                if let Err(error) = messaging.sweep().await {
-                    tracing::warn!(%error, "sweeping due messages failed");
-                }
+            // Another node may run it now; ask again at every tick.
+            _ = ticks.tick() => if messaging.runs_background_work()
+                && let Err(error) = messaging.sweep().await
+            {
+                tracing::warn!(%error, "sweeping due messages failed");
+            }
+        }
+    }
+}
+
+/// Checks the store every [`STORE_CHECK`] until shutdown: while it fails,
+/// health is NOT_SERVING (gRPC) and 503 (HTTP), naming the problem.
+async fn check_store(
+    store: Arc<dyn Store>,
+    health: HealthReporter,
+    state: Arc<StoreHealth>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(STORE_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let problem = store.check().await.err().map(|e| e.to_string());
+        if !state.set(problem.clone()) || shutdown.is_cancelled() {
+            continue;
+        }
+        match problem {
+            Some(problem) => {
+                tracing::warn!(%problem, "the store is unavailable; health reports NOT_SERVING until it is back");
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+            None => {
+                tracing::info!("the store is available again; health reports SERVING");
+                set_health(&health, ServingStatus::Serving).await;
             }
         }
     }
@@ -294,10 +341,12 @@ async fn sweep_idle_sessions(sessions: Arc<Sessions>, idle_timeout: Duration, sh
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticks.tick() => match sessions.expire_idle().await {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "expired idle sessions"),
-                Err(error) => tracing::warn!(%error, "expiring idle sessions failed"),
+            _ = ticks.tick() => if sessions.runs_background_work() {
+                match sessions.expire_idle().await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(count, "expired idle sessions"),
+                    Err(error) => tracing::warn!(%error, "expiring idle sessions failed"),
+                }
             },
         }
     }

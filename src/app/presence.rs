@@ -45,6 +45,14 @@ impl Presence {
         }
     }
 
+    /// Wakes every waiting stream: changes may have been missed.
+    pub fn wake_all(&self) {
+        for entry in self.lock().values() {
+            entry.wake.notify_waiters();
+            entry.acked.notify_waiters();
+        }
+    }
+
     /// Wakes the streams of `agent` waiting at their prefetch limit.
     pub fn acked(&self, agent: &AgentId) {
         if let Some(entry) = self.lock().get(agent) {

@@ -314,6 +314,12 @@ impl Sessions {
         .await
     }
 
+    /// Whether this node runs the background work now (one node of
+    /// several sharing a store does).
+    pub fn runs_background_work(&self) -> bool {
+        self.store.runs_background_work()
+    }
+
     /// Expires every active session idle for longer than the idle timeout;
     /// returns how many it expired. A session touched meanwhile is skipped.
     pub async fn expire_idle(&self) -> Result<usize> {

@@ -237,8 +237,43 @@ pub trait Store: Send + Sync + 'static {
     /// Where committed events are announced, in sequence order.
     fn feed(&self) -> &EventFeed;
 
+    /// What other nodes sharing this store changed that this node's
+    /// streams wait for; `None` for a store only this process uses.
+    fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        None
+    }
+
+    /// Whether this node runs the background work (expiry, redelivery and
+    /// dead-letter sweeps). With several nodes on one store, one at a time
+    /// does; the work stays correct if two overlap for a moment (every
+    /// change is a compare-and-swap), only wasted.
+    fn runs_background_work(&self) -> bool {
+        true
+    }
+
+    /// Whether the store can serve now (for health checks).
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Flushes everything and refuses further writes.
     async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// A change another node committed, for the streams of this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// A message became deliverable to this agent (or it was
+    /// unregistered): its inbox streams look again.
+    Work(AgentId),
+    /// A delivery to this agent was acknowledged or closed: room under a
+    /// stream's prefetch limit.
+    Room(AgentId),
+    /// A reply to this message was stored: a SYNC sender may be waiting.
+    Reply(MessageId),
+    /// Signals may have been missed (the store reconnected, or this node
+    /// fell behind): every stream looks again.
+    Resync,
 }
 
 /// Announces committed events in sequence order and remembers the latest.

@@ -1,7 +1,9 @@
-//! grpc.health.v1 with streams that end at shutdown: tonic-health's Watch
-//! never ends on its own, which would hold graceful shutdown open.
+//! grpc.health.v1 with streams that end at shutdown (tonic-health's Watch
+//! never ends on its own, which would hold graceful shutdown open), and the
+//! store's health that both it and HTTP `/health` report.
 
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
@@ -48,5 +50,25 @@ impl Health for ShutdownAwareHealth {
             }
         };
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Why the store failed its last check, if it did.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    problem: Mutex<Option<String>>,
+}
+
+impl StoreHealth {
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Records the outcome of a check; answers whether it changed.
+    pub fn set(&self, problem: Option<String>) -> bool {
+        let mut current = self.problem.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = current.is_some() != problem.is_some();
+        *current = problem;
+        changed
     }
 }

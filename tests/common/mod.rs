@@ -14,6 +14,8 @@ use agentbus::pb::session_service_client::SessionServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+pub mod postgres;
+
 pub type Sessions = SessionServiceClient<InterceptedService<Channel, ApiKey>>;
 pub type Agents = agentbus::pb::agent_service_client::AgentServiceClient<Channel>;
 pub type Messages = agentbus::pb::message_service_client::MessageServiceClient<Channel>;

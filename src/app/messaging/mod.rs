@@ -1,6 +1,7 @@
 //! Message use cases: send (with idempotency, session checks, tasks and
 //! sync replies), acks and lookups here; inbox streams in [`inbox`], the
-//! sweeper that redelivers, falls back and dead-letters in [`sweep`].
+//! sweeper that redelivers, falls back and dead-letters in [`sweep`], other
+//! nodes' changes in [`signals`].
 //!
 //! Every state change is a compare-and-swap on the message record in the
 //! store, so several streams, the sweeper and acks never lose updates.
@@ -31,6 +32,7 @@ use crate::domain::{AgentId, Denial, Error, ErrorKind, JsonObject, Result, Times
 use crate::store::{MessageWrite, Record, SessionChange, Store, StoreError, WriteSet};
 
 mod inbox;
+mod signals;
 mod sweep;
 
 use sweep::DeadLetter;

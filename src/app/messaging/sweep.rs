@@ -4,6 +4,12 @@
 use super::*;
 
 impl Messaging {
+    /// Whether this node runs the background work now (one node of
+    /// several sharing a store does).
+    pub fn runs_background_work(&self) -> bool {
+        self.store.runs_background_work()
+    }
+
     /// Handles every message whose ack deadline or routing timeout passed;
     /// returns how many it handled.
     pub async fn sweep(&self) -> Result<usize> {

@@ -13,21 +13,17 @@
 //!   a caller that got sequence N can watch from N at once);
 //! - events are published only contiguously from the feed's last sequence;
 //!   a later one waits in `pending`;
-//! - a missing number that no local writer holds (a lost COMMIT answer;
-//!   next, another node's commit) is read from the table by the
-//!   [`follow`] task, which is also the place a LISTEN/NOTIFY listener wakes.
+//! - a missing number that no local writer holds (a lost COMMIT answer,
+//!   or another node's commit) is read from the table by the [`follow`]
+//!   task.
 //!
-//! TODO(issue 11, several nodes): events committed by other nodes reach this
-//! node's watchers only when a local gap makes the follower read them. The
-//! next step makes every node follow the table: each event transaction runs
-//! `pg_notify('agentbus_events', seq)` (delivered at commit, in commit
-//! order); each node keeps one dedicated LISTEN connection (outside the
-//! pool) whose notifications wake [`follow`], which reads `seq > last` in
-//! order. The counter row is what keeps that gap-free across nodes: with a
-//! sequence or identity column instead, N+1 can commit before N, and a
-//! follower that read N+1 would skip N for good. After a LISTEN connection
-//! is lost (notifications missed), the follower must read from `last`
-//! again before trusting notifications, and poll slowly as a backstop.
+//! Other nodes' events: every event transaction also sends a notification
+//! (see [`super::cluster`]), delivered at commit; on another node's, the
+//! follower reads `seq > last` in order. The counter row is what keeps that
+//! gap-free across nodes: with a sequence or identity column instead, N+1
+//! can commit before N, and a follower that read N+1 would skip N for good.
+//! Notifications can be lost while the listening connection is down, so the
+//! follower also reads after every reconnect and every [`BACKSTOP`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -52,6 +48,10 @@ const ANNOUNCE_WAIT: Duration = Duration::from_secs(10);
 
 /// How often the follower retries a gap it could not fill.
 const RETRY_GAP: Duration = Duration::from_secs(1);
+
+/// How often the follower reads the table without being woken, in case a
+/// notification was lost.
+const BACKSTOP: Duration = Duration::from_secs(5);
 
 pub(super) struct Announcer {
     feed: Arc<EventFeed>,
@@ -160,6 +160,12 @@ impl Announcer {
         }
     }
 
+    /// Another node committed an event, or notifications may have been
+    /// missed: the follower reads the table.
+    pub(super) fn wake_follower(&self) {
+        self.gap.notify_one();
+    }
+
     fn has_gap(&self) -> bool {
         !self.order().pending.is_empty()
     }
@@ -198,16 +204,16 @@ impl Drop for Ticket {
     }
 }
 
-/// Fills gaps from the table until `stop`. Wakes on a gap (later also on a
-/// notification from another node) and, while one stays open (the database
-/// is away), retries every [`RETRY_GAP`].
+/// Reads committed events from the table until `stop`. Wakes on a gap or
+/// another node's event, every [`RETRY_GAP`] while a gap stays open (the
+/// database is away), and every [`BACKSTOP`] regardless.
 pub(super) async fn follow(announcer: Arc<Announcer>, pool: Pool, stop: CancellationToken) {
     loop {
-        let retry = announcer.has_gap();
+        let wait = if announcer.has_gap() { RETRY_GAP } else { BACKSTOP };
         tokio::select! {
             () = stop.cancelled() => return,
             () = announcer.gap.notified() => {}
-            () = tokio::time::sleep(RETRY_GAP), if retry => {}
+            () = tokio::time::sleep(wait) => {}
         }
         if let Err(error) = announcer.catch_up(&pool).await {
             tracing::warn!(%error, "cannot read committed events to fill a gap in the feed; retrying");

@@ -1,16 +1,15 @@
 //! Durable store in PostgreSQL, the backend for several agentbus nodes
-//! sharing one database (issue 11). This is its single-node form: every
-//! guarantee of the store contract holds against the database, with no
-//! state kept in memory but the event feed's order, so other nodes' writes
-//! are seen by every read; what several nodes need on top is listed in
-//! [`feed`] (announcing other nodes' events) and in the README.
+//! sharing one database. Every guarantee of the store contract holds
+//! against the database, with no state kept in memory but the event feed's
+//! order, so other nodes' writes are seen by every read; other nodes'
+//! events and inbox changes arrive as notifications ([`cluster`]).
 //!
 //! Driver: `tokio-postgres` with a `deadpool-postgres` pool. It is async
 //! without a blocking thread per call, pipelines requests on one connection,
 //! caches prepared statements per connection (`prepare_cached`: every
 //! statement here is static text, prepared once per connection and then
-//! sent as Bind/Execute only), exposes LISTEN/NOTIFY (needed next for
-//! cross-node wake-ups) and portals (for list pages that stop loading at
+//! sent as Bind/Execute only), exposes LISTEN/NOTIFY (cross-node
+//! wake-ups) and portals (for list pages that stop loading at
 //! the byte budget), and maps SQLSTATEs to typed codes. The benchmark's
 //! PostgreSQL peer already uses it. `sqlx` would add compile-time checked
 //! queries and its own pool, at the cost of a macro layer, a much larger
@@ -20,7 +19,9 @@
 //! - [`rows`]: records to rows and JSON bodies, and back;
 //! - [`writes`]: the transactions, and why the event counter is one row;
 //! - [`reads`]: the queries;
-//! - [`feed`]: announcing committed events in sequence order.
+//! - [`feed`]: announcing committed events in sequence order;
+//! - [`cluster`]: what nodes sharing the database tell each other
+//!   (LISTEN/NOTIFY), and which one runs the background work.
 //!
 //! Errors: a lost or refused connection, a server shutting down or a pool
 //! that cannot hand out a connection in time is [`StoreError::Unavailable`]
@@ -45,6 +46,7 @@ use crate::domain::session::{Session, SessionEvent};
 use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
 
+mod cluster;
 mod feed;
 mod reads;
 mod rows;
@@ -56,6 +58,7 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
+use cluster::Cluster;
 use feed::Announcer;
 use rows::encode;
 use writes::{EncodedSet, execute};
@@ -70,6 +73,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call waits for a free connection before it is UNAVAILABLE.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a health check waits for the database.
+const CHECK_WAIT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     /// `postgres://user[:password]@host:port/database[?options]`.
@@ -82,6 +88,7 @@ pub struct PostgresStore {
     pool: Pool,
     feed: Arc<EventFeed>,
     announcer: Arc<Announcer>,
+    cluster: Arc<Cluster>,
     /// Cancelled by [`Store::close`]; stops the feed's follower.
     closed: CancellationToken,
 }
@@ -100,7 +107,7 @@ impl PostgresStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 // A connection the server closed is noticed by the client
@@ -125,7 +132,7 @@ impl PostgresStore {
             other => other,
         };
         let mut client = pool.get().await.map_err(pool_error).map_err(at_target)?;
-        schema::migrate(&mut client).await.map_err(at_target)?;
+        let schema = schema::migrate(&mut client).await.map_err(at_target)?;
         let last: i64 = client
             .query_one("SELECT last FROM event_sequence", &[])
             .await
@@ -137,12 +144,20 @@ impl PostgresStore {
         let feed = Arc::new(EventFeed::new(options.feed_capacity, last as u64));
         let announcer = Arc::new(Announcer::new(feed.clone()));
         let closed = CancellationToken::new();
+        let cluster = Arc::new(Cluster::new(&schema));
         tokio::spawn(feed::follow(announcer.clone(), pool.clone(), closed.clone()));
-        tracing::info!(database = %target, pool_size = options.pool_size, "PostgreSQL store open");
+        tokio::spawn(cluster::listen(
+            cluster.clone(),
+            config,
+            announcer.clone(),
+            closed.clone(),
+        ));
+        tracing::info!(database = %target, schema, pool_size = options.pool_size, "PostgreSQL store open");
         Ok(Self {
             pool,
             feed,
             announcer,
+            cluster,
             closed,
         })
     }
@@ -238,13 +253,18 @@ impl Store for PostgresStore {
             }
             None => None,
         };
+        let mut notices = Vec::new();
+        for write in &set.messages {
+            self.cluster
+                .message_payloads(&write.record, write.expected.is_none(), &mut notices);
+        }
         let messages = set
             .messages
             .into_iter()
             .map(|write| encode(&write.record).map(|body| (write, body)))
             .collect::<Result<_, _>>()?;
         let set = EncodedSet { session, messages };
-        let (pool, announcer) = (self.pool.clone(), self.announcer.clone());
+        let (pool, announcer, cluster) = (self.pool.clone(), self.announcer.clone(), self.cluster.clone());
         // A task of its own: a caller that gives up (a client hanging up)
         // must not abandon a transaction in its COMMIT, nor leave a
         // committed event unannounced and the feed stalled behind it.
@@ -252,6 +272,10 @@ impl Store for PostgresStore {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(db_error)?;
             let applied = writes::apply(&tx, set, &announcer).await?;
+            if let Some((event, _)) = &applied {
+                notices.push(cluster.event_payload(event.sequence));
+            }
+            writes::notify(&tx, cluster.channel(), &notices).await?;
             tx.commit().await.map_err(db_error)?;
             Ok::<_, StoreError>(applied.map(|(event, ticket)| {
                 ticket.committed(event.clone());
@@ -310,7 +334,18 @@ impl Store for PostgresStore {
 
     async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError> {
         let client = self.writer().await?;
-        let deleted = execute(&client, "DELETE FROM agents WHERE agent_id = $1", &[&id.as_str()]).await?;
+        // Its streams on other nodes look again, and end.
+        let deleted = execute(
+            &client,
+            "WITH deleted AS (DELETE FROM agents WHERE agent_id = $1 RETURNING agent_id)
+             SELECT pg_notify($2, $3) FROM deleted",
+            &[
+                &id.as_str(),
+                &self.cluster.channel(),
+                &self.cluster.unregistered_payload(id),
+            ],
+        )
+        .await?;
         Ok(deleted > 0)
     }
 
@@ -385,6 +420,25 @@ impl Store for PostgresStore {
 
     fn feed(&self) -> &EventFeed {
         &self.feed
+    }
+
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<super::Signal>> {
+        Some(self.cluster.subscribe())
+    }
+
+    fn runs_background_work(&self) -> bool {
+        self.cluster.is_leader()
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let client = tokio::time::timeout(CHECK_WAIT, self.client())
+            .await
+            .map_err(|_| StoreError::Unavailable("no database connection in time".into()))??;
+        tokio::time::timeout(CHECK_WAIT, client.simple_query("SELECT 1"))
+            .await
+            .map_err(|_| StoreError::Unavailable("the database did not answer in time".into()))?
+            .map_err(db_error)
+            .map(drop)
     }
 
     /// Refuses further writes; those under way finish on their own.

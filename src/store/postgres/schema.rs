@@ -99,8 +99,9 @@ CREATE TABLE agent_tokens (
 pub(super) const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// Brings the schema in the connection's `search_path` to
-/// [`SCHEMA_VERSION`] under an advisory lock; refuses a newer one.
-pub(super) async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+/// [`SCHEMA_VERSION`] under an advisory lock; refuses a newer one. Answers
+/// the schema's name.
+pub(super) async fn migrate(client: &mut Object) -> Result<String, StoreError> {
     let schema: Option<String> = client
         .query_one("SELECT current_schema()", &[])
         .await
@@ -125,7 +126,7 @@ pub(super) async fn migrate(client: &mut Object) -> Result<(), StoreError> {
         .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key])
         .await
         .map_err(db_error);
-    migrated.and(unlocked.map(drop))
+    migrated.and(unlocked).map(|_| schema)
 }
 
 async fn apply_steps(client: &mut Object) -> Result<(), StoreError> {

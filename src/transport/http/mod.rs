@@ -51,6 +51,7 @@ pub struct Gateway {
     pub max_body_bytes: usize,
     pub started: Instant,
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub store_health: Arc<crate::transport::health::StoreHealth>,
 }
 
 type Gw = State<Arc<Gateway>>;
@@ -189,6 +190,10 @@ async fn health(State(gw): Gw) -> Response {
     let uptime = u64::try_from(gw.started.elapsed().as_millis()).unwrap_or(u64::MAX);
     if gw.shutdown.is_cancelled() {
         let body = json!({"status": "shutting_down", "uptime": uptime});
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    }
+    if let Some(problem) = gw.store_health.problem() {
+        let body = json!({"status": "unhealthy", "uptime": uptime, "error": problem});
         return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
     }
     json_response(StatusCode::OK, &json!({"status": "healthy", "uptime": uptime}))

@@ -1,0 +1,272 @@
+//! What several nodes on one database tell each other, and which of them
+//! runs the background work.
+//!
+//! Signals travel by LISTEN/NOTIFY on one channel per schema. A write
+//! transaction that makes a message deliverable, closes a delivery, stores
+//! a reply or appends a session event queues a notification for each
+//! (`pg_notify` inside the transaction): PostgreSQL delivers them when, and
+//! only if, the transaction commits, in commit order. Each node keeps one
+//! connection of its own, outside the pool, that LISTENs and turns other
+//! nodes' notifications into [`Signal`]s (its own it has acted on
+//! already) and event notifications into a wake-up of the feed's follower,
+//! which reads the events from the table in sequence order (see
+//! [`super::feed`]; the notification carries no event, only a nudge).
+//!
+//! Notifications are not durable: while the connection is down they are
+//! lost. So after every (re)connect the node resynchronises: the follower
+//! reads every event past its last, and every local inbox stream looks
+//! again ([`Signal::Resync`]). Inbox streams also look at every heartbeat,
+//! and the follower every [`super::feed`] backstop period, so a lost
+//! notification delays, never loses.
+//!
+//! The same connection holds a session-level advisory lock that elects the
+//! node running the background work: whoever holds it sweeps; the others
+//! try to take it every [`LEADER_CHECK`]. If the node dies, PostgreSQL
+//! ends its session and frees the lock; if this connection breaks, the node
+//! stops sweeping at once, before trying again.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use super::db_error;
+use super::feed::Announcer;
+use crate::domain::AgentId;
+use crate::domain::message::{MessageId, MessageRecord, MessageState};
+use crate::store::{Signal, StoreError};
+
+/// How often a node that does not run the background work tries to, and
+/// the one that does checks its connection.
+pub(super) const LEADER_CHECK: Duration = Duration::from_secs(1);
+
+/// How long to wait before connecting again after the listener's
+/// connection failed.
+const RECONNECT: Duration = Duration::from_millis(500);
+
+/// Signals a slow consumer may fall behind by before it resynchronises.
+const SIGNAL_BUFFER: usize = 4096;
+
+/// This node's place among the nodes sharing the schema.
+pub(super) struct Cluster {
+    /// Random per process: tells this node's notifications from others'.
+    node: String,
+    /// The NOTIFY channel of the schema.
+    channel: String,
+    /// The advisory lock key of the schema's background work.
+    leader_key: String,
+    leader: AtomicBool,
+    signals: broadcast::Sender<Signal>,
+}
+
+impl Cluster {
+    pub(super) fn new(schema: &str) -> Self {
+        let node = uuid::Uuid::now_v7().simple().to_string();
+        Self {
+            node,
+            // A channel name is an identifier (at most 63 bytes); schema
+            // names may be longer or need quoting, their digest neither.
+            channel: format!("agentbus_{:x}", fnv1a(schema)),
+            leader_key: format!("agentbus background work {schema}"),
+            leader: AtomicBool::new(false),
+            signals: broadcast::channel(SIGNAL_BUFFER).0,
+        }
+    }
+
+    pub(super) fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    pub(super) fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    pub(super) fn subscribe(&self) -> broadcast::Receiver<Signal> {
+        self.signals.subscribe()
+    }
+
+    /// The notifications a committed write of `record` sends: work for its
+    /// recipient when it is deliverable, room when a delivery closed, and
+    /// the reply for a waiting SYNC sender when it is a new reply.
+    pub(super) fn message_payloads(&self, record: &MessageRecord, new: bool, out: &mut Vec<String>) {
+        let recipient = record.recipient.as_str();
+        match record.state {
+            MessageState::Queued => out.push(self.payload('w', recipient)),
+            // A claim: nobody waits for it.
+            MessageState::Delivered => {}
+            _ => out.push(self.payload('a', recipient)),
+        }
+        if let (true, Some(original)) = (new, &record.message.in_reply_to) {
+            out.push(self.payload('r', original.as_str()));
+        }
+    }
+
+    /// An unregistered agent's streams look again, and end.
+    pub(super) fn unregistered_payload(&self, agent: &AgentId) -> String {
+        self.payload('w', agent.as_str())
+    }
+
+    pub(super) fn event_payload(&self, sequence: u64) -> String {
+        self.payload('e', &sequence.to_string())
+    }
+
+    fn payload(&self, kind: char, value: &str) -> String {
+        format!("{}|{kind}|{value}", self.node)
+    }
+
+    /// Acts on a notification: another node's event wakes the follower,
+    /// its message changes become signals. Our own were acted on already.
+    fn received(&self, payload: &str, announcer: &Announcer) {
+        let mut parts = payload.splitn(3, '|');
+        let (Some(node), Some(kind), Some(value)) = (parts.next(), parts.next(), parts.next()) else {
+            tracing::debug!(payload, "ignoring a notification that is not agentbus's");
+            return;
+        };
+        if node == self.node {
+            return;
+        }
+        let signal = match kind {
+            "e" => {
+                announcer.wake_follower();
+                return;
+            }
+            "w" => AgentId::parse(value).ok().map(Signal::Work),
+            "a" => AgentId::parse(value).ok().map(Signal::Room),
+            "r" => MessageId::try_from(value.to_owned()).ok().map(Signal::Reply),
+            _ => None,
+        };
+        match signal {
+            // No receiver yet (the app subscribes at start): nothing waits.
+            Some(signal) => drop(self.signals.send(signal)),
+            None => tracing::debug!(payload, "ignoring a notification that is not agentbus's"),
+        }
+    }
+
+    fn resync(&self, announcer: &Announcer) {
+        announcer.wake_follower();
+        let _ = self.signals.send(Signal::Resync);
+    }
+}
+
+/// A stable 64-bit FNV-1a digest: the same schema gives every node the
+/// same channel name.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Listens for other nodes' notifications and competes for the background
+/// work until `stop`, reconnecting after any failure.
+pub(super) async fn listen(
+    cluster: Arc<Cluster>,
+    config: tokio_postgres::Config,
+    announcer: Arc<Announcer>,
+    stop: CancellationToken,
+) {
+    loop {
+        let outcome = tokio::select! {
+            () = stop.cancelled() => Ok(()),
+            outcome = connected(&cluster, &config, &announcer) => outcome,
+        };
+        if cluster.leader.swap(false, Ordering::AcqRel) {
+            tracing::warn!("this node stopped running the background work (its database session ended)");
+        }
+        match outcome {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, "lost the database connection that listens for other nodes; reconnecting")
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(RECONNECT) => {}
+        }
+    }
+}
+
+/// One connection's life: LISTEN, resynchronise, then relay notifications
+/// and take or keep the leader lock. Returns only with the error that
+/// ended it.
+async fn connected(
+    cluster: &Cluster,
+    config: &tokio_postgres::Config,
+    announcer: &Announcer,
+) -> Result<(), StoreError> {
+    let (client, mut connection) = config.connect(NoTls).await.map_err(db_error)?;
+    let (notifications, mut received) = mpsc::unbounded_channel();
+    // The connection delivers notifications only to whoever polls it.
+    let driver = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(notification))) => {
+                    if notifications.send(notification).is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return Err(error),
+                None => return Ok(()),
+            }
+        }
+    });
+    let _abort = AbortOnDrop(driver.abort_handle());
+    client
+        .batch_execute(&format!("LISTEN {}", cluster.channel))
+        .await
+        .map_err(db_error)?;
+    // Whatever was sent while nobody listened is read from the tables.
+    cluster.resync(announcer);
+    let mut ticks = tokio::time::interval(LEADER_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            notification = received.recv() => match notification {
+                Some(notification) => cluster.received(notification.payload(), announcer),
+                None => return Err(StoreError::Unavailable("the listening connection closed".into())),
+            },
+            _ = ticks.tick() => {
+                if cluster.is_leader() {
+                    // Still connected, so still holding the lock.
+                    client.simple_query("SELECT 1").await.map_err(db_error)?;
+                } else {
+                    let taken: bool = client
+                        .query_one("SELECT pg_try_advisory_lock(hashtext($1))", &[&cluster.leader_key])
+                        .await
+                        .map_err(db_error)?
+                        .try_get(0)
+                        .map_err(super::backend)?;
+                    if taken {
+                        cluster.leader.store(true, Ordering::Release);
+                        tracing::info!("this node runs the background work (expiry, redelivery, dead letters)");
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_get_distinct_stable_channel_names() {
+        let (a, b) = (Cluster::new("public"), Cluster::new("public"));
+        assert_eq!(a.channel, b.channel);
+        assert_ne!(a.node, b.node);
+        assert_ne!(a.channel, Cluster::new("agentbus_bb_x").channel);
+        assert!(a.channel.len() <= 63 && a.channel.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    }
+}
