@@ -101,6 +101,12 @@ const CONTRACT: &[(&str, &str, &str, &[&str])] = &[
         "Time to answer unary requests, by transport and route.",
         &["transport", "route"],
     ),
+    (
+        "agentbus_build_info",
+        "gauge",
+        "The version of the running server; always 1.",
+        &["version"],
+    ),
 ];
 
 struct Scraper {
@@ -146,9 +152,11 @@ impl Scraper {
 fn check_contract(format: Format, exposition: &Exposition, text: &str) {
     let names: BTreeSet<_> = exposition.families.iter().map(|f| f.name.as_str()).collect();
     for (name, kind, help, label_names) in CONTRACT {
-        // OpenMetrics names a counter's family without `_total`.
+        // OpenMetrics names a counter's family without `_total`, an info
+        // metric's without `_info`.
         let (family_name, kind) = match (format, *kind) {
             (Format::OpenMetrics, "counter") => (name.strip_suffix("_total").unwrap(), "counter"),
+            (Format::OpenMetrics, _) if name.ends_with("_build_info") => (name.strip_suffix("_info").unwrap(), "info"),
             _ => (*name, *kind),
         };
         let family = exposition
@@ -156,6 +164,10 @@ fn check_contract(format: Format, exposition: &Exposition, text: &str) {
             .unwrap_or_else(|| panic!("{format:?}: no family {family_name} in {names:?}\n{text}"));
         assert_eq!(family.kind, kind, "{format:?} {family_name}");
         assert_eq!(family.help, *help, "{format:?} {family_name}");
+        if format == Format::OpenMetrics {
+            let unit = name.ends_with("_seconds").then_some("seconds");
+            assert_eq!(family.unit.as_deref(), unit, "{family_name}");
+        }
         for sample in &family.samples {
             let mut got: Vec<_> = sample
                 .labels
@@ -217,6 +229,10 @@ async fn a_scraper_reads_valid_text_whose_counters_follow_the_calls() {
             &[("type", "task_request")]
         ),
         Some(0.0)
+    );
+    assert_eq!(
+        before.value("agentbus_build_info", &[("version", env!("CARGO_PKG_VERSION"))]),
+        Some(1.0)
     );
 
     // Two agents over HTTP; a message sent, delivered and acked over gRPC;
