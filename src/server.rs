@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
@@ -145,7 +146,8 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     let presence = Arc::new(Presence::default());
-    let metrics = Arc::new(Metrics::default());
+    let mut registry = Registry::with_prefix("agentbus");
+    let metrics = Arc::new(Metrics::new(&mut registry));
     let messaging = Arc::new(Messaging::new(
         store.clone(),
         presence.clone(),
@@ -185,12 +187,13 @@ pub async fn serve(
     let message_service = MessageServiceServer::from_arc(grpc)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(max_answer_bytes);
-    let requests = Arc::new(RequestMetrics::default());
+    let requests = Arc::new(RequestMetrics::new(&mut registry));
     let store_health = Arc::new(StoreHealth::default());
     let gateway = Arc::new(Gateway {
         api,
         metrics,
         requests: requests.clone(),
+        registry: Arc::new(registry),
         store: store.clone(),
         max_body_bytes: config.max_message_bytes,
         started: Instant::now(),

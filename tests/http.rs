@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use agentbus::pb;
 use common::Bus;
+use common::exposition::{Exposition, Format};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value as Json, json};
 use tokio_stream::StreamExt;
@@ -1185,11 +1186,16 @@ async fn metrics_report_real_values_as_json_and_prometheus_text() {
     assert!(metrics["throughput"].as_f64().is_some());
     assert_eq!(metrics["messages"]["sent_by_type"]["status_update"], 1);
 
-    for (accept, content_type) in [
-        ("text/plain", "text/plain; version=0.0.4; charset=utf-8"),
+    for (accept, content_type, format) in [
+        (
+            "text/plain",
+            "text/plain; version=0.0.4; charset=utf-8",
+            Format::Prometheus,
+        ),
         (
             "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::OpenMetrics,
         ),
     ] {
         let response = http
@@ -1200,22 +1206,43 @@ async fn metrics_report_real_values_as_json_and_prometheus_text() {
             .unwrap();
         assert_eq!(response.headers()["content-type"], content_type);
         let text = response.text().await.unwrap();
-        for needle in [
-            "agentbus_messages_sent_total{type=\"task_request\"} 1",
-            "agentbus_messages_acked_total 1",
-            "agentbus_requests_total{transport=\"http\",route=\"POST /messages/send\",code=\"OK\"} 2",
-            "agentbus_requests_total{transport=\"http\",route=\"GET /sessions/{session_id}\",code=\"NOT_FOUND\"} 1",
-            "agentbus_request_duration_seconds_count{transport=\"http\",route=\"POST /messages/send\"} 2",
-            "agentbus_message_ack_duration_seconds_count{type=\"task_request\"} 1",
-            "agentbus_message_ack_duration_seconds_bucket{type=\"task_request\",le=\"+Inf\"} 1",
-            "agentbus_active_sessions 1",
+        let scrape = Exposition::parse(format, &text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        for (name, labels, value) in [
+            ("agentbus_messages_sent_total", &[("type", "task_request")][..], 1.0),
+            ("agentbus_messages_acked_total", &[], 1.0),
+            (
+                "agentbus_requests_total",
+                &[("transport", "http"), ("route", "POST /messages/send"), ("code", "OK")],
+                2.0,
+            ),
+            (
+                "agentbus_requests_total",
+                &[
+                    ("transport", "http"),
+                    ("route", "GET /sessions/{session_id}"),
+                    ("code", "NOT_FOUND"),
+                ],
+                1.0,
+            ),
+            (
+                "agentbus_request_duration_seconds_count",
+                &[("transport", "http"), ("route", "POST /messages/send")],
+                2.0,
+            ),
+            (
+                "agentbus_message_ack_duration_seconds_count",
+                &[("type", "task_request")],
+                1.0,
+            ),
+            (
+                "agentbus_message_ack_duration_seconds_bucket",
+                &[("type", "task_request"), ("le", "+Inf")],
+                1.0,
+            ),
+            ("agentbus_active_sessions", &[], 1.0),
         ] {
-            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+            assert_eq!(scrape.value(name, labels), Some(value), "{name} {labels:?} in:\n{text}");
         }
-        assert_eq!(
-            text.ends_with("# EOF\n"),
-            content_type.starts_with("application/openmetrics")
-        );
         for made_up in ["Bogus123", "random-xyz", "nowhere-abc"] {
             assert!(!text.contains(made_up), "{made_up} became a label:\n{text}");
         }

@@ -1,65 +1,31 @@
-//! Counters and latency histograms of the message flow, for `/metrics`.
+//! Counters and latency histograms of the message flow, for `/metrics`,
+//! kept in `prometheus-client` metrics registered with the server's registry.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::domain::message::MessageType;
 use crate::domain::{Denial, Result};
 use crate::store::{Store, StoreCounts};
 
-/// Upper bounds of the latency buckets, in seconds (Prometheus `le`).
+/// Upper bounds of the latency buckets, in seconds (Prometheus `le`):
+/// half a millisecond to ten seconds, the span of a call or an ack.
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A lock-free latency histogram with [`LATENCY_BUCKETS`].
-#[derive(Default)]
-pub struct Histogram {
-    /// Non-cumulative counts; the last slot is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HistogramSnapshot {
-    /// Cumulative counts per bucket of [`LATENCY_BUCKETS`], then `+Inf`.
-    pub cumulative: Vec<u64>,
-    pub sum_micros: u64,
-}
-
-impl HistogramSnapshot {
-    pub fn count(&self) -> u64 {
-        self.cumulative.last().copied().unwrap_or(0)
-    }
-}
-
-impl Histogram {
-    pub fn observe(&self, latency: Duration) {
-        let seconds = latency.as_secs_f64();
-        let slot = LATENCY_BUCKETS
-            .iter()
-            .position(|le| seconds <= *le)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut total = 0;
-        let cumulative = self
-            .buckets
-            .iter()
-            .map(|b| {
-                total += b.load(Ordering::Relaxed);
-                total
-            })
-            .collect();
-        HistogramSnapshot {
-            cumulative,
-            sum_micros: self.sum_micros.load(Ordering::Relaxed),
-        }
-    }
+/// A histogram with [`LATENCY_BUCKETS`], the constructor of histogram
+/// families.
+pub fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// Seconds of history behind [`MetricsSnapshot::throughput`].
@@ -122,17 +88,40 @@ impl Rate {
     }
 }
 
-#[derive(Default)]
+/// The label of series kept per message type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TypeLabel {
+    r#type: &'static str,
+}
+
+/// The label of refusals.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The counters of the message flow and the gauges of `/metrics`.
+///
+/// Every series is created up front (a type or reason that never happened
+/// reads 0 instead of being absent), and the hot path holds its own handle
+/// to it, so counting is one atomic add: no lock, no label lookup.
 pub struct Metrics {
-    sent: [AtomicU64; MessageType::ALL.len()],
-    delivered: AtomicU64,
-    redelivered: AtomicU64,
-    acked: AtomicU64,
-    dead_lettered: AtomicU64,
+    sent: [Counter; MessageType::ALL.len()],
+    delivered: Counter,
+    redelivered: Counter,
+    acked: Counter,
+    dead_lettered: Counter,
     /// Send-to-ack latency per message type.
     ack_latency: [Histogram; MessageType::ALL.len()],
+    /// Their sum for the JSON mean (the library's histograms do not tell).
+    ack_latency_micros: AtomicU64,
     sent_rate: Rate,
-    denied: [AtomicU64; Denial::ALL.len()],
+    denied: [Counter; Denial::ALL.len()],
+    /// Set from the store and the clock at each scrape.
+    uptime: Gauge<f64, AtomicU64>,
+    active_sessions: Gauge,
+    registered_agents: Gauge,
+    throughput: Gauge<f64, AtomicU64>,
 }
 
 /// A consistent-enough copy of the counters.
@@ -146,8 +135,8 @@ pub struct MetricsSnapshot {
     pub redelivered: u64,
     pub acked: u64,
     pub dead_lettered: u64,
-    /// Send-to-ack latency per type, in [`MessageType::ALL`] order.
-    pub ack_latency: Vec<HistogramSnapshot>,
+    /// Sum of send-to-ack latencies; divide by `acked` for the mean.
+    pub ack_latency_sum: Duration,
     /// Messages accepted per second over the last minute.
     pub throughput: f64,
     /// Calls refused by authentication or an access rule, in
@@ -159,10 +148,157 @@ impl MetricsSnapshot {
     pub fn total_sent(&self) -> u64 {
         self.sent.iter().sum()
     }
+}
 
-    /// Sum of send-to-ack latencies; divide by `acked` for the mean.
-    pub fn ack_latency_micros(&self) -> u64 {
-        self.ack_latency.iter().map(|h| h.sum_micros).sum()
+/// `prometheus-client` appends the full stop to every help text itself.
+fn help(text: &str) -> &str {
+    text.strip_suffix('.').unwrap_or(text)
+}
+
+impl Default for Metrics {
+    /// Counters registered nowhere, for tests.
+    fn default() -> Self {
+        Self::new(&mut Registry::default())
+    }
+}
+
+impl Metrics {
+    /// Creates the counters and registers them, and the gauges `/metrics`
+    /// sets at each scrape, with `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let by_type = Family::<TypeLabel, Counter>::default();
+        let ack_latency = Family::<TypeLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let by_reason = Family::<ReasonLabel, Counter>::default();
+        let label = |t: MessageType| TypeLabel { r#type: t.as_str() };
+        let metrics = Self {
+            sent: MessageType::ALL.map(|t| by_type.get_or_create_owned(&label(t))),
+            delivered: Counter::default(),
+            redelivered: Counter::default(),
+            acked: Counter::default(),
+            dead_lettered: Counter::default(),
+            ack_latency: MessageType::ALL.map(|t| ack_latency.get_or_create_owned(&label(t))),
+            ack_latency_micros: AtomicU64::new(0),
+            sent_rate: Rate::default(),
+            denied: Denial::ALL.map(|d| by_reason.get_or_create_owned(&ReasonLabel { reason: d.as_str() })),
+            uptime: Gauge::default(),
+            active_sessions: Gauge::default(),
+            registered_agents: Gauge::default(),
+            throughput: Gauge::default(),
+        };
+        registry.register(
+            "build",
+            help("The version of the running server; always 1."),
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        registry.register_with_unit(
+            "uptime",
+            help("Seconds since the server started."),
+            Unit::Seconds,
+            metrics.uptime.clone(),
+        );
+        registry.register(
+            "active_sessions",
+            help("Sessions in the active state."),
+            metrics.active_sessions.clone(),
+        );
+        registry.register(
+            "registered_agents",
+            help("Registered agents."),
+            metrics.registered_agents.clone(),
+        );
+        registry.register(
+            "message_throughput",
+            format!("Messages accepted per second over the last {THROUGHPUT_WINDOW_SECS}s"),
+            metrics.throughput.clone(),
+        );
+        registry.register("messages_sent", help("Messages accepted, by type."), by_type);
+        registry.register(
+            "message_deliveries",
+            help("Deliveries on inbox streams, retries included."),
+            metrics.delivered.clone(),
+        );
+        registry.register(
+            "message_redeliveries",
+            help("Deliveries that were retries."),
+            metrics.redelivered.clone(),
+        );
+        registry.register(
+            "messages_acked",
+            help("Messages acknowledged by their recipient."),
+            metrics.acked.clone(),
+        );
+        registry.register(
+            "messages_dead_lettered",
+            help("Messages given up on."),
+            metrics.dead_lettered.clone(),
+        );
+        registry.register(
+            "auth_denied",
+            help("Calls refused by authentication or an access rule, by reason."),
+            by_reason,
+        );
+        registry.register_with_unit(
+            "message_ack_duration",
+            help("From acceptance to acknowledgement, by message type."),
+            Unit::Seconds,
+            ack_latency,
+        );
+        metrics
+    }
+
+    pub fn sent(&self, message_type: MessageType) {
+        self.sent[index(message_type)].inc();
+        self.sent_rate.record();
+    }
+
+    pub fn delivered(&self, attempt: u32) {
+        self.delivered.inc();
+        if attempt > 1 {
+            self.redelivered.inc();
+        }
+    }
+
+    pub fn acked(&self, message_type: MessageType, latency: Duration) {
+        self.acked.inc();
+        self.ack_latency[index(message_type)].observe(latency.as_secs_f64());
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.ack_latency_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn dead_lettered(&self) {
+        self.dead_lettered.inc();
+    }
+
+    pub fn denied(&self, denial: Denial) {
+        self.denied[denial as usize].inc();
+    }
+
+    /// The message counters plus the store's gauges; `uptime` bounds the
+    /// throughput window of a young server. Sets the gauges of the
+    /// registry to what it read, for the scrape that asked.
+    pub async fn collect(&self, store: &dyn Store, uptime: Duration) -> Result<(MetricsSnapshot, StoreCounts)> {
+        let counts = store.counts().await?;
+        let snapshot = self.snapshot(uptime);
+        self.uptime.set(uptime.as_secs_f64());
+        self.active_sessions
+            .set(i64::try_from(counts.active_sessions).unwrap_or(i64::MAX));
+        self.registered_agents
+            .set(i64::try_from(counts.registered_agents).unwrap_or(i64::MAX));
+        self.throughput.set(snapshot.throughput);
+        Ok((snapshot, counts))
+    }
+
+    pub fn snapshot(&self, uptime: Duration) -> MetricsSnapshot {
+        MetricsSnapshot {
+            sent: std::array::from_fn(|i| self.sent[i].get()),
+            delivered: self.delivered.get(),
+            redelivered: self.redelivered.get(),
+            acked: self.acked.get(),
+            dead_lettered: self.dead_lettered.get(),
+            ack_latency_sum: Duration::from_micros(self.ack_latency_micros.load(Ordering::Relaxed)),
+            throughput: self.sent_rate.per_second(uptime),
+            denied: std::array::from_fn(|i| self.denied[i].get()),
+        }
     }
 }
 
@@ -170,69 +306,58 @@ fn index(message_type: MessageType) -> usize {
     MessageType::ALL.iter().position(|t| *t == message_type).unwrap_or(0)
 }
 
-impl Metrics {
-    pub fn sent(&self, message_type: MessageType) {
-        self.sent[index(message_type)].fetch_add(1, Ordering::Relaxed);
-        self.sent_rate.record();
-    }
-
-    pub fn delivered(&self, attempt: u32) {
-        self.delivered.fetch_add(1, Ordering::Relaxed);
-        if attempt > 1 {
-            self.redelivered.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub fn acked(&self, message_type: MessageType, latency: Duration) {
-        self.acked.fetch_add(1, Ordering::Relaxed);
-        self.ack_latency[index(message_type)].observe(latency);
-    }
-
-    pub fn dead_lettered(&self) {
-        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn denied(&self, denial: Denial) {
-        self.denied[denial as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The message counters plus the store's gauges; `uptime` bounds the
-    /// throughput window of a young server.
-    pub async fn collect(&self, store: &dyn Store, uptime: Duration) -> Result<(MetricsSnapshot, StoreCounts)> {
-        Ok((self.snapshot(uptime), store.counts().await?))
-    }
-
-    pub fn snapshot(&self, uptime: Duration) -> MetricsSnapshot {
-        MetricsSnapshot {
-            sent: std::array::from_fn(|i| self.sent[i].load(Ordering::Relaxed)),
-            delivered: self.delivered.load(Ordering::Relaxed),
-            redelivered: self.redelivered.load(Ordering::Relaxed),
-            acked: self.acked.load(Ordering::Relaxed),
-            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
-            ack_latency: self.ack_latency.iter().map(Histogram::snapshot).collect(),
-            throughput: self.sent_rate.per_second(uptime),
-            denied: std::array::from_fn(|i| self.denied[i].load(Ordering::Relaxed)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn histograms_are_cumulative_and_rates_count_recent_seconds() {
-        let histogram = Histogram::default();
-        histogram.observe(Duration::from_micros(300));
-        histogram.observe(Duration::from_millis(3));
-        histogram.observe(Duration::from_secs(60));
-        let snapshot = histogram.snapshot();
-        assert_eq!(snapshot.cumulative[0], 1);
-        assert_eq!(snapshot.cumulative[3], 2, "3 ms falls under le=0.005");
-        assert_eq!(snapshot.cumulative[LATENCY_BUCKETS.len() - 1], 2);
-        assert_eq!(snapshot.count(), 3);
-        assert_eq!(snapshot.sum_micros, 60_003_300);
+    fn histograms_are_cumulative_and_every_series_starts_at_zero() {
+        let mut registry = Registry::with_prefix("agentbus");
+        let metrics = Metrics::new(&mut registry);
+        for latency in [
+            Duration::from_micros(300),
+            Duration::from_millis(3),
+            Duration::from_secs(60),
+        ] {
+            metrics.acked(MessageType::TaskRequest, latency);
+        }
+        metrics.denied(Denial::AdminOnly);
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        let series = |prefix: &str| -> Vec<&str> { text.lines().filter(|l| l.starts_with(prefix)).collect() };
+        let task = "agentbus_message_ack_duration_seconds_bucket{type=\"task_request\",";
+        let buckets = series(task);
+        assert_eq!(buckets.len(), LATENCY_BUCKETS.len() + 1, "{text}");
+        assert_eq!(buckets[0], format!("{task}le=\"0.0005\"}} 1"));
+        assert_eq!(
+            buckets[3],
+            format!("{task}le=\"0.005\"}} 2"),
+            "3 ms falls under le=0.005"
+        );
+        assert_eq!(buckets[LATENCY_BUCKETS.len() - 1], format!("{task}le=\"10\"}} 2"));
+        assert_eq!(buckets[LATENCY_BUCKETS.len()], format!("{task}le=\"+Inf\"}} 3"));
+        let sum = series("agentbus_message_ack_duration_seconds_sum{type=\"task_request\"}");
+        let sum: f64 = sum[0].rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((sum - 60.0033).abs() < 1e-9, "{sum}");
+        assert_eq!(series("agentbus_messages_sent_total{").len(), MessageType::ALL.len());
+        assert!(
+            text.contains("agentbus_messages_sent_total{type=\"error\"} 0\n"),
+            "{text}"
+        );
+        assert_eq!(series("agentbus_auth_denied_total{").len(), Denial::ALL.len());
+        assert!(
+            text.contains("agentbus_auth_denied_total{reason=\"admin_only\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP agentbus_messages_acked_total Messages acknowledged by their recipient.\n"));
 
+        let snapshot = metrics.snapshot(Duration::from_secs(1));
+        assert_eq!(snapshot.acked, 3);
+        assert_eq!(snapshot.ack_latency_sum.as_micros(), 60_003_300);
+    }
+
+    #[test]
+    fn rates_count_recent_seconds() {
         let rate = Rate::default();
         for _ in 0..10 {
             rate.record();

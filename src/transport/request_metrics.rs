@@ -2,18 +2,25 @@
 //! and code, unary calls timed. The `/metrics` endpoint of the gateway
 //! renders them.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
 use prost_reflect::DescriptorPool;
 
 use crate::api::errors::code_name;
-use crate::app::metrics::{Histogram, HistogramSnapshot};
+use crate::app::metrics::latency_histogram;
 use crate::pb;
 
 /// The gRPC code name of an HTTP error response, set by the gateway for
@@ -47,65 +54,76 @@ static KNOWN_RPCS: LazyLock<HashSet<String>> = LazyLock::new(|| {
     paths
 });
 
-/// Per route: answers by code, and the latency of unary calls.
-#[derive(Default)]
-struct RouteStats {
-    codes: Mutex<HashMap<&'static str, u64>>,
-    latency: Histogram,
+/// The labels of an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Answer {
+    transport: &'static str,
+    route: Cow<'static, str>,
+    code: &'static str,
 }
 
-/// Requests seen by the server, keyed by (transport, route).
-#[derive(Default)]
+/// The labels of a latency.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Route {
+    transport: &'static str,
+    route: Cow<'static, str>,
+}
+
+/// Requests seen by the server, by transport, route and code.
+///
+/// A request takes no exclusive lock but its own route's histogram: the
+/// families are read-locked to find a series (write-locked once, when a
+/// route or code is first seen).
 pub struct RequestMetrics {
-    routes: Mutex<HashMap<(&'static str, String), Arc<RouteStats>>>,
+    answers: Family<Answer, Counter>,
+    latency: Family<Route, Histogram, fn() -> Histogram>,
+    /// For the JSON `error_rate`, which has no label to look up.
+    all: AtomicU64,
+    errors: AtomicU64,
 }
 
-pub struct RouteSnapshot {
-    pub transport: &'static str,
-    pub route: String,
-    pub codes: Vec<(&'static str, u64)>,
-    pub latency: HistogramSnapshot,
+impl Default for RequestMetrics {
+    /// Counters registered nowhere, for tests.
+    fn default() -> Self {
+        Self::new(&mut Registry::default())
+    }
 }
 
 impl RequestMetrics {
-    fn route(&self, transport: &'static str, route: String) -> Arc<RouteStats> {
-        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        routes.entry((transport, route)).or_default().clone()
+    /// Creates the request families and registers them with `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            answers: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            all: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        };
+        // `prometheus-client` ends the help texts with a full stop.
+        registry.register(
+            "requests",
+            "Requests answered, by transport, route and code",
+            metrics.answers.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time to answer unary requests, by transport and route",
+            Unit::Seconds,
+            metrics.latency.clone(),
+        );
+        metrics
     }
 
-    pub fn snapshot(&self) -> Vec<RouteSnapshot> {
-        let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut all: Vec<_> = routes
-            .iter()
-            .map(|((transport, route), stats)| {
-                let mut codes: Vec<_> = stats
-                    .codes
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter()
-                    .map(|(c, n)| (*c, *n))
-                    .collect();
-                codes.sort_unstable();
-                RouteSnapshot {
-                    transport,
-                    route: route.clone(),
-                    codes,
-                    latency: stats.latency.snapshot(),
-                }
-            })
-            .collect();
-        all.sort_by(|a, b| (a.transport, &a.route).cmp(&(b.transport, &b.route)));
-        all
+    fn answered(&self, transport: &'static str, route: Cow<'static, str>, code: &'static str) {
+        self.all.fetch_add(1, Ordering::Relaxed);
+        if code != "OK" {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.answers.get_or_create(&Answer { transport, route, code }).inc();
     }
 
     /// (all requests, requests answered with an error).
-    pub fn totals(snapshot: &[RouteSnapshot]) -> (u64, u64) {
-        snapshot
-            .iter()
-            .flat_map(|r| &r.codes)
-            .fold((0, 0), |(all, errors), (code, n)| {
-                (all + n, if *code == "OK" { errors } else { errors + n })
-            })
+    pub fn totals(&self) -> (u64, u64) {
+        (self.all.load(Ordering::Relaxed), self.errors.load(Ordering::Relaxed))
     }
 }
 
@@ -121,10 +139,10 @@ pub async fn record(State(metrics): State<Arc<RequestMetrics>>, mut request: Req
     let path = request.uri().path();
     let matched = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
     let rpc = if grpc { KNOWN_RPCS.get(path) } else { None };
-    let route = match (rpc, matched) {
-        (Some(rpc), _) => rpc.clone(),
-        (None, Some(template)) => format!("{} {template}", request.method()),
-        (None, None) => "unmatched".to_owned(),
+    let route: Cow<'static, str> = match (rpc, matched) {
+        (Some(rpc), _) => Cow::Borrowed(rpc),
+        (None, Some(template)) => Cow::Owned(format!("{} {template}", request.method())),
+        (None, None) => Cow::Borrowed("unmatched"),
     };
     if let Some(rpc) = rpc {
         request.extensions_mut().insert(RpcMethod(rpc.as_str()));
@@ -150,16 +168,15 @@ pub async fn record(State(metrics): State<Arc<RequestMetrics>>, mut request: Req
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
         || (grpc && is_streaming_rpc(&route));
-    let stats = metrics.route(transport, route);
-    *stats
-        .codes
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(code)
-        .or_default() += 1;
     if !streaming {
-        stats.latency.observe(started.elapsed());
+        let latency = started.elapsed().as_secs_f64();
+        let key = Route {
+            transport,
+            route: route.clone(),
+        };
+        metrics.latency.get_or_create(&key).observe(latency);
     }
+    metrics.answered(transport, route, code);
     response
 }
 

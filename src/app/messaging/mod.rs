@@ -902,8 +902,7 @@ mod tests {
             ),
             (2, 0, 1, 1)
         );
-        assert!(snapshot.ack_latency_micros() >= 2_000, "{snapshot:?}");
-        assert_eq!(snapshot.ack_latency[0].count(), 1, "one task request acked");
+        assert!(snapshot.ack_latency_sum >= Duration::from_millis(2), "{snapshot:?}");
         assert_eq!(
             counts,
             crate::store::StoreCounts {

@@ -1,21 +1,18 @@
 //! `GET /metrics`: the prototype's JSON by default, Prometheus text or
 //! OpenMetrics when the client asks for `text/plain` or
-//! `application/openmetrics-text`.
-
-use std::fmt::Write as _;
+//! `application/openmetrics-text`; both encoded by `prometheus-client` from
+//! the server's registry.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::{prometheus_text, text};
 use serde_json::json;
 
 use super::Gw;
 use super::response::{HttpError, json_response};
 use crate::api::Caller;
-use crate::app::metrics::{HistogramSnapshot, LATENCY_BUCKETS, THROUGHPUT_WINDOW_SECS};
-use crate::domain::Denial;
 use crate::domain::message::MessageType;
-use crate::transport::request_metrics::RequestMetrics;
 
 enum Format {
     Json,
@@ -38,12 +35,11 @@ fn format(headers: &HeaderMap) -> Format {
 pub async fn metrics(State(gw): Gw, _caller: Caller, headers: HeaderMap) -> Result<Response, HttpError> {
     let uptime = gw.started.elapsed();
     let (messages, counts) = gw.metrics.collect(gw.store.as_ref(), uptime).await?;
-    let requests = gw.requests.snapshot();
-    let (all, errors) = RequestMetrics::totals(&requests);
+    let (all, errors) = gw.requests.totals();
     let average_ack_ms = if messages.acked == 0 {
         0.0
     } else {
-        messages.ack_latency_micros() as f64 / messages.acked as f64 / 1000.0
+        messages.ack_latency_sum.as_secs_f64() * 1000.0 / messages.acked as f64
     };
     let kind = format(&headers);
     if let Format::Json = kind {
@@ -71,178 +67,26 @@ pub async fn metrics(State(gw): Gw, _caller: Caller, headers: HeaderMap) -> Resu
         });
         return Ok(json_response(StatusCode::OK, &body));
     }
-    let open = matches!(kind, Format::OpenMetrics);
-    let mut out = Exposition {
-        text: String::new(),
-        open,
-    };
-    out.gauge(
-        "agentbus_uptime_seconds",
-        "Seconds since the server started.",
-        &[(String::new(), uptime.as_secs_f64())],
-    );
-    out.gauge(
-        "agentbus_active_sessions",
-        "Sessions in the active state.",
-        &[(String::new(), counts.active_sessions as f64)],
-    );
-    out.gauge(
-        "agentbus_registered_agents",
-        "Registered agents.",
-        &[(String::new(), counts.registered_agents as f64)],
-    );
-    out.gauge(
-        "agentbus_message_throughput",
-        &format!("Messages accepted per second over the last {THROUGHPUT_WINDOW_SECS}s."),
-        &[(String::new(), messages.throughput)],
-    );
-    let sent: Vec<_> = MessageType::ALL
-        .iter()
-        .zip(messages.sent)
-        .map(|(t, n)| (format!("type=\"{}\"", t.as_str()), n))
-        .collect();
-    out.counter("agentbus_messages_sent", "Messages accepted, by type.", &sent);
-    out.counter(
-        "agentbus_message_deliveries",
-        "Deliveries on inbox streams, retries included.",
-        &[(String::new(), messages.delivered)],
-    );
-    out.counter(
-        "agentbus_message_redeliveries",
-        "Deliveries that were retries.",
-        &[(String::new(), messages.redelivered)],
-    );
-    out.counter(
-        "agentbus_messages_acked",
-        "Messages acknowledged by their recipient.",
-        &[(String::new(), messages.acked)],
-    );
-    out.counter(
-        "agentbus_messages_dead_lettered",
-        "Messages given up on.",
-        &[(String::new(), messages.dead_lettered)],
-    );
-    let denied: Vec<_> = Denial::ALL
-        .iter()
-        .zip(messages.denied)
-        .map(|(d, n)| (format!("reason=\"{}\"", d.as_str()), n))
-        .collect();
-    out.counter(
-        "agentbus_auth_denied",
-        "Calls refused by authentication or an access rule, by reason.",
-        &denied,
-    );
-    let acks: Vec<_> = MessageType::ALL
-        .iter()
-        .zip(&messages.ack_latency)
-        .map(|(t, h)| (format!("type=\"{}\"", t.as_str()), h))
-        .collect();
-    out.histogram(
-        "agentbus_message_ack_duration_seconds",
-        "From acceptance to acknowledgement, by message type.",
-        &acks,
-    );
-    let answers: Vec<_> = requests
-        .iter()
-        .flat_map(|r| {
-            r.codes.iter().map(move |(code, n)| {
-                (
-                    format!(
-                        "transport=\"{}\",route=\"{}\",code=\"{code}\"",
-                        r.transport,
-                        escape(&r.route)
-                    ),
-                    *n,
-                )
-            })
-        })
-        .collect();
-    out.counter(
-        "agentbus_requests",
-        "Requests answered, by transport, route and code.",
-        &answers,
-    );
-    let latencies: Vec<_> = requests
-        .iter()
-        .filter(|r| r.latency.count() > 0)
-        .map(|r| {
-            (
-                format!("transport=\"{}\",route=\"{}\"", r.transport, escape(&r.route)),
-                &r.latency,
-            )
-        })
-        .collect();
-    out.histogram(
-        "agentbus_request_duration_seconds",
-        "Time to answer unary requests, by transport and route.",
-        &latencies,
-    );
-    if open {
-        out.text.push_str("# EOF\n");
-    }
-    let content_type = if open {
+    let mut exposition = String::new();
+    let content_type = if let Format::OpenMetrics = kind {
+        text::encode(&mut exposition, &gw.registry).map_err(unencodable)?;
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
-        "text/plain; version=0.0.4; charset=utf-8"
+        prometheus_text::encode(&mut exposition, &gw.registry).map_err(unencodable)?;
+        prometheus_text::CONTENT_TYPE
     };
-    let mut response = (StatusCode::OK, out.text).into_response();
+    let mut response = (StatusCode::OK, exposition).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
 }
 
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// Prometheus text format 0.0.4, or OpenMetrics 1.0 when `open`.
-struct Exposition {
-    text: String,
-    open: bool,
-}
-
-impl Exposition {
-    fn header(&mut self, family: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {family} {help}");
-        let _ = writeln!(self.text, "# TYPE {family} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
-        if labels.is_empty() {
-            let _ = writeln!(self.text, "{name} {value}");
-        } else {
-            let _ = writeln!(self.text, "{name}{{{labels}}} {value}");
-        }
-    }
-
-    fn gauge(&mut self, name: &str, help: &str, samples: &[(String, f64)]) {
-        self.header(name, "gauge", help);
-        for (labels, value) in samples {
-            self.sample(name, labels, value);
-        }
-    }
-
-    /// OpenMetrics names the family without `_total`; Prometheus text names
-    /// it with.
-    fn counter(&mut self, base: &str, help: &str, samples: &[(String, u64)]) {
-        let total = format!("{base}_total");
-        self.header(if self.open { base } else { &total }, "counter", help);
-        for (labels, value) in samples {
-            self.sample(&total, labels, value);
-        }
-    }
-
-    fn histogram(&mut self, name: &str, help: &str, samples: &[(String, &HistogramSnapshot)]) {
-        self.header(name, "histogram", help);
-        for (labels, h) in samples {
-            let sep = if labels.is_empty() { "" } else { "," };
-            let bounds = LATENCY_BUCKETS.iter().map(f64::to_string).chain(["+Inf".to_owned()]);
-            for (le, count) in bounds.zip(&h.cumulative) {
-                self.sample(&format!("{name}_bucket"), &format!("{labels}{sep}le=\"{le}\""), count);
-            }
-            self.sample(&format!("{name}_sum"), labels, h.sum_micros as f64 / 1e6);
-            self.sample(&format!("{name}_count"), labels, h.count());
-        }
-    }
+/// Writing to a `String` fails only if a metric's own encoding does.
+fn unencodable(_: std::fmt::Error) -> HttpError {
+    HttpError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        "the metrics could not be encoded",
+    )
 }

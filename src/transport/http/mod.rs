@@ -29,6 +29,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use http_body_util::{BodyExt, Limited};
+use prometheus_client::registry::Registry;
 use serde_json::json;
 use tonic::Status;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -41,12 +42,13 @@ use crate::store::Store;
 use crate::transport::listener::ConnectionInfo;
 use crate::transport::request_metrics::RequestMetrics;
 
-/// What the gateway calls: the API and, for `/metrics`, the counters and
-/// the store's gauges.
+/// What the gateway calls: the API and, for `/metrics`, the counters, the
+/// store's gauges and the registry they are exposed from.
 pub struct Gateway {
     pub api: Arc<Api>,
     pub metrics: Arc<Metrics>,
     pub requests: Arc<RequestMetrics>,
+    pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
     pub max_body_bytes: usize,
     pub started: Instant,
