@@ -590,8 +590,10 @@ class ClientBase:
     def ack_many(self, agent_id: str, messages: Sequence[Any]) -> list[message_service_pb2.AckResult]:
         """Acknowledges up to 1000 deliveries (ids, ``Message`` or ``Delivery``)
         as ``agent_id`` in one call and one commit. Returns one ``AckResult``
-        per item, in order: ``code`` 0 and the ``state``, or the gRPC code and
-        ``error`` that ``ack`` would have raised for that item alone."""
+        per item, in order: ``code`` 0 (``code_name`` ``"OK"``) and the
+        ``state``, or the gRPC code, its name (``code_name``, e.g.
+        ``"NOT_FOUND"``) and the ``error`` that ``ack`` would have raised for
+        that item alone."""
         req = message_service_pb2.AckMessagesRequest(
             agent_id=agent_id, message_ids=[_message_id(m) for m in messages]
         )

@@ -91,16 +91,18 @@ class AckMessagesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AckResult, _Mapping]]] = ...) -> None: ...
 
 class AckResult(_message.Message):
-    __slots__ = ("message_id", "state", "code", "error")
+    __slots__ = ("message_id", "state", "code", "error", "code_name")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CODE_NAME_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     state: _message_pb2.MessageState
     code: int
     error: str
-    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[_message_pb2.MessageState, str]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    code_name: str
+    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[_message_pb2.MessageState, str]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ..., code_name: _Optional[str] = ...) -> None: ...
 
 class GetMessageRequest(_message.Message):
     __slots__ = ("message_id",)
