@@ -732,15 +732,19 @@ async fn the_inbox_streams_as_sse_and_acks_over_http() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["message_id"].clone(), r["state"].clone(), r["code"].clone()))
+        .map(|r| {
+            let code = (r["code"].clone(), r["code_name"].clone());
+            (r["message_id"].clone(), r["state"].clone(), code)
+        })
         .collect();
+    let (ok, not_found) = ((json!(0), json!("OK")), (json!(5), json!("NOT_FOUND")));
     assert_eq!(
         results,
         [
-            (json!("low1"), json!("acked"), json!(0)),
-            (json!("low2"), json!("acked"), json!(0)),
-            (json!("crit"), json!("acked"), json!(0)),
-            (json!("nope"), json!(null), json!(5)),
+            (json!("low1"), json!("acked"), ok.clone()),
+            (json!("low2"), json!("acked"), ok.clone()),
+            (json!("crit"), json!("acked"), ok),
+            (json!("nope"), json!(null), not_found),
         ]
     );
     http.fails(

@@ -892,12 +892,13 @@ async fn ack_messages_acks_a_batch_with_one_result_per_id() {
         .unwrap()
         .into_inner()
         .results;
-    let summary: Vec<(String, pb::MessageState, i32)> = results
+    let summary: Vec<(String, pb::MessageState, i32, &str)> = results
         .iter()
-        .map(|r| (r.message_id.clone(), r.state(), r.code))
+        .map(|r| (r.message_id.clone(), r.state(), r.code, r.code_name.as_str()))
         .collect();
-    let acked = |id: &str| (id.to_owned(), pb::MessageState::Acked, 0);
-    let failed = |id: &str, code: Code| (id.to_owned(), pb::MessageState::Unspecified, code as i32);
+    // The code as a number (as before) and by name, as HTTP errors name it.
+    let acked = |id: &str| (id.to_owned(), pb::MessageState::Acked, 0, "OK");
+    let failed = |id: &str, code: Code, name| (id.to_owned(), pb::MessageState::Unspecified, code as i32, name);
     assert_eq!(
         summary,
         [
@@ -905,8 +906,8 @@ async fn ack_messages_acks_a_batch_with_one_result_per_id() {
             acked("b2"),
             acked("b1"),
             acked("b3"),
-            failed("missing", Code::NotFound),
-            failed("other", Code::FailedPrecondition),
+            failed("missing", Code::NotFound, "NOT_FOUND"),
+            failed("other", Code::FailedPrecondition, "FAILED_PRECONDITION"),
         ]
     );
     assert!(

@@ -2,6 +2,7 @@
 
 use prost::Message as _;
 use tokio_stream::StreamExt;
+use tonic::Code;
 
 use super::agents::agent_id;
 use super::convert::timestamp;
@@ -130,14 +131,19 @@ impl Api {
                     message_id: id.as_str().to_owned(),
                     ..Default::default()
                 };
-                match result {
-                    Ok(state) => answer.state = convert::message_state(state) as i32,
+                let code = match result {
+                    Ok(state) => {
+                        answer.state = convert::message_state(state) as i32;
+                        Code::Ok
+                    }
                     Err(e) => {
                         let e = self.observe(caller, e);
-                        answer.code = errors::grpc_code(e.kind) as i32;
                         answer.error = e.message;
+                        errors::grpc_code(e.kind)
                     }
-                }
+                };
+                answer.code = code as i32;
+                answer.code_name = errors::code_name(code).to_owned();
                 answer
             })
             .collect();

@@ -645,7 +645,7 @@ impl Bus {
             .results
             .iter()
             .filter(|r| r.code != 0)
-            .map(|r| format!("{}: {}", r.message_id, r.error))
+            .map(|r| format!("{}: {} {}", r.message_id, r.code_name, r.error))
             .collect();
         let summary = if failed.is_empty() {
             format!("Acknowledged {} messages.", response.results.len())

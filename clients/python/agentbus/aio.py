@@ -19,17 +19,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Concatenate, Coroutine, Optional, ParamSpec, Sequence, TypeVar
 
 import grpc
 import grpc.aio
 
+from agentbus import _calls
 from agentbus._base import (
     _UNSET,
     DEFAULT_TIMEOUT,
     RETRYABLE_WATCH_CODES,
     Backoff,
-    ClientBase,
     WatchState,
     auth_metadata,
     channel_options,
@@ -51,8 +51,24 @@ __all__ = ["AsyncAgentBusClient", "AsyncInbox", "AsyncSessionWatch", "connect"]
 
 _ITEM, _END, _ERROR = "item", "end", "error"
 
+P = ParamSpec("P")
+T = TypeVar("T")
 
-class AsyncAgentBusClient(ClientBase):
+
+def unary_method(
+    build: Callable[P, _calls.UnaryCall[T]],
+) -> Callable[Concatenate[AsyncAgentBusClient, P], Coroutine[Any, Any, T]]:
+    """The :class:`AsyncAgentBusClient` method of one of :mod:`agentbus._calls`:
+    same parameters, a coroutine function that makes the call and returns the
+    answer."""
+
+    async def method(self: AsyncAgentBusClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._call(build(*args, **kwargs))
+
+    return _calls.as_method(method, build, "AsyncAgentBusClient")
+
+
+class AsyncAgentBusClient:
     """The asyncio twin of :class:`agentbus.AgentBusClient` (same arguments).
 
     Every unary method is awaited: ``session = await bus.get_session(sid)``.
@@ -94,15 +110,14 @@ class AsyncAgentBusClient(ClientBase):
 
     # ---- plumbing -------------------------------------------------------
 
-    async def _unary(self, service: str, rpc: str, request: Any, extract: Any, timeout: Any = _UNSET) -> Any:
-        method = getattr(self._stubs[service], rpc)
+    async def _call(self, call: _calls.UnaryCall[T]) -> T:
+        method = getattr(self._stubs[call.service], call.rpc)
+        timeout = self.timeout if call.timeout is _UNSET else call.timeout
         try:
-            response = await method(
-                request, metadata=self._metadata, timeout=self.timeout if timeout is _UNSET else timeout
-            )
+            response = await method(call.request, metadata=self._metadata, timeout=timeout)
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc, method=f"/agentbus.v1.{service}/{rpc}") from exc
-        return extract(response)
+            raise from_rpc_error(exc, method=f"/agentbus.v1.{call.service}/{call.rpc}") from exc
+        return call.extract(response)
 
     def _stream(self, service: str, rpc: str, request: Any) -> Any:
         return getattr(self._stubs[service], rpc)(request, metadata=self._metadata)
@@ -122,6 +137,46 @@ class AsyncAgentBusClient(ClientBase):
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+    # ---- agents -----------------------------------------------------
+
+    register_agent = unary_method(_calls.register_agent)
+    unregister_agent = unary_method(_calls.unregister_agent)
+    get_agent = unary_method(_calls.get_agent)
+    list_agents_page = unary_method(_calls.list_agents_page)
+    issue_agent_token = unary_method(_calls.issue_agent_token)
+    list_agent_tokens = unary_method(_calls.list_agent_tokens)
+    revoke_agent_token = unary_method(_calls.revoke_agent_token)
+
+    # ---- messages ---------------------------------------------------
+
+    send_message = unary_method(_calls.send_message)
+    send = unary_method(_calls.send)
+    request = unary_method(_calls.request)
+    reply = unary_method(_calls.reply)
+    ack = unary_method(_calls.ack)
+    ack_many = unary_method(_calls.ack_many)
+    get_message = unary_method(_calls.get_message)
+
+    # ---- sessions ---------------------------------------------------
+
+    create_session = unary_method(_calls.create_session)
+    get_session = unary_method(_calls.get_session)
+    list_sessions_page = unary_method(_calls.list_sessions_page)
+    add_participant = unary_method(_calls.add_participant)
+    remove_participant = unary_method(_calls.remove_participant)
+    update_workflow = unary_method(_calls.update_workflow)
+    advance_workflow = unary_method(_calls.advance_workflow)
+    update_shared_context = unary_method(_calls.update_shared_context)
+    merge_shared_context = unary_method(_calls.merge_shared_context)
+    complete_session = unary_method(_calls.complete_session)
+    terminate_session = unary_method(_calls.terminate_session)
+
+    # ---- results and summaries --------------------------------------
+
+    aggregate_results = unary_method(_calls.aggregate_results)
+    resolve_aggregation = unary_method(_calls.resolve_aggregation)
+    get_session_summary = unary_method(_calls.get_session_summary)
 
     # ---- paginated lists ------------------------------------------------
 
@@ -278,9 +333,10 @@ class AsyncInbox(AsyncIterator[message_service_pb2.Delivery]):
                 return None
             kind, item = got
             if kind == _ITEM:
-                if item.WhichOneof("kind") == "delivery":
-                    return item.delivery
-                self.last_heartbeat = item.heartbeat
+                response: message_service_pb2.ReceiveMessagesResponse = item
+                if response.WhichOneof("kind") == "delivery":
+                    return response.delivery
+                self.last_heartbeat = response.heartbeat
                 continue
             self._ended = True
             if kind == _ERROR and not self._closed:

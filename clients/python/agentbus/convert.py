@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union, cast, overload
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message as _ProtoMessage
@@ -45,8 +45,10 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=_ProtoMessage)
+#: A generated enum type (``message_pb2.MessageType``, ...): an int subclass to type checkers.
+E = TypeVar("E", bound=int)
 
-JSON = Union[None, bool, int, float, str, list, dict]
+JSON = Union[None, bool, int, float, str, list[Any], dict[str, Any]]
 
 
 # --------------------------------------------------------------------------
@@ -114,6 +116,12 @@ def to_struct(obj: Optional[Mapping[str, Any]]) -> struct_pb2.Struct:
     return to_value(obj).struct_value
 
 
+@overload
+def to_python(value: struct_pb2.Struct) -> dict[str, Any]: ...
+@overload
+def to_python(value: struct_pb2.ListValue) -> list[Any]: ...
+@overload
+def to_python(value: Union[struct_pb2.Value, None]) -> JSON: ...
 def to_python(value: Union[struct_pb2.Value, struct_pb2.Struct, struct_pb2.ListValue, None]) -> JSON:
     """A ``Value``/``Struct``/``ListValue`` as plain Python (dict, list, ...).
 
@@ -132,7 +140,7 @@ def to_python(value: Union[struct_pb2.Value, struct_pb2.Struct, struct_pb2.ListV
         return to_python(value.struct_value)
     if kind == "list_value":
         return to_python(value.list_value)
-    return getattr(value, kind)
+    return cast(JSON, getattr(value, kind))
 
 
 def payload_of(message: Any) -> JSON:
@@ -195,26 +203,27 @@ def to_datetime(ts: timestamp_pb2.Timestamp) -> Optional[_dt.datetime]:
 # Enums
 
 
-def parse_enum(enum: Any, value: Any, prefix: str, *, what: str) -> int:
+def parse_enum(enum: type[E], value: Any, prefix: str, *, what: str) -> E:
     """The int value of ``value`` in the generated ``enum`` wrapper.
 
     ``value`` may be an int (or enum value), ``None`` (0, unspecified), or a
     name with or without ``prefix``, in any case, with ``-`` or ``_``.
     """
+    wrapper: Any = enum  # an EnumTypeWrapper at run time
     if value is None:
-        return 0
+        return cast(E, 0)
     if isinstance(value, bool):
         raise TypeError(f"{what}: expected a name or an int, not a bool")
     if isinstance(value, int):
-        if value not in enum.values():
+        if value not in wrapper.values():
             raise ValueError(f"{what}: {value} is not a valid value; use one of {_choices(enum, prefix)}")
-        return int(value)
+        return cast(E, int(value))
     if isinstance(value, str):
         name = value.strip().upper().replace("-", "_").replace(" ", "_")
         if not name.startswith(prefix):
             name = prefix + name
         try:
-            return enum.Value(name)
+            return cast(E, wrapper.Value(name))
         except ValueError:
             raise ValueError(
                 f"{what}: unknown value {value!r}; use one of {_choices(enum, prefix)}"
@@ -225,7 +234,7 @@ def parse_enum(enum: Any, value: Any, prefix: str, *, what: str) -> int:
 def enum_name(enum: Any, number: int, prefix: str) -> str:
     """The short lower-case name of an enum value: ``task_request``."""
     try:
-        name = enum.Name(number)
+        name: str = enum.Name(number)
     except ValueError:
         return str(number)
     return name[len(prefix):].lower() if name.startswith(prefix) else name.lower()
@@ -236,42 +245,42 @@ def _choices(enum: Any, prefix: str) -> str:
     return ", ".join(repr(n) for n in names)
 
 
-def message_type(value: Any) -> int:
+def message_type(value: Any) -> message_pb2.MessageType:
     """``"task_request"``, ``"task_response"``, ``"status_update"``, ``"error"``, ``"heartbeat"``."""
     return parse_enum(message_pb2.MessageType, value, "MESSAGE_TYPE_", what="message_type")
 
 
-def priority(value: Any) -> int:
+def priority(value: Any) -> message_pb2.Priority:
     """``"low"``, ``"medium"``, ``"high"``, ``"critical"`` (``None``: unspecified = medium)."""
     return parse_enum(message_pb2.Priority, value, "PRIORITY_", what="priority")
 
 
-def backoff(value: Any) -> int:
+def backoff(value: Any) -> message_pb2.Backoff:
     """``"linear"`` or ``"exponential"``."""
     return parse_enum(message_pb2.Backoff, value, "BACKOFF_", what="backoff")
 
 
-def delivery_mode(value: Any) -> int:
+def delivery_mode(value: Any) -> message_pb2.DeliveryMode:
     """``"async"`` or ``"sync"``."""
     return parse_enum(message_pb2.DeliveryMode, value, "DELIVERY_MODE_", what="delivery_mode")
 
 
-def session_state(value: Any) -> int:
+def session_state(value: Any) -> session_pb2.SessionState:
     """``"active"``, ``"completed"``, ``"terminated"``, ``"expired"``."""
     return parse_enum(session_pb2.SessionState, value, "SESSION_STATE_", what="session state")
 
 
-def session_event_type(value: Any) -> int:
+def session_event_type(value: Any) -> session_pb2.SessionEventType:
     """``"session_created"``, ``"participant_added"``, ``"task_delegated"``, ..."""
     return parse_enum(session_pb2.SessionEventType, value, "SESSION_EVENT_TYPE_", what="event type")
 
 
-def context_update_mode(value: Any) -> int:
+def context_update_mode(value: Any) -> session_service_pb2.ContextUpdateMode:
     """``"replace"`` or ``"merge"``."""
     return parse_enum(session_service_pb2.ContextUpdateMode, value, "CONTEXT_UPDATE_MODE_", what="mode")
 
 
-def aggregation_strategy(value: Any) -> int:
+def aggregation_strategy(value: Any) -> session_pb2.AggregationStrategy:
     """``"consensus"``, ``"specialist_priority"``, ``"confidence_weighted"`` or
     ``"manual"`` (``None``: unspecified, which the server treats as consensus)."""
     return parse_enum(session_pb2.AggregationStrategy, value, "AGGREGATION_STRATEGY_", what="strategy")

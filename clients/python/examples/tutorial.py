@@ -109,7 +109,7 @@ def run(bus: AgentBusClient) -> int:
     # 3. Watch the session's events in the background. after_sequence=0
     #    replays the session's history first, so nothing is missed.
     watch = bus.watch_sessions(session_ids=[session_id], after_sequence=0)
-    events: list = []
+    events: list[session_pb2.SessionEvent] = []
     completed = threading.Event()
 
     def watcher() -> None:

@@ -205,8 +205,10 @@ def test_ack_many_answers_each_id(client, pair, uid):
     with client.inbox(backend, auto_ack=False) as inbox:
         deliveries = [inbox.receive(timeout=5) for _ in range(2)]
     results = client.ack_many(backend, [deliveries[0], f"many2-{uid}", f"never-sent-{uid}"])
-    assert [(r.message_id, r.code) for r in results] == [
-        (f"many1-{uid}", 0), (f"many2-{uid}", 0), (f"never-sent-{uid}", grpc.StatusCode.NOT_FOUND.value[0]),
+    assert [(r.message_id, r.code, r.code_name) for r in results] == [
+        (f"many1-{uid}", 0, "OK"),
+        (f"many2-{uid}", 0, "OK"),
+        (f"never-sent-{uid}", grpc.StatusCode.NOT_FOUND.value[0], "NOT_FOUND"),
     ]
     assert results[0].state == message_pb2.MESSAGE_STATE_ACKED and "never-sent" in results[2].error
     assert client.get_message(f"many2-{uid}").state == message_pb2.MESSAGE_STATE_ACKED

@@ -602,8 +602,9 @@ export class AgentBusClient {
 
   /**
    * Acknowledges up to 1000 messages of one agent in one call and one commit.
-   * One result per id, in order: `code` 0 and the `state`, or the gRPC code
-   * and `error` that `ack` would have thrown for that id alone.
+   * One result per id, in order: `code` 0 (`codeName` "OK") and the `state`,
+   * or the gRPC code, its name (`codeName`, e.g. "NOT_FOUND") and the `error`
+   * that `ack` would have thrown for that id alone.
    */
   async ackMany(agentId: string, messageIds: string[], options?: CallOptions): Promise<AckResult[]> {
     const res = await this.messages.ackMessages({ agentId, messageIds }, options);

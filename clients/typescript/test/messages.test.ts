@@ -133,11 +133,11 @@ describe("messages", () => {
     }
     const results = await bus.ackMany(worker, [...sent, "never-sent-many"]);
     assert.deepEqual(
-      results.map((r) => [r.messageId, r.code, r.state]),
+      results.map((r) => [r.messageId, r.code, r.codeName, r.state]),
       [
-        [sent[0], 0, MessageState.ACKED],
-        [sent[1], 0, MessageState.ACKED],
-        ["never-sent-many", Code.NotFound, MessageState.UNSPECIFIED],
+        [sent[0], 0, "OK", MessageState.ACKED],
+        [sent[1], 0, "OK", MessageState.ACKED],
+        ["never-sent-many", Code.NotFound, "NOT_FOUND", MessageState.UNSPECIFIED],
       ],
     );
     assert.match(results[2]?.error ?? "", /never-sent-many/);

@@ -1,12 +1,9 @@
-import datetime
-
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -54,7 +51,7 @@ class PerformanceProfile(_message.Message):
     avg_response_time: _duration_pb2.Duration
     success_rate: float
     concurrent_capacity: int
-    def __init__(self, avg_response_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., success_rate: _Optional[float] = ..., concurrent_capacity: _Optional[int] = ...) -> None: ...
+    def __init__(self, avg_response_time: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., success_rate: _Optional[float] = ..., concurrent_capacity: _Optional[int] = ...) -> None: ...
 
 class AgentEndpoints(_message.Message):
     __slots__ = ("mcp", "http", "websocket")
@@ -92,4 +89,4 @@ class Agent(_message.Message):
     inbox_depth: int
     registered_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, descriptor: _Optional[_Union[AgentDescriptor, _Mapping]] = ..., online: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inbox_depth: _Optional[int] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, descriptor: _Optional[_Union[AgentDescriptor, _Mapping]] = ..., online: bool = ..., last_seen: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., inbox_depth: _Optional[int] = ..., registered_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

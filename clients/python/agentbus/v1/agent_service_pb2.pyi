@@ -1,13 +1,10 @@
-import datetime
-
 from agentbus.v1 import agent_pb2 as _agent_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -17,7 +14,7 @@ class RegisterAgentRequest(_message.Message):
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     agent: _agent_pb2.AgentDescriptor
     update: bool
-    def __init__(self, agent: _Optional[_Union[_agent_pb2.AgentDescriptor, _Mapping]] = ..., update: _Optional[bool] = ...) -> None: ...
+    def __init__(self, agent: _Optional[_Union[_agent_pb2.AgentDescriptor, _Mapping]] = ..., update: bool = ...) -> None: ...
 
 class RegisterAgentResponse(_message.Message):
     __slots__ = ("agent", "created")
@@ -25,7 +22,7 @@ class RegisterAgentResponse(_message.Message):
     CREATED_FIELD_NUMBER: _ClassVar[int]
     agent: _agent_pb2.Agent
     created: bool
-    def __init__(self, agent: _Optional[_Union[_agent_pb2.Agent, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    def __init__(self, agent: _Optional[_Union[_agent_pb2.Agent, _Mapping]] = ..., created: bool = ...) -> None: ...
 
 class UnregisterAgentRequest(_message.Message):
     __slots__ = ("agent_id",)
@@ -63,7 +60,7 @@ class ListAgentsRequest(_message.Message):
     online: bool
     page_size: int
     page_token: str
-    def __init__(self, framework: _Optional[str] = ..., capability: _Optional[str] = ..., online: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, framework: _Optional[str] = ..., capability: _Optional[str] = ..., online: bool = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListAgentsResponse(_message.Message):
     __slots__ = ("agents", "next_page_token")
@@ -81,7 +78,7 @@ class IssueAgentTokenRequest(_message.Message):
     agent_id: str
     ttl: _duration_pb2.Duration
     description: str
-    def __init__(self, agent_id: _Optional[str] = ..., ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., description: _Optional[str] = ...) -> None: ...
 
 class IssueAgentTokenResponse(_message.Message):
     __slots__ = ("token", "token_id", "expires_at")
@@ -91,7 +88,7 @@ class IssueAgentTokenResponse(_message.Message):
     token: str
     token_id: str
     expires_at: _timestamp_pb2.Timestamp
-    def __init__(self, token: _Optional[str] = ..., token_id: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, token: _Optional[str] = ..., token_id: _Optional[str] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListAgentTokensRequest(_message.Message):
     __slots__ = ("agent_id",)
@@ -113,7 +110,7 @@ class AgentToken(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     expires_at: _timestamp_pb2.Timestamp
     last_used_at: _timestamp_pb2.Timestamp
-    def __init__(self, token_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, token_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_used_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListAgentTokensResponse(_message.Message):
     __slots__ = ("tokens",)

@@ -1,5 +1,3 @@
-import datetime
-
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -7,8 +5,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -99,7 +96,7 @@ class Message(_message.Message):
     metadata: _struct_pb2.Struct
     in_reply_to: str
     task_id: str
-    def __init__(self, message_id: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sender: _Optional[_Union[AgentRef, _Mapping]] = ..., recipient: _Optional[_Union[AgentRef, _Mapping]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., routing: _Optional[_Union[Routing, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., in_reply_to: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, message_id: _Optional[str] = ..., timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., sender: _Optional[_Union[AgentRef, _Mapping]] = ..., recipient: _Optional[_Union[AgentRef, _Mapping]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., routing: _Optional[_Union[Routing, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., in_reply_to: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
 
 class AgentRef(_message.Message):
     __slots__ = ("agent_id", "framework", "session_id")
@@ -121,7 +118,7 @@ class Routing(_message.Message):
     retry_policy: RetryPolicy
     fallback_agents: _containers.RepeatedScalarFieldContainer[str]
     delivery_mode: DeliveryMode
-    def __init__(self, timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., fallback_agents: _Optional[_Iterable[str]] = ..., delivery_mode: _Optional[_Union[DeliveryMode, str]] = ...) -> None: ...
+    def __init__(self, timeout: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., retry_policy: _Optional[_Union[RetryPolicy, _Mapping]] = ..., fallback_agents: _Optional[_Iterable[str]] = ..., delivery_mode: _Optional[_Union[DeliveryMode, str]] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("max_retries", "backoff")
@@ -151,4 +148,4 @@ class MessageStatus(_message.Message):
     acked_at: _timestamp_pb2.Timestamp
     reason: str
     total_attempts: int
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., state: _Optional[_Union[MessageState, str]] = ..., attempts: _Optional[int] = ..., current_recipient: _Optional[str] = ..., accepted_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., acked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., total_attempts: _Optional[int] = ...) -> None: ...
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., state: _Optional[_Union[MessageState, str]] = ..., attempts: _Optional[int] = ..., current_recipient: _Optional[str] = ..., accepted_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_delivered_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., acked_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., total_attempts: _Optional[int] = ...) -> None: ...

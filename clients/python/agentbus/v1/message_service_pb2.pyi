@@ -1,12 +1,9 @@
-import datetime
-
 from agentbus.v1 import message_pb2 as _message_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -26,7 +23,7 @@ class SendMessageResponse(_message.Message):
     message_id: str
     state: _message_pb2.MessageState
     reply: _message_pb2.Message
-    def __init__(self, accepted: _Optional[bool] = ..., message_id: _Optional[str] = ..., state: _Optional[_Union[_message_pb2.MessageState, str]] = ..., reply: _Optional[_Union[_message_pb2.Message, _Mapping]] = ...) -> None: ...
+    def __init__(self, accepted: bool = ..., message_id: _Optional[str] = ..., state: _Optional[_Union[_message_pb2.MessageState, str]] = ..., reply: _Optional[_Union[_message_pb2.Message, _Mapping]] = ...) -> None: ...
 
 class ReceiveMessagesRequest(_message.Message):
     __slots__ = ("agent_id", "max_in_flight")
@@ -52,7 +49,7 @@ class Delivery(_message.Message):
     message: _message_pb2.Message
     attempt: int
     ack_deadline: _timestamp_pb2.Timestamp
-    def __init__(self, message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ..., attempt: _Optional[int] = ..., ack_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ..., attempt: _Optional[int] = ..., ack_deadline: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class InboxHeartbeat(_message.Message):
     __slots__ = ("timestamp", "inbox_depth")
@@ -60,7 +57,7 @@ class InboxHeartbeat(_message.Message):
     INBOX_DEPTH_FIELD_NUMBER: _ClassVar[int]
     timestamp: _timestamp_pb2.Timestamp
     inbox_depth: int
-    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inbox_depth: _Optional[int] = ...) -> None: ...
+    def __init__(self, timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., inbox_depth: _Optional[int] = ...) -> None: ...
 
 class AckMessageRequest(_message.Message):
     __slots__ = ("agent_id", "message_id")
@@ -91,16 +88,18 @@ class AckMessagesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AckResult, _Mapping]]] = ...) -> None: ...
 
 class AckResult(_message.Message):
-    __slots__ = ("message_id", "state", "code", "error")
+    __slots__ = ("message_id", "state", "code", "error", "code_name")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CODE_NAME_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     state: _message_pb2.MessageState
     code: int
     error: str
-    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[_message_pb2.MessageState, str]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    code_name: str
+    def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[_message_pb2.MessageState, str]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ..., code_name: _Optional[str] = ...) -> None: ...
 
 class GetMessageRequest(_message.Message):
     __slots__ = ("message_id",)

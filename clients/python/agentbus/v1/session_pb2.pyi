@@ -1,5 +1,3 @@
-import datetime
-
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -7,8 +5,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -140,7 +137,7 @@ class Session(_message.Message):
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
     aggregations: _containers.RepeatedCompositeFieldContainer[Aggregation]
     executive_summary: ExecutiveSummary
-    def __init__(self, session_id: _Optional[str] = ..., orchestrator: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ..., shared_context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[_Union[SessionState, str]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., artifacts: _Optional[_Iterable[str]] = ..., termination_reason: _Optional[str] = ..., termination_details: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., aggregations: _Optional[_Iterable[_Union[Aggregation, _Mapping]]] = ..., executive_summary: _Optional[_Union[ExecutiveSummary, _Mapping]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., orchestrator: _Optional[str] = ..., participants: _Optional[_Iterable[_Union[Participant, _Mapping]]] = ..., workflow: _Optional[_Union[Workflow, _Mapping]] = ..., shared_context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., state: _Optional[_Union[SessionState, str]] = ..., version: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., artifacts: _Optional[_Iterable[str]] = ..., termination_reason: _Optional[str] = ..., termination_details: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., aggregations: _Optional[_Iterable[_Union[Aggregation, _Mapping]]] = ..., executive_summary: _Optional[_Union[ExecutiveSummary, _Mapping]] = ...) -> None: ...
 
 class ExecutiveSummary(_message.Message):
     __slots__ = ("outcome", "text", "steps", "unresolved_conflicts", "artifacts", "totals", "generated_at")
@@ -158,7 +155,7 @@ class ExecutiveSummary(_message.Message):
     artifacts: _containers.RepeatedScalarFieldContainer[str]
     totals: SummaryTotals
     generated_at: _timestamp_pb2.Timestamp
-    def __init__(self, outcome: _Optional[_Union[SessionState, str]] = ..., text: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepSummary, _Mapping]]] = ..., unresolved_conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., artifacts: _Optional[_Iterable[str]] = ..., totals: _Optional[_Union[SummaryTotals, _Mapping]] = ..., generated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, outcome: _Optional[_Union[SessionState, str]] = ..., text: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[StepSummary, _Mapping]]] = ..., unresolved_conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., artifacts: _Optional[_Iterable[str]] = ..., totals: _Optional[_Union[SummaryTotals, _Mapping]] = ..., generated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StepSummary(_message.Message):
     __slots__ = ("name", "state", "agents", "tasks", "result")
@@ -186,7 +183,7 @@ class TaskOutcome(_message.Message):
     state: TaskState
     success: bool
     duration: _duration_pb2.Duration
-    def __init__(self, task_id: _Optional[str] = ..., assignee: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., success: _Optional[bool] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., assignee: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., success: bool = ..., duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SummaryTotals(_message.Message):
     __slots__ = ("messages", "tasks_completed", "tasks_failed", "tasks_timed_out", "duration", "contributions")
@@ -202,7 +199,7 @@ class SummaryTotals(_message.Message):
     tasks_timed_out: int
     duration: _duration_pb2.Duration
     contributions: _containers.RepeatedCompositeFieldContainer[AgentContribution]
-    def __init__(self, messages: _Optional[int] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., tasks_timed_out: _Optional[int] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., contributions: _Optional[_Iterable[_Union[AgentContribution, _Mapping]]] = ...) -> None: ...
+    def __init__(self, messages: _Optional[int] = ..., tasks_completed: _Optional[int] = ..., tasks_failed: _Optional[int] = ..., tasks_timed_out: _Optional[int] = ..., duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., contributions: _Optional[_Iterable[_Union[AgentContribution, _Mapping]]] = ...) -> None: ...
 
 class AgentContribution(_message.Message):
     __slots__ = ("agent_id", "tasks", "completed", "failed")
@@ -246,7 +243,7 @@ class Task(_message.Message):
     success: bool
     duration: _duration_pb2.Duration
     step: str
-    def __init__(self, task_id: _Optional[str] = ..., assignee: _Optional[str] = ..., delegated_by: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., approach: _Optional[str] = ..., success: _Optional[bool] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., step: _Optional[str] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., assignee: _Optional[str] = ..., delegated_by: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., approach: _Optional[str] = ..., success: bool = ..., duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., step: _Optional[str] = ...) -> None: ...
 
 class Conflict(_message.Message):
     __slots__ = ("kind", "task_ids", "detail")
@@ -272,7 +269,7 @@ class Candidate(_message.Message):
     confidence: float
     approach: str
     success: bool
-    def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., approach: _Optional[str] = ..., success: _Optional[bool] = ...) -> None: ...
+    def __init__(self, task_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., approach: _Optional[str] = ..., success: bool = ...) -> None: ...
 
 class Resolution(_message.Message):
     __slots__ = ("chosen_task_id", "note", "resolved_by", "resolved_at")
@@ -284,7 +281,7 @@ class Resolution(_message.Message):
     note: str
     resolved_by: str
     resolved_at: _timestamp_pb2.Timestamp
-    def __init__(self, chosen_task_id: _Optional[str] = ..., note: _Optional[str] = ..., resolved_by: _Optional[str] = ..., resolved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, chosen_task_id: _Optional[str] = ..., note: _Optional[str] = ..., resolved_by: _Optional[str] = ..., resolved_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Aggregation(_message.Message):
     __slots__ = ("aggregation_id", "strategy", "step", "specialist", "result", "confidence", "contributing_task_ids", "conflicts", "candidates", "missing_task_ids", "created_at", "resolution")
@@ -312,7 +309,7 @@ class Aggregation(_message.Message):
     missing_task_ids: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
     resolution: Resolution
-    def __init__(self, aggregation_id: _Optional[str] = ..., strategy: _Optional[_Union[AggregationStrategy, str]] = ..., step: _Optional[str] = ..., specialist: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., contributing_task_ids: _Optional[_Iterable[str]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., missing_task_ids: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
+    def __init__(self, aggregation_id: _Optional[str] = ..., strategy: _Optional[_Union[AggregationStrategy, str]] = ..., step: _Optional[str] = ..., specialist: _Optional[str] = ..., result: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., confidence: _Optional[float] = ..., contributing_task_ids: _Optional[_Iterable[str]] = ..., conflicts: _Optional[_Iterable[_Union[Conflict, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ..., missing_task_ids: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., resolution: _Optional[_Union[Resolution, _Mapping]] = ...) -> None: ...
 
 class Participant(_message.Message):
     __slots__ = ("agent_id", "framework", "role", "status", "join_time", "leave_time", "capabilities", "metadata")
@@ -332,7 +329,7 @@ class Participant(_message.Message):
     leave_time: _timestamp_pb2.Timestamp
     capabilities: _containers.RepeatedScalarFieldContainer[str]
     metadata: _struct_pb2.Struct
-    def __init__(self, agent_id: _Optional[str] = ..., framework: _Optional[str] = ..., role: _Optional[str] = ..., status: _Optional[_Union[ParticipantStatus, str]] = ..., join_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., leave_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    def __init__(self, agent_id: _Optional[str] = ..., framework: _Optional[str] = ..., role: _Optional[str] = ..., status: _Optional[_Union[ParticipantStatus, str]] = ..., join_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., leave_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ParticipantSpec(_message.Message):
     __slots__ = ("agent_id", "framework", "role", "capabilities", "metadata")
@@ -376,7 +373,7 @@ class WorkflowStep(_message.Message):
     dependencies: _containers.RepeatedScalarFieldContainer[str]
     outputs: _containers.RepeatedScalarFieldContainer[str]
     estimated_duration: _duration_pb2.Duration
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., required_agents: _Optional[_Iterable[str]] = ..., optional_agents: _Optional[_Iterable[str]] = ..., dependencies: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., estimated_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., required_agents: _Optional[_Iterable[str]] = ..., optional_agents: _Optional[_Iterable[str]] = ..., dependencies: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., estimated_duration: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SessionEvent(_message.Message):
     __slots__ = ("sequence", "session_id", "type", "timestamp", "session", "agent_id", "task_id")
@@ -394,4 +391,4 @@ class SessionEvent(_message.Message):
     session: Session
     agent_id: str
     task_id: str
-    def __init__(self, sequence: _Optional[int] = ..., session_id: _Optional[str] = ..., type: _Optional[_Union[SessionEventType, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., agent_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, sequence: _Optional[int] = ..., session_id: _Optional[str] = ..., type: _Optional[_Union[SessionEventType, str]] = ..., timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., agent_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...

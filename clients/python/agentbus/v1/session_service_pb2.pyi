@@ -1,5 +1,3 @@
-import datetime
-
 from agentbus.v1 import session_pb2 as _session_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -7,8 +5,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -219,7 +216,7 @@ class Heartbeat(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     timestamp: _timestamp_pb2.Timestamp
     last_sequence: int
-    def __init__(self, timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+    def __init__(self, timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
 
 class AggregateResultsRequest(_message.Message):
     __slots__ = ("session_id", "task_ids", "step", "strategy", "specialist", "require_complete", "expected_version")
@@ -237,7 +234,7 @@ class AggregateResultsRequest(_message.Message):
     specialist: str
     require_complete: bool
     expected_version: int
-    def __init__(self, session_id: _Optional[str] = ..., task_ids: _Optional[_Iterable[str]] = ..., step: _Optional[str] = ..., strategy: _Optional[_Union[_session_pb2.AggregationStrategy, str]] = ..., specialist: _Optional[str] = ..., require_complete: _Optional[bool] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., task_ids: _Optional[_Iterable[str]] = ..., step: _Optional[str] = ..., strategy: _Optional[_Union[_session_pb2.AggregationStrategy, str]] = ..., specialist: _Optional[str] = ..., require_complete: bool = ..., expected_version: _Optional[int] = ...) -> None: ...
 
 class AggregateResultsResponse(_message.Message):
     __slots__ = ("aggregation", "session")
