@@ -25,7 +25,7 @@ use crate::api::{Api, ApiConfig};
 use crate::app::agents::Agents;
 use crate::app::messaging::{Messaging, MessagingConfig};
 use crate::app::metrics::Metrics;
-use crate::app::presence::Presence;
+use crate::app::presence::{self, Presence};
 use crate::app::sessions::Sessions;
 use crate::app::tokens::Tokens;
 use crate::config::{Config, StoreKind};
@@ -161,7 +161,12 @@ pub async fn serve(
             session_limits: limits,
         },
     ));
-    let agents = Arc::new(Agents::new(store.clone(), presence, messaging.clone(), max_page_bytes));
+    let agents = Arc::new(Agents::new(
+        store.clone(),
+        presence.clone(),
+        messaging.clone(),
+        max_page_bytes,
+    ));
     let api = Arc::new(Api::new(
         sessions.clone(),
         agents,
@@ -213,8 +218,10 @@ pub async fn serve(
         .layer(axum::middleware::from_fn_with_state(requests, request_metrics::record))
         .layer(MapRequestLayer::new(listener::first_request_arrived));
 
+    // A store shared with other nodes: follow their changes, share presence.
     if let Some(signals) = store.signals() {
         tokio::spawn(messaging.clone().follow_signals(signals, shutdown.clone()));
+        tokio::spawn(presence::publish(presence.clone(), store.clone(), shutdown.clone()));
     }
     let background = [
         tokio::spawn(sweep_idle_sessions(

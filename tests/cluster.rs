@@ -526,6 +526,69 @@ async fn a_killed_nodes_unacknowledged_deliveries_go_to_the_others_and_nothing_a
     drop(nodes.remove(victim));
 }
 
+async fn agent_on(bus: &Bus, id: &str) -> pb::Agent {
+    bus.agents()
+        .await
+        .get_agent(pb::GetAgentRequest { agent_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .agent
+        .unwrap()
+}
+
+async fn online_ids(bus: &Bus) -> Vec<String> {
+    let listed = bus
+        .agents()
+        .await
+        .list_agents(pb::ListAgentsRequest {
+            online: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    listed
+        .agents
+        .into_iter()
+        .filter_map(|agent| agent.descriptor.map(|d| d.agent_id))
+        .collect()
+}
+
+/// Waits until `check` holds, at most 10 s (presence is published every
+/// second).
+async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut check: F) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_agent_is_online_on_every_node_while_its_stream_is_open_on_one() {
+    let schema = Schema::create("cluster_presence").await;
+    let nodes = start_nodes(&schema.url(), &[], 3).await;
+    register(&nodes[0], BACKEND).await;
+    register(&nodes[0], ORCHESTRATOR).await;
+    assert!(!agent_on(&nodes[0], BACKEND).await.online);
+
+    let stream = inbox(&nodes[1], BACKEND).await;
+    eventually("online on node 0", async || agent_on(&nodes[0], BACKEND).await.online).await;
+    let seen = agent_on(&nodes[2], BACKEND).await;
+    assert!(seen.online && seen.last_seen.is_some(), "{seen:?}");
+    assert_eq!(online_ids(&nodes[2]).await, [BACKEND]);
+
+    drop(stream);
+    eventually("offline on node 2", async || !agent_on(&nodes[2], BACKEND).await.online).await;
+    assert!(online_ids(&nodes[0]).await.is_empty());
+    let offline = agent_on(&nodes[0], BACKEND).await;
+    assert!(
+        offline.last_seen.unwrap().seconds >= seen.last_seen.unwrap().seconds,
+        "{offline:?}"
+    );
+}
+
 /// A TCP proxy to the database that the test can cut and restore.
 struct Proxy {
     port: u16,

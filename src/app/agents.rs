@@ -1,12 +1,13 @@
 //! Agent registry use cases.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::messaging::Messaging;
 use super::presence::Presence;
 use crate::domain::agent::{Agent, AgentDescriptor};
 use crate::domain::{AgentId, Error, Result, Timestamp, json};
-use crate::store::{Store, StoreError};
+use crate::store::{AgentPresence, Store, StoreError};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 500;
@@ -134,17 +135,18 @@ impl Agents {
         loop {
             let batch = self.store.list_agents(after.as_ref(), SCAN_BATCH).await?;
             let exhausted = batch.len() < SCAN_BATCH;
+            let ids: Vec<AgentId> = batch.iter().map(|agent| agent.id().clone()).collect();
+            let published = self.published(&ids).await?;
             for agent in batch {
                 after = Some(agent.id().clone());
                 let descriptor = &agent.descriptor;
+                let (online, last_seen) = self.presence.merged(agent.id(), published.get(agent.id()));
                 let matches = request.framework.as_ref().is_none_or(|f| &descriptor.framework == f)
                     && request
                         .capability
                         .as_ref()
                         .is_none_or(|c| descriptor.capabilities.mentions(c))
-                    && request
-                        .online
-                        .is_none_or(|online| self.presence.is_online(agent.id()) == online);
+                    && request.online.is_none_or(|wanted| online == wanted);
                 if !matches {
                     continue;
                 }
@@ -157,7 +159,12 @@ impl Agents {
                         .unwrap_or_default();
                     return Ok((page, format!("{PAGE_TOKEN_PREFIX}{last}")));
                 }
-                page.push(self.view(agent).await?);
+                page.push(AgentView {
+                    online,
+                    last_seen,
+                    inbox_depth: self.store.inbox_depth(agent.id()).await?,
+                    agent,
+                });
             }
             if exhausted {
                 return Ok((page, String::new()));
@@ -167,11 +174,19 @@ impl Agents {
 
     async fn view(&self, agent: Agent) -> Result<AgentView> {
         let id = agent.id().clone();
+        let published = self.published(std::slice::from_ref(&id)).await?;
+        let (online, last_seen) = self.presence.merged(&id, published.get(&id));
         Ok(AgentView {
-            online: self.presence.is_online(&id),
-            last_seen: self.presence.last_seen(&id),
+            online,
+            last_seen,
             inbox_depth: self.store.inbox_depth(&id).await?,
             agent,
         })
+    }
+
+    /// What other nodes sharing the store published about `agents`.
+    async fn published(&self, agents: &[AgentId]) -> Result<HashMap<AgentId, AgentPresence>> {
+        let published = self.store.presence(agents).await?;
+        Ok(published.into_iter().map(|p| (p.agent_id.clone(), p)).collect())
     }
 }

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::broadcast;
@@ -251,6 +252,20 @@ pub trait Store: Send + Sync + 'static {
         true
     }
 
+    /// Records, for the other nodes sharing this store, which agents have
+    /// an inbox stream open on this node (for `alive_for` unless recorded
+    /// again) and when each was last seen. Nothing for a store only this
+    /// process uses.
+    async fn publish_presence(&self, _agents: &[AgentPresence], _alive_for: Duration) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// What every node published about these agents (an agent no node
+    /// published is left out).
+    async fn presence(&self, _agents: &[AgentId]) -> Result<Vec<AgentPresence>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Whether the store can serve now (for health checks).
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())
@@ -258,6 +273,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes everything and refuses further writes.
     async fn close(&self) -> Result<(), StoreError>;
+}
+
+/// Whether an agent has an inbox stream open, and when it was last seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentPresence {
+    pub agent_id: AgentId,
+    pub online: bool,
+    pub last_seen: Option<Timestamp>,
 }
 
 /// A change another node committed, for the streams of this one.

@@ -76,6 +76,10 @@ impl Cluster {
         }
     }
 
+    pub(super) fn node(&self) -> &str {
+        &self.node
+    }
+
     pub(super) fn channel(&self) -> &str {
         &self.channel
     }

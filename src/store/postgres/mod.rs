@@ -39,7 +39,9 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
-use super::{EventFeed, EventFilter, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet};
+use super::{
+    AgentPresence, EventFeed, EventFilter, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet,
+};
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::{Session, SessionEvent};
@@ -428,6 +430,54 @@ impl Store for PostgresStore {
 
     fn runs_background_work(&self) -> bool {
         self.cluster.is_leader()
+    }
+
+    async fn publish_presence(&self, agents: &[AgentPresence], alive_for: Duration) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let until = now.saturating_add(alive_for).unix_micros();
+        let (mut online, mut offline, mut seen, mut seen_at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for agent in agents {
+            let id = agent.agent_id.as_str();
+            if agent.online {
+                online.push(id)
+            } else {
+                offline.push(id)
+            }
+            if let Some(at) = agent.last_seen {
+                seen.push(id);
+                seen_at.push(at.unix_micros());
+            }
+        }
+        let client = self.writer().await?;
+        let node = self.cluster.node();
+        // Rows of nodes that stopped refreshing them (they died) go too.
+        execute(
+            &client,
+            "DELETE FROM agent_streams WHERE (node_id = $1 AND agent_id = ANY($2)) OR alive_until < $3",
+            &[&node, &offline, &now.unix_micros()],
+        )
+        .await?;
+        execute(
+            &client,
+            "INSERT INTO agent_streams (agent_id, node_id, alive_until)
+             SELECT agent_id, $2, $3 FROM unnest($1::text[]) AS agent_id
+             ON CONFLICT (agent_id, node_id) DO UPDATE SET alive_until = EXCLUDED.alive_until",
+            &[&online, &node, &until],
+        )
+        .await?;
+        execute(
+            &client,
+            "INSERT INTO agent_seen (agent_id, last_seen)
+             SELECT * FROM unnest($1::text[], $2::bigint[])
+             ON CONFLICT (agent_id) DO UPDATE SET last_seen = GREATEST(agent_seen.last_seen, EXCLUDED.last_seen)",
+            &[&seen, &seen_at],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn presence(&self, agents: &[AgentId]) -> Result<Vec<AgentPresence>, StoreError> {
+        reads::presence(&self.client().await?, agents).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

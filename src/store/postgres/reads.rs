@@ -11,7 +11,7 @@ use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::{Session, SessionEvent, SessionState};
 use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
-use crate::store::{EventFilter, SessionPage, SessionQuery, StoreCounts, StoreError};
+use crate::store::{AgentPresence, EventFilter, SessionPage, SessionQuery, StoreCounts, StoreError};
 
 /// Sessions fetched per round trip while a list page fills: the byte
 /// budget stops the loading, not only the answer.
@@ -260,4 +260,36 @@ pub(super) async fn counts(client: &Object) -> Result<StoreCounts, StoreError> {
         active_sessions: to_u64(&row, 0)?,
         registered_agents: to_u64(&row, 1)?,
     })
+}
+
+/// What the nodes published about `agents`: online while a node's row is
+/// alive, last seen as the latest any node recorded.
+pub(super) async fn presence(client: &Object, agents: &[AgentId]) -> Result<Vec<AgentPresence>, StoreError> {
+    let ids: Vec<&str> = agents.iter().map(AgentId::as_str).collect();
+    let statement = client
+        .prepare_cached(
+            "SELECT id,
+                    EXISTS (SELECT 1 FROM agent_streams s WHERE s.agent_id = id AND s.alive_until > $2),
+                    (SELECT last_seen FROM agent_seen l WHERE l.agent_id = id)
+             FROM unnest($1::text[]) AS id",
+        )
+        .await
+        .map_err(db_error)?;
+    let rows = client
+        .query(&statement, &[&ids, &Timestamp::now().unix_micros()])
+        .await
+        .map_err(db_error)?;
+    let mut published = Vec::with_capacity(rows.len());
+    for (agent, row) in agents.iter().zip(&rows) {
+        let online: bool = row.try_get(1).map_err(backend)?;
+        let last_seen: Option<i64> = row.try_get(2).map_err(backend)?;
+        if online || last_seen.is_some() {
+            published.push(AgentPresence {
+                agent_id: agent.clone(),
+                online,
+                last_seen: last_seen.map(Timestamp::from_unix_micros),
+            });
+        }
+    }
+    Ok(published)
 }

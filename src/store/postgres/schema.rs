@@ -93,6 +93,21 @@ CREATE TABLE agent_tokens (
     body     TEXT NOT NULL
 );
 "#,
+    // 2: presence across nodes: which node has an agent's inbox streams
+    // open (a row lives while its node refreshes it), and when each agent
+    // was last seen.
+    r#"
+CREATE TABLE agent_streams (
+    agent_id    TEXT COLLATE "C" NOT NULL,
+    node_id     TEXT NOT NULL,
+    alive_until BIGINT NOT NULL,
+    PRIMARY KEY (agent_id, node_id)
+);
+CREATE TABLE agent_seen (
+    agent_id  TEXT COLLATE "C" PRIMARY KEY,
+    last_seen BIGINT NOT NULL
+);
+"#,
 ];
 
 /// The version this build writes: the number of its last step.
