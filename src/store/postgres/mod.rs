@@ -108,6 +108,13 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // An OK answers a commit that is on disk, whatever the database's
+        // or the role's default (a setting given last wins).
+        let settings = match config.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_owned(),
+        };
+        config.options(&settings);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,

@@ -172,3 +172,19 @@ async fn calls_are_unavailable_while_the_database_is_away_and_work_once_it_is_ba
         .collect();
     assert_eq!(ids, ["codex://after", "codex://before"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_synchronous_whatever_the_url_asks() {
+    let schema = TestSchema::create().await;
+    let options = PostgresOptions {
+        url: format!("{}%20-csynchronous_commit%3Doff", schema.url),
+        ..schema.options()
+    };
+    let store = PostgresStore::open(&options).await.unwrap();
+    let client = store.client().await.unwrap();
+    let row = client.query_one("SHOW synchronous_commit", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "on");
+    // The URL's other options still hold.
+    let row = client.query_one("SELECT current_schema()", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), schema.name);
+}
