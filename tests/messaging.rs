@@ -1443,3 +1443,107 @@ async fn idle_inboxes_get_heartbeats_with_their_depth() {
     assert_eq!(beat.inbox_depth, 1);
     assert!(beat.timestamp.is_some());
 }
+
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+#[tokio::test]
+async fn the_senders_trace_context_reaches_the_recipient_from_metadata_headers_or_the_message() {
+    let (bus, _agents, mut messages) = bus_with_agents(&[]).await;
+    let mut backend = inbox(&mut messages, BACKEND).await;
+
+    // From gRPC metadata, as an OpenTelemetry-instrumented client sends it.
+    let mut request = tonic::Request::new(pb::SendMessageRequest {
+        message: Some(message("traced-grpc", ORCHESTRATOR, BACKEND)),
+    });
+    request
+        .metadata_mut()
+        .insert("traceparent", TRACEPARENT.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("tracestate", "congo=t61rcWkgMzE".parse().unwrap());
+    messages.send_message(request).await.unwrap();
+    let delivered = next_delivery(&mut backend, Duration::from_secs(5))
+        .await
+        .message
+        .unwrap();
+    let trace = delivered.trace_context.expect("the delivery carries the trace");
+    assert_eq!(trace.traceparent, TRACEPARENT);
+    assert_eq!(trace.tracestate, "congo=t61rcWkgMzE");
+
+    // From HTTP headers; kept with the stored message.
+    let http = reqwest::Client::new();
+    let sent: serde_json::Value = http
+        .post(format!("{}/messages/send", bus.url()))
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .json(&j!({"message_id": "traced-http", "sender": {"agent_id": ORCHESTRATOR},
+                   "recipient": {"agent_id": BACKEND}, "message_type": "task_request"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["success"], true, "{sent}");
+    let delivered = next_delivery(&mut backend, Duration::from_secs(5))
+        .await
+        .message
+        .unwrap();
+    assert_eq!(
+        delivered.trace_context.unwrap().traceparent,
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    );
+    let stored: serde_json::Value = http
+        .get(format!("{}/messages/traced-http", bus.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = stored.to_string();
+    assert!(text.contains("0af7651916cd43dd8448eb211c80319c"), "{text}");
+
+    // A context set on the message wins over the call's; a bad one is refused.
+    let mut explicit = message("traced-field", ORCHESTRATOR, BACKEND);
+    explicit.trace_context = Some(pb::TraceContext {
+        traceparent: TRACEPARENT.into(),
+        tracestate: String::new(),
+    });
+    let mut request = tonic::Request::new(pb::SendMessageRequest {
+        message: Some(explicit),
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-11111111111111111111111111111111-2222222222222222-01"
+            .parse()
+            .unwrap(),
+    );
+    messages.send_message(request).await.unwrap();
+    let delivered = next_delivery(&mut backend, Duration::from_secs(5))
+        .await
+        .message
+        .unwrap();
+    assert_eq!(delivered.trace_context.unwrap().traceparent, TRACEPARENT);
+    let mut bad = message("traced-bad", ORCHESTRATOR, BACKEND);
+    bad.trace_context = Some(pb::TraceContext {
+        traceparent: "00-not-a-trace-01".into(),
+        tracestate: String::new(),
+    });
+    assert_status(
+        send(&mut messages, bad).await,
+        Code::InvalidArgument,
+        "message.trace_context.traceparent",
+    );
+
+    // A malformed header is ignored, as W3C asks of a receiver.
+    let mut request = tonic::Request::new(pb::SendMessageRequest {
+        message: Some(message("untraced", ORCHESTRATOR, BACKEND)),
+    });
+    request.metadata_mut().insert("traceparent", "garbage".parse().unwrap());
+    messages.send_message(request).await.unwrap();
+    let delivered = next_delivery(&mut backend, Duration::from_secs(5))
+        .await
+        .message
+        .unwrap();
+    assert_eq!(delivered.trace_context, None);
+}

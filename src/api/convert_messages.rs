@@ -7,6 +7,7 @@ use crate::domain::message::{
     AgentRef, Backoff, DeliveryMode, Message, MessageId, MessageRecord, MessageState, MessageType, Priority,
     RetryPolicy, Routing,
 };
+use crate::domain::trace::TraceContext;
 use crate::domain::{AgentId, Error, Result, SessionId};
 use crate::pb;
 
@@ -224,6 +225,10 @@ pub fn new_message_from(m: Option<pb::Message>) -> Result<NewMessage> {
                 id => Some(MessageId::parse_field("in_reply_to", id)?),
             },
             task_id: Some(m.task_id).filter(|t| !t.is_empty()),
+            trace: m
+                .trace_context
+                .map(|t| TraceContext::parse("trace_context", &t.traceparent, &t.tracestate))
+                .transpose()?,
         })
     };
     convert().map_err(|e| e.within("message"))
@@ -271,6 +276,10 @@ pub fn message(m: &Message) -> pb::Message {
         metadata: Some(json_object(&m.metadata)),
         in_reply_to: m.in_reply_to.as_ref().map(ToString::to_string).unwrap_or_default(),
         task_id: m.task_id.clone().unwrap_or_default(),
+        trace_context: m.trace.as_ref().map(|t| pb::TraceContext {
+            traceparent: t.traceparent.clone(),
+            tracestate: t.tracestate.clone().unwrap_or_default(),
+        }),
     }
 }
 

@@ -48,7 +48,10 @@ impl Api {
             }
             self.check_size(message)?;
         }
-        let new = convert::new_message_from(message)?;
+        let mut new = convert::new_message_from(message)?;
+        if new.trace.is_none() {
+            new.trace = caller.trace.clone();
+        }
         self.speak_as(caller, "message.sender.agent_id", &new.sender.agent_id)?;
         let outcome = self.checked(caller, self.messaging.send(new, caller.deadline).await)?;
         Ok(pb::SendMessageResponse {

@@ -33,6 +33,7 @@ use crate::app::metrics::Metrics;
 use crate::app::sessions::Sessions;
 use crate::app::tokens::Tokens;
 use crate::domain::access::Actor;
+use crate::domain::trace::TraceContext;
 use crate::domain::{AgentId, Denial, Error, Timestamp};
 
 /// The items of a server stream (an inbox, a watch), ending with an error
@@ -58,12 +59,6 @@ impl Caller {
     pub fn actor(&self) -> Actor {
         self.identity.actor()
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceContext {
-    pub traceparent: String,
-    pub tracestate: Option<String>,
 }
 
 /// What the API needs from the application, plus stream settings.
@@ -137,10 +132,7 @@ impl Api {
             }
         };
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let trace = text("traceparent").map(|traceparent| TraceContext {
-            traceparent: traceparent.to_owned(),
-            tracestate: text("tracestate").map(str::to_owned),
-        });
+        let trace = TraceContext::from_headers(text("traceparent"), text("tracestate"));
         Ok(Caller {
             identity,
             method,

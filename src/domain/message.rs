@@ -9,6 +9,7 @@ use super::error::{Error, Result};
 use super::ids::{AgentId, SessionId};
 use super::json::JsonObject;
 use super::time::Timestamp;
+use super::trace::TraceContext;
 use super::validate::check_text;
 
 /// The bus itself, as the sender of dead-letter notices.
@@ -193,6 +194,9 @@ pub struct Message {
     pub metadata: JsonObject,
     pub in_reply_to: Option<MessageId>,
     pub task_id: Option<String>,
+    /// The sender's trace, handed to the recipient.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 impl Message {

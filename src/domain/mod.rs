@@ -12,6 +12,7 @@ pub mod session;
 pub mod summary;
 pub mod time;
 pub mod token;
+pub mod trace;
 pub mod validate;
 
 pub use error::{Denial, Error, ErrorKind, Result};

@@ -1,6 +1,7 @@
 //! One behaviour suite, run against every backend. A backend joins with an
 //! `async fn name() -> Fixture` and one line, `conformance!(name);`.
 
+use crate::domain::trace::TraceContext;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -419,6 +420,15 @@ pub(super) fn message(id: &str, to: &str, priority: Priority, accepted: i64) -> 
         metadata: JsonObject::new(),
         in_reply_to: None,
         task_id: None,
+        // Stored and read back like every other field.
+        trace: Some(
+            TraceContext::parse(
+                "trace",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "congo=t61rcWkgMzE",
+            )
+            .unwrap(),
+        ),
     };
     let accepted = Timestamp::from_unix_micros(accepted);
     MessageRecord::queued(message, (agent(to), 0), accepted, std::time::Duration::from_secs(1), 7)

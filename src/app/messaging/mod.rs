@@ -28,6 +28,7 @@ use crate::domain::message::{
     json_fingerprint,
 };
 use crate::domain::session::{Session, SessionEventKind, SessionLimits, Task, TaskState};
+use crate::domain::trace::TraceContext;
 use crate::domain::{AgentId, Denial, Error, ErrorKind, JsonObject, Result, Timestamp};
 use crate::store::{MessageWrite, Record, SessionChange, Store, StoreError, WriteSet};
 
@@ -82,6 +83,10 @@ pub struct NewMessage {
     pub metadata: JsonObject,
     pub in_reply_to: Option<MessageId>,
     pub task_id: Option<String>,
+    /// Not part of what makes a resend the same message: a retry may come
+    /// from another span.
+    #[serde(skip)]
+    pub trace: Option<TraceContext>,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +178,7 @@ impl Messaging {
             metadata: new.metadata,
             in_reply_to: new.in_reply_to,
             task_id: new.task_id,
+            trace: new.trace,
         };
         message.validate().map_err(|e| e.within("message"))?;
         let sync = message.routing.delivery_mode == DeliveryMode::Sync;
@@ -829,6 +835,7 @@ mod tests {
             metadata: JsonObject::new(),
             in_reply_to: None,
             task_id: None,
+            trace: None,
         }
     }
 

@@ -169,6 +169,8 @@ impl Messaging {
             metadata: JsonObject::new(),
             in_reply_to: Some(record.id().clone()),
             task_id: record.message.task_id.clone(),
+            // Part of the dead message's trace.
+            trace: record.message.trace.clone(),
         };
         let recipient = (sender.agent_id.clone(), 0);
         Some(MessageRecord::queued(

@@ -17,31 +17,33 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentbus/v1/message.proto\x12\x0b\x61gentbus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x03\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06sender\x18\x03 \x01(\x0b\x32\x15.agentbus.v1.AgentRef\x12(\n\trecipient\x18\x04 \x01(\x0b\x32\x15.agentbus.v1.AgentRef\x12.\n\x0cmessage_type\x18\x05 \x01(\x0e\x32\x18.agentbus.v1.MessageType\x12\'\n\x08priority\x18\x06 \x01(\x0e\x32\x15.agentbus.v1.Priority\x12\'\n\x07payload\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12%\n\x07routing\x18\x08 \x01(\x0b\x32\x14.agentbus.v1.Routing\x12)\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bin_reply_to\x18\n \x01(\t\x12\x0f\n\x07task_id\x18\x0b \x01(\t\"C\n\x08\x41gentRef\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tframework\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\"\xb0\x01\n\x07Routing\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0cretry_policy\x18\x02 \x01(\x0b\x32\x18.agentbus.v1.RetryPolicy\x12\x17\n\x0f\x66\x61llback_agents\x18\x03 \x03(\t\x12\x30\n\rdelivery_mode\x18\x04 \x01(\x0e\x32\x19.agentbus.v1.DeliveryMode\"I\n\x0bRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\r\x12%\n\x07\x62\x61\x63koff\x18\x02 \x01(\x0e\x32\x14.agentbus.v1.Backoff\"\xcb\x02\n\rMessageStatus\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.agentbus.v1.Message\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.agentbus.v1.MessageState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x19\n\x11\x63urrent_recipient\x18\x04 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11last_delivered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x61\x63ked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x16\n\x0etotal_attempts\x18\t \x01(\r*\xbe\x01\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19MESSAGE_TYPE_TASK_REQUEST\x10\x01\x12\x1e\n\x1aMESSAGE_TYPE_TASK_RESPONSE\x10\x02\x12\x1e\n\x1aMESSAGE_TYPE_STATUS_UPDATE\x10\x03\x12\x16\n\x12MESSAGE_TYPE_ERROR\x10\x04\x12\x1a\n\x16MESSAGE_TYPE_HEARTBEAT\x10\x05*u\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_MEDIUM\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x15\n\x11PRIORITY_CRITICAL\x10\x04*O\n\x07\x42\x61\x63koff\x12\x17\n\x13\x42\x41\x43KOFF_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x42\x41\x43KOFF_LINEAR\x10\x01\x12\x17\n\x13\x42\x41\x43KOFF_EXPONENTIAL\x10\x02*^\n\x0c\x44\x65liveryMode\x12\x1d\n\x19\x44\x45LIVERY_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45LIVERY_MODE_ASYNC\x10\x01\x12\x16\n\x12\x44\x45LIVERY_MODE_SYNC\x10\x02*\xd5\x01\n\x0cMessageState\x12\x1d\n\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MESSAGE_STATE_QUEUED\x10\x01\x12\x1b\n\x17MESSAGE_STATE_DELIVERED\x10\x02\x12\x17\n\x13MESSAGE_STATE_ACKED\x10\x03\x12\x1a\n\x16MESSAGE_STATE_ANSWERED\x10\x04\x12\x1f\n\x1bMESSAGE_STATE_DEAD_LETTERED\x10\x05\x12\x19\n\x15MESSAGE_STATE_EXPIRED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gentbus/v1/message.proto\x12\x0b\x61gentbus.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x03\n\x07Message\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12-\n\ttimestamp\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06sender\x18\x03 \x01(\x0b\x32\x15.agentbus.v1.AgentRef\x12(\n\trecipient\x18\x04 \x01(\x0b\x32\x15.agentbus.v1.AgentRef\x12.\n\x0cmessage_type\x18\x05 \x01(\x0e\x32\x18.agentbus.v1.MessageType\x12\'\n\x08priority\x18\x06 \x01(\x0e\x32\x15.agentbus.v1.Priority\x12\'\n\x07payload\x18\x07 \x01(\x0b\x32\x16.google.protobuf.Value\x12%\n\x07routing\x18\x08 \x01(\x0b\x32\x14.agentbus.v1.Routing\x12)\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0bin_reply_to\x18\n \x01(\t\x12\x0f\n\x07task_id\x18\x0b \x01(\t\x12\x30\n\rtrace_context\x18\x0c \x01(\x0b\x32\x19.agentbus.v1.TraceContext\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"C\n\x08\x41gentRef\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tframework\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\"\xb0\x01\n\x07Routing\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x0cretry_policy\x18\x02 \x01(\x0b\x32\x18.agentbus.v1.RetryPolicy\x12\x17\n\x0f\x66\x61llback_agents\x18\x03 \x03(\t\x12\x30\n\rdelivery_mode\x18\x04 \x01(\x0e\x32\x19.agentbus.v1.DeliveryMode\"I\n\x0bRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\r\x12%\n\x07\x62\x61\x63koff\x18\x02 \x01(\x0e\x32\x14.agentbus.v1.Backoff\"\xcb\x02\n\rMessageStatus\x12%\n\x07message\x18\x01 \x01(\x0b\x32\x14.agentbus.v1.Message\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.agentbus.v1.MessageState\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\r\x12\x19\n\x11\x63urrent_recipient\x18\x04 \x01(\t\x12/\n\x0b\x61\x63\x63\x65pted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11last_delivered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x61\x63ked_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12\x16\n\x0etotal_attempts\x18\t \x01(\r*\xbe\x01\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19MESSAGE_TYPE_TASK_REQUEST\x10\x01\x12\x1e\n\x1aMESSAGE_TYPE_TASK_RESPONSE\x10\x02\x12\x1e\n\x1aMESSAGE_TYPE_STATUS_UPDATE\x10\x03\x12\x16\n\x12MESSAGE_TYPE_ERROR\x10\x04\x12\x1a\n\x16MESSAGE_TYPE_HEARTBEAT\x10\x05*u\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x10\n\x0cPRIORITY_LOW\x10\x01\x12\x13\n\x0fPRIORITY_MEDIUM\x10\x02\x12\x11\n\rPRIORITY_HIGH\x10\x03\x12\x15\n\x11PRIORITY_CRITICAL\x10\x04*O\n\x07\x42\x61\x63koff\x12\x17\n\x13\x42\x41\x43KOFF_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x42\x41\x43KOFF_LINEAR\x10\x01\x12\x17\n\x13\x42\x41\x43KOFF_EXPONENTIAL\x10\x02*^\n\x0c\x44\x65liveryMode\x12\x1d\n\x19\x44\x45LIVERY_MODE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x44\x45LIVERY_MODE_ASYNC\x10\x01\x12\x16\n\x12\x44\x45LIVERY_MODE_SYNC\x10\x02*\xd5\x01\n\x0cMessageState\x12\x1d\n\x19MESSAGE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MESSAGE_STATE_QUEUED\x10\x01\x12\x1b\n\x17MESSAGE_STATE_DELIVERED\x10\x02\x12\x17\n\x13MESSAGE_STATE_ACKED\x10\x03\x12\x1a\n\x16MESSAGE_STATE_ANSWERED\x10\x04\x12\x1f\n\x1bMESSAGE_STATE_DEAD_LETTERED\x10\x05\x12\x19\n\x15MESSAGE_STATE_EXPIRED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentbus.v1.message_pb2', _globals)
 if _descriptor._USE_C_DESCRIPTORS == False:
   DESCRIPTOR._options = None
-  _globals['_MESSAGETYPE']._serialized_start=1205
-  _globals['_MESSAGETYPE']._serialized_end=1395
-  _globals['_PRIORITY']._serialized_start=1397
-  _globals['_PRIORITY']._serialized_end=1514
-  _globals['_BACKOFF']._serialized_start=1516
-  _globals['_BACKOFF']._serialized_end=1595
-  _globals['_DELIVERYMODE']._serialized_start=1597
-  _globals['_DELIVERYMODE']._serialized_end=1691
-  _globals['_MESSAGESTATE']._serialized_start=1694
-  _globals['_MESSAGESTATE']._serialized_end=1907
+  _globals['_MESSAGETYPE']._serialized_start=1312
+  _globals['_MESSAGETYPE']._serialized_end=1502
+  _globals['_PRIORITY']._serialized_start=1504
+  _globals['_PRIORITY']._serialized_end=1621
+  _globals['_BACKOFF']._serialized_start=1623
+  _globals['_BACKOFF']._serialized_end=1702
+  _globals['_DELIVERYMODE']._serialized_start=1704
+  _globals['_DELIVERYMODE']._serialized_end=1798
+  _globals['_MESSAGESTATE']._serialized_start=1801
+  _globals['_MESSAGESTATE']._serialized_end=2014
   _globals['_MESSAGE']._serialized_start=138
-  _globals['_MESSAGE']._serialized_end=545
-  _globals['_AGENTREF']._serialized_start=547
-  _globals['_AGENTREF']._serialized_end=614
-  _globals['_ROUTING']._serialized_start=617
-  _globals['_ROUTING']._serialized_end=793
-  _globals['_RETRYPOLICY']._serialized_start=795
-  _globals['_RETRYPOLICY']._serialized_end=868
-  _globals['_MESSAGESTATUS']._serialized_start=871
-  _globals['_MESSAGESTATUS']._serialized_end=1202
+  _globals['_MESSAGE']._serialized_end=595
+  _globals['_TRACECONTEXT']._serialized_start=597
+  _globals['_TRACECONTEXT']._serialized_end=652
+  _globals['_AGENTREF']._serialized_start=654
+  _globals['_AGENTREF']._serialized_end=721
+  _globals['_ROUTING']._serialized_start=724
+  _globals['_ROUTING']._serialized_end=900
+  _globals['_RETRYPOLICY']._serialized_start=902
+  _globals['_RETRYPOLICY']._serialized_end=975
+  _globals['_MESSAGESTATUS']._serialized_start=978
+  _globals['_MESSAGESTATUS']._serialized_end=1309
 # @@protoc_insertion_point(module_scope)

@@ -73,7 +73,7 @@ MESSAGE_STATE_DEAD_LETTERED: MessageState
 MESSAGE_STATE_EXPIRED: MessageState
 
 class Message(_message.Message):
-    __slots__ = ("message_id", "timestamp", "sender", "recipient", "message_type", "priority", "payload", "routing", "metadata", "in_reply_to", "task_id")
+    __slots__ = ("message_id", "timestamp", "sender", "recipient", "message_type", "priority", "payload", "routing", "metadata", "in_reply_to", "task_id", "trace_context")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,7 @@ class Message(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     IN_REPLY_TO_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     timestamp: _timestamp_pb2.Timestamp
     sender: AgentRef
@@ -96,7 +97,16 @@ class Message(_message.Message):
     metadata: _struct_pb2.Struct
     in_reply_to: str
     task_id: str
-    def __init__(self, message_id: _Optional[str] = ..., timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., sender: _Optional[_Union[AgentRef, _Mapping]] = ..., recipient: _Optional[_Union[AgentRef, _Mapping]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., routing: _Optional[_Union[Routing, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., in_reply_to: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
+    trace_context: TraceContext
+    def __init__(self, message_id: _Optional[str] = ..., timestamp: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., sender: _Optional[_Union[AgentRef, _Mapping]] = ..., recipient: _Optional[_Union[AgentRef, _Mapping]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., payload: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., routing: _Optional[_Union[Routing, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., in_reply_to: _Optional[str] = ..., task_id: _Optional[str] = ..., trace_context: _Optional[_Union[TraceContext, _Mapping]] = ...) -> None: ...
+
+class TraceContext(_message.Message):
+    __slots__ = ("traceparent", "tracestate")
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    TRACESTATE_FIELD_NUMBER: _ClassVar[int]
+    traceparent: str
+    tracestate: str
+    def __init__(self, traceparent: _Optional[str] = ..., tracestate: _Optional[str] = ...) -> None: ...
 
 class AgentRef(_message.Message):
     __slots__ = ("agent_id", "framework", "session_id")

@@ -12,7 +12,7 @@ import type { JsonObject, Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file agentbus/v1/message.proto.
  */
 export const file_agentbus_v1_message: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZ2VudGJ1cy92MS9tZXNzYWdlLnByb3RvEgthZ2VudGJ1cy52MSKXAwoHTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEi0KCXRpbWVzdGFtcBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoGc2VuZGVyGAMgASgLMhUuYWdlbnRidXMudjEuQWdlbnRSZWYSKAoJcmVjaXBpZW50GAQgASgLMhUuYWdlbnRidXMudjEuQWdlbnRSZWYSLgoMbWVzc2FnZV90eXBlGAUgASgOMhguYWdlbnRidXMudjEuTWVzc2FnZVR5cGUSJwoIcHJpb3JpdHkYBiABKA4yFS5hZ2VudGJ1cy52MS5Qcmlvcml0eRInCgdwYXlsb2FkGAcgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKB3JvdXRpbmcYCCABKAsyFC5hZ2VudGJ1cy52MS5Sb3V0aW5nEikKCG1ldGFkYXRhGAkgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBITCgtpbl9yZXBseV90bxgKIAEoCRIPCgd0YXNrX2lkGAsgASgJIkMKCEFnZW50UmVmEhAKCGFnZW50X2lkGAEgASgJEhEKCWZyYW1ld29yaxgCIAEoCRISCgpzZXNzaW9uX2lkGAMgASgJIrABCgdSb3V0aW5nEioKB3RpbWVvdXQYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoMcmV0cnlfcG9saWN5GAIgASgLMhguYWdlbnRidXMudjEuUmV0cnlQb2xpY3kSFwoPZmFsbGJhY2tfYWdlbnRzGAMgAygJEjAKDWRlbGl2ZXJ5X21vZGUYBCABKA4yGS5hZ2VudGJ1cy52MS5EZWxpdmVyeU1vZGUiSQoLUmV0cnlQb2xpY3kSEwoLbWF4X3JldHJpZXMYASABKA0SJQoHYmFja29mZhgCIAEoDjIULmFnZW50YnVzLnYxLkJhY2tvZmYiywIKDU1lc3NhZ2VTdGF0dXMSJQoHbWVzc2FnZRgBIAEoCzIULmFnZW50YnVzLnYxLk1lc3NhZ2USKAoFc3RhdGUYAiABKA4yGS5hZ2VudGJ1cy52MS5NZXNzYWdlU3RhdGUSEAoIYXR0ZW1wdHMYAyABKA0SGQoRY3VycmVudF9yZWNpcGllbnQYBCABKAkSLwoLYWNjZXB0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWxhc3RfZGVsaXZlcmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghhY2tlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGcmVhc29uGAggASgJEhYKDnRvdGFsX2F0dGVtcHRzGAkgASgNKr4BCgtNZXNzYWdlVHlwZRIcChhNRVNTQUdFX1RZUEVfVU5TUEVDSUZJRUQQABIdChlNRVNTQUdFX1RZUEVfVEFTS19SRVFVRVNUEAESHgoaTUVTU0FHRV9UWVBFX1RBU0tfUkVTUE9OU0UQAhIeChpNRVNTQUdFX1RZUEVfU1RBVFVTX1VQREFURRADEhYKEk1FU1NBR0VfVFlQRV9FUlJPUhAEEhoKFk1FU1NBR0VfVFlQRV9IRUFSVEJFQVQQBSp1CghQcmlvcml0eRIYChRQUklPUklUWV9VTlNQRUNJRklFRBAAEhAKDFBSSU9SSVRZX0xPVxABEhMKD1BSSU9SSVRZX01FRElVTRACEhEKDVBSSU9SSVRZX0hJR0gQAxIVChFQUklPUklUWV9DUklUSUNBTBAEKk8KB0JhY2tvZmYSFwoTQkFDS09GRl9VTlNQRUNJRklFRBAAEhIKDkJBQ0tPRkZfTElORUFSEAESFwoTQkFDS09GRl9FWFBPTkVOVElBTBACKl4KDERlbGl2ZXJ5TW9kZRIdChlERUxJVkVSWV9NT0RFX1VOU1BFQ0lGSUVEEAASFwoTREVMSVZFUllfTU9ERV9BU1lOQxABEhYKEkRFTElWRVJZX01PREVfU1lOQxACKtUBCgxNZXNzYWdlU3RhdGUSHQoZTUVTU0FHRV9TVEFURV9VTlNQRUNJRklFRBAAEhgKFE1FU1NBR0VfU1RBVEVfUVVFVUVEEAESGwoXTUVTU0FHRV9TVEFURV9ERUxJVkVSRUQQAhIXChNNRVNTQUdFX1NUQVRFX0FDS0VEEAMSGgoWTUVTU0FHRV9TVEFURV9BTlNXRVJFRBAEEh8KG01FU1NBR0VfU1RBVEVfREVBRF9MRVRURVJFRBAFEhkKFU1FU1NBR0VfU1RBVEVfRVhQSVJFRBAGYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChlhZ2VudGJ1cy92MS9tZXNzYWdlLnByb3RvEgthZ2VudGJ1cy52MSLJAwoHTWVzc2FnZRISCgptZXNzYWdlX2lkGAEgASgJEi0KCXRpbWVzdGFtcBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJQoGc2VuZGVyGAMgASgLMhUuYWdlbnRidXMudjEuQWdlbnRSZWYSKAoJcmVjaXBpZW50GAQgASgLMhUuYWdlbnRidXMudjEuQWdlbnRSZWYSLgoMbWVzc2FnZV90eXBlGAUgASgOMhguYWdlbnRidXMudjEuTWVzc2FnZVR5cGUSJwoIcHJpb3JpdHkYBiABKA4yFS5hZ2VudGJ1cy52MS5Qcmlvcml0eRInCgdwYXlsb2FkGAcgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKB3JvdXRpbmcYCCABKAsyFC5hZ2VudGJ1cy52MS5Sb3V0aW5nEikKCG1ldGFkYXRhGAkgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBITCgtpbl9yZXBseV90bxgKIAEoCRIPCgd0YXNrX2lkGAsgASgJEjAKDXRyYWNlX2NvbnRleHQYDCABKAsyGS5hZ2VudGJ1cy52MS5UcmFjZUNvbnRleHQiNwoMVHJhY2VDb250ZXh0EhMKC3RyYWNlcGFyZW50GAEgASgJEhIKCnRyYWNlc3RhdGUYAiABKAkiQwoIQWdlbnRSZWYSEAoIYWdlbnRfaWQYASABKAkSEQoJZnJhbWV3b3JrGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkisAEKB1JvdXRpbmcSKgoHdGltZW91dBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgxyZXRyeV9wb2xpY3kYAiABKAsyGC5hZ2VudGJ1cy52MS5SZXRyeVBvbGljeRIXCg9mYWxsYmFja19hZ2VudHMYAyADKAkSMAoNZGVsaXZlcnlfbW9kZRgEIAEoDjIZLmFnZW50YnVzLnYxLkRlbGl2ZXJ5TW9kZSJJCgtSZXRyeVBvbGljeRITCgttYXhfcmV0cmllcxgBIAEoDRIlCgdiYWNrb2ZmGAIgASgOMhQuYWdlbnRidXMudjEuQmFja29mZiLLAgoNTWVzc2FnZVN0YXR1cxIlCgdtZXNzYWdlGAEgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZRIoCgVzdGF0ZRgCIAEoDjIZLmFnZW50YnVzLnYxLk1lc3NhZ2VTdGF0ZRIQCghhdHRlbXB0cxgDIAEoDRIZChFjdXJyZW50X3JlY2lwaWVudBgEIAEoCRIvCgthY2NlcHRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRbGFzdF9kZWxpdmVyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGFja2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZyZWFzb24YCCABKAkSFgoOdG90YWxfYXR0ZW1wdHMYCSABKA0qvgEKC01lc3NhZ2VUeXBlEhwKGE1FU1NBR0VfVFlQRV9VTlNQRUNJRklFRBAAEh0KGU1FU1NBR0VfVFlQRV9UQVNLX1JFUVVFU1QQARIeChpNRVNTQUdFX1RZUEVfVEFTS19SRVNQT05TRRACEh4KGk1FU1NBR0VfVFlQRV9TVEFUVVNfVVBEQVRFEAMSFgoSTUVTU0FHRV9UWVBFX0VSUk9SEAQSGgoWTUVTU0FHRV9UWVBFX0hFQVJUQkVBVBAFKnUKCFByaW9yaXR5EhgKFFBSSU9SSVRZX1VOU1BFQ0lGSUVEEAASEAoMUFJJT1JJVFlfTE9XEAESEwoPUFJJT1JJVFlfTUVESVVNEAISEQoNUFJJT1JJVFlfSElHSBADEhUKEVBSSU9SSVRZX0NSSVRJQ0FMEAQqTwoHQmFja29mZhIXChNCQUNLT0ZGX1VOU1BFQ0lGSUVEEAASEgoOQkFDS09GRl9MSU5FQVIQARIXChNCQUNLT0ZGX0VYUE9ORU5USUFMEAIqXgoMRGVsaXZlcnlNb2RlEh0KGURFTElWRVJZX01PREVfVU5TUEVDSUZJRUQQABIXChNERUxJVkVSWV9NT0RFX0FTWU5DEAESFgoSREVMSVZFUllfTU9ERV9TWU5DEAIq1QEKDE1lc3NhZ2VTdGF0ZRIdChlNRVNTQUdFX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUTUVTU0FHRV9TVEFURV9RVUVVRUQQARIbChdNRVNTQUdFX1NUQVRFX0RFTElWRVJFRBACEhcKE01FU1NBR0VfU1RBVEVfQUNLRUQQAxIaChZNRVNTQUdFX1NUQVRFX0FOU1dFUkVEEAQSHwobTUVTU0FHRV9TVEFURV9ERUFEX0xFVFRFUkVEEAUSGQoVTUVTU0FHRV9TVEFURV9FWFBJUkVEEAZiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * One message between agents, with the prototype's fields.
@@ -86,6 +86,15 @@ export type Message = Message$1<"agentbus.v1.Message"> & {
    * @generated from field: string task_id = 11;
    */
   taskId: string;
+
+  /**
+   * W3C trace context of the sender's work, handed to the recipient with the
+   * delivery. Optional on send: unset, the call's `traceparent` and
+   * `tracestate` metadata (or HTTP headers) are taken, when valid.
+   *
+   * @generated from field: agentbus.v1.TraceContext trace_context = 12;
+   */
+  traceContext?: TraceContext | undefined;
 };
 
 /**
@@ -94,6 +103,35 @@ export type Message = Message$1<"agentbus.v1.Message"> & {
  */
 export const MessageSchema: GenMessage<Message> = /*@__PURE__*/
   messageDesc(file_agentbus_v1_message, 0);
+
+/**
+ * https://www.w3.org/TR/trace-context/
+ *
+ * @generated from message agentbus.v1.TraceContext
+ */
+export type TraceContext = Message$1<"agentbus.v1.TraceContext"> & {
+  /**
+   * version-trace_id-parent_id-flags, e.g.
+   * "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".
+   *
+   * @generated from field: string traceparent = 1;
+   */
+  traceparent: string;
+
+  /**
+   * Optional vendor data, at most 512 characters.
+   *
+   * @generated from field: string tracestate = 2;
+   */
+  tracestate: string;
+};
+
+/**
+ * Describes the message agentbus.v1.TraceContext.
+ * Use `create(TraceContextSchema)` to create a new message.
+ */
+export const TraceContextSchema: GenMessage<TraceContext> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_message, 1);
 
 /**
  * @generated from message agentbus.v1.AgentRef
@@ -124,7 +162,7 @@ export type AgentRef = Message$1<"agentbus.v1.AgentRef"> & {
  * Use `create(AgentRefSchema)` to create a new message.
  */
 export const AgentRefSchema: GenMessage<AgentRef> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_message, 1);
+  messageDesc(file_agentbus_v1_message, 2);
 
 /**
  * @generated from message agentbus.v1.Routing
@@ -161,7 +199,7 @@ export type Routing = Message$1<"agentbus.v1.Routing"> & {
  * Use `create(RoutingSchema)` to create a new message.
  */
 export const RoutingSchema: GenMessage<Routing> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_message, 2);
+  messageDesc(file_agentbus_v1_message, 3);
 
 /**
  * @generated from message agentbus.v1.RetryPolicy
@@ -185,7 +223,7 @@ export type RetryPolicy = Message$1<"agentbus.v1.RetryPolicy"> & {
  * Use `create(RetryPolicySchema)` to create a new message.
  */
 export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_message, 3);
+  messageDesc(file_agentbus_v1_message, 4);
 
 /**
  * Delivery bookkeeping of one message, for debugging.
@@ -252,7 +290,7 @@ export type MessageStatus = Message$1<"agentbus.v1.MessageStatus"> & {
  * Use `create(MessageStatusSchema)` to create a new message.
  */
 export const MessageStatusSchema: GenMessage<MessageStatus> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_message, 4);
+  messageDesc(file_agentbus_v1_message, 5);
 
 /**
  * @generated from enum agentbus.v1.MessageType
