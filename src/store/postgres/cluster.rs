@@ -1,11 +1,16 @@
 //! What several nodes on one database tell each other, and which of them
 //! runs the background work.
 //!
-//! Signals travel by LISTEN/NOTIFY on one channel per schema. A write
-//! transaction that makes a message deliverable, closes a delivery, stores
-//! a reply or appends a session event queues a notification for each
-//! (`pg_notify` inside the transaction): PostgreSQL delivers them when, and
-//! only if, the transaction commits, in commit order. Each node keeps one
+//! Signals travel by LISTEN/NOTIFY on one channel per schema. A write that
+//! makes a message deliverable, closes a delivery, stores a reply or
+//! appends a session event sends a notification for each once it has
+//! committed. Not inside the write's transaction: PostgreSQL serialises
+//! every committing transaction that notified, database-wide, for the
+//! length of its commit (its WAL flush included), which would undo group
+//! commit for every write. The [`send`] task instead batches what the
+//! writes queued into one small transaction with `synchronous_commit = off`
+//! (a notification is a nudge; the data is already durable), so the lock
+//! is taken once per batch and never held across a flush. Each node keeps one
 //! connection of its own, outside the pool, that LISTENs and turns other
 //! nodes' notifications into [`Signal`]s (its own it has acted on
 //! already) and event notifications into a wake-up of the feed's follower,
@@ -25,10 +30,12 @@
 //! ends its session and frees the lock; if this connection breaks, the node
 //! stops sweeping at once, before trying again.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use tokio::sync::{broadcast, mpsc};
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
@@ -60,12 +67,18 @@ pub(super) struct Cluster {
     leader_key: String,
     leader: AtomicBool,
     signals: broadcast::Sender<Signal>,
+    /// Payloads of committed writes, for [`send`].
+    outbox: mpsc::UnboundedSender<String>,
 }
 
+/// The receiving end of [`Cluster`]'s outbox.
+pub(super) type Outbox = mpsc::UnboundedReceiver<String>;
+
 impl Cluster {
-    pub(super) fn new(schema: &str) -> Self {
+    pub(super) fn new(schema: &str) -> (Self, Outbox) {
         let node = uuid::Uuid::now_v7().simple().to_string();
-        Self {
+        let (outbox, queued) = mpsc::unbounded_channel();
+        let cluster = Self {
             node,
             // A channel name is an identifier (at most 63 bytes); schema
             // names may be longer or need quoting, their digest neither.
@@ -73,15 +86,21 @@ impl Cluster {
             leader_key: format!("agentbus background work {schema}"),
             leader: AtomicBool::new(false),
             signals: broadcast::channel(SIGNAL_BUFFER).0,
+            outbox,
+        };
+        (cluster, queued)
+    }
+
+    /// Queues notifications of a committed write for [`send`].
+    pub(super) fn notify(&self, payloads: impl IntoIterator<Item = String>) {
+        for payload in payloads {
+            // Closed only once the store is: nobody to tell.
+            let _ = self.outbox.send(payload);
         }
     }
 
     pub(super) fn node(&self) -> &str {
         &self.node
-    }
-
-    pub(super) fn channel(&self) -> &str {
-        &self.channel
     }
 
     pub(super) fn is_leader(&self) -> bool {
@@ -161,6 +180,48 @@ fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+/// Sends queued notifications until `stop`: whatever queued while the
+/// previous batch was sent goes in the next, duplicates once. A batch that
+/// fails is dropped: listeners also look at every heartbeat and backstop.
+pub(super) async fn send(cluster: Arc<Cluster>, pool: Pool, mut queued: Outbox, stop: CancellationToken) {
+    let mut batch = BTreeSet::new();
+    loop {
+        let first = tokio::select! {
+            () = stop.cancelled() => return,
+            first = queued.recv() => first,
+        };
+        let Some(first) = first else { return };
+        batch.insert(first);
+        while batch.len() < MAX_BATCH {
+            match queued.try_recv() {
+                Ok(payload) => batch.insert(payload),
+                Err(_) => break,
+            };
+        }
+        let payloads: Vec<String> = std::mem::take(&mut batch).into_iter().collect();
+        if let Err(error) = send_batch(&pool, &cluster.channel, &payloads).await {
+            tracing::debug!(%error, dropped = payloads.len(), "sending notifications failed");
+        }
+    }
+}
+
+/// Notifications sent per transaction, at most.
+const MAX_BATCH: usize = 1000;
+
+async fn send_batch(pool: &Pool, channel: &str, payloads: &[String]) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(super::pool_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(db_error)?;
+    let statement = tx
+        .prepare_cached("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
+        .await
+        .map_err(db_error)?;
+    tx.execute(&statement, &[&channel, &payloads]).await.map_err(db_error)?;
+    tx.commit().await.map_err(db_error)
 }
 
 /// Listens for other nodes' notifications and competes for the background
@@ -267,10 +328,10 @@ mod tests {
 
     #[test]
     fn schemas_get_distinct_stable_channel_names() {
-        let (a, b) = (Cluster::new("public"), Cluster::new("public"));
+        let (a, b) = (Cluster::new("public").0, Cluster::new("public").0);
         assert_eq!(a.channel, b.channel);
         assert_ne!(a.node, b.node);
-        assert_ne!(a.channel, Cluster::new("agentbus_bb_x").channel);
+        assert_ne!(a.channel, Cluster::new("agentbus_bb_x").0.channel);
         assert!(a.channel.len() <= 63 && a.channel.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
     }
 }

@@ -153,8 +153,10 @@ impl PostgresStore {
         let feed = Arc::new(EventFeed::new(options.feed_capacity, last as u64));
         let announcer = Arc::new(Announcer::new(feed.clone()));
         let closed = CancellationToken::new();
-        let cluster = Arc::new(Cluster::new(&schema));
+        let (cluster, outbox) = Cluster::new(&schema);
+        let cluster = Arc::new(cluster);
         tokio::spawn(feed::follow(announcer.clone(), pool.clone(), closed.clone()));
+        tokio::spawn(cluster::send(cluster.clone(), pool.clone(), outbox, closed.clone()));
         tokio::spawn(cluster::listen(
             cluster.clone(),
             config,
@@ -284,8 +286,8 @@ impl Store for PostgresStore {
             if let Some((event, _)) = &applied {
                 notices.push(cluster.event_payload(event.sequence));
             }
-            writes::notify(&tx, cluster.channel(), &notices).await?;
             tx.commit().await.map_err(db_error)?;
+            cluster.notify(notices);
             Ok::<_, StoreError>(applied.map(|(event, ticket)| {
                 ticket.committed(event.clone());
                 event
@@ -343,19 +345,12 @@ impl Store for PostgresStore {
 
     async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError> {
         let client = self.writer().await?;
-        // Its streams on other nodes look again, and end.
-        let deleted = execute(
-            &client,
-            "WITH deleted AS (DELETE FROM agents WHERE agent_id = $1 RETURNING agent_id)
-             SELECT pg_notify($2, $3) FROM deleted",
-            &[
-                &id.as_str(),
-                &self.cluster.channel(),
-                &self.cluster.unregistered_payload(id),
-            ],
-        )
-        .await?;
-        Ok(deleted > 0)
+        let deleted = execute(&client, "DELETE FROM agents WHERE agent_id = $1", &[&id.as_str()]).await? > 0;
+        if deleted {
+            // Its streams on other nodes look again, and end.
+            self.cluster.notify([self.cluster.unregistered_payload(id)]);
+        }
+        Ok(deleted)
     }
 
     async fn put_token(&self, token: AgentToken) -> Result<(), StoreError> {

@@ -363,20 +363,6 @@ pub(super) async fn put_agent(
     })
 }
 
-/// Queues `payloads` on `channel`, sent when (and if) the transaction
-/// commits (see [`super::cluster`]).
-pub(super) async fn notify(tx: &Transaction<'_>, channel: &str, payloads: &[String]) -> Result<(), StoreError> {
-    if payloads.is_empty() {
-        return Ok(());
-    }
-    let statement = tx
-        .prepare_cached("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
-        .await
-        .map_err(db_error)?;
-    tx.execute(&statement, &[&channel, &payloads]).await.map_err(db_error)?;
-    Ok(())
-}
-
 /// Runs one statement that changes rows; answers how many.
 pub(super) async fn execute(
     client: &deadpool_postgres::Object,
