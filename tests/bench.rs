@@ -101,9 +101,7 @@ fn send_spreads_over_two_postgres_nodes_and_reports_each() {
 #[test]
 fn e2e_on_two_nodes_sends_through_one_and_receives_on_the_other() {
     let url = database_url();
-    // Until other nodes' sends wake a node's inboxes, they find them when
-    // they poll, at each heartbeat: a short one keeps this test quick. Its
-    // latency is not what this checks.
+    // Where the messages go, not how fast: the p99 budget is generous.
     let args = [
         "e2e",
         "--spawn",
@@ -112,7 +110,6 @@ fn e2e_on_two_nodes_sends_through_one_and_receives_on_the_other() {
         "2",
         "--database-url",
         &url,
-        "--serve-arg=--heartbeat-interval=100ms",
         "--rate",
         "100",
         "--agents",
@@ -131,6 +128,7 @@ fn e2e_on_two_nodes_sends_through_one_and_receives_on_the_other() {
         "{report}"
     );
     assert_eq!(report["node_cpu_us_per_op"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["extra"]["lost"], 0, "{report}");
 }
 
 #[test]
