@@ -1,25 +1,22 @@
 //! `agentbus bench` end to end: every scenario runs briefly against a bus it
-//! starts itself and reports sane, loss-free figures as JSON.
+//! starts itself and reports sane, loss-free figures as JSON; on PostgreSQL
+//! (AGENTBUS_TEST_DATABASE_URL, default the local test database) it starts
+//! several nodes.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use serde_json::Value as Json;
 
-fn bench(args: &[&str]) -> Vec<Json> {
-    let output = Command::new(env!("CARGO_BIN_EXE_agentbus"))
+fn run_bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_agentbus"))
         .arg("bench")
         .args(args)
-        .args([
-            "--spawn",
-            "memory",
-            "--duration",
-            "700ms",
-            "--warmup",
-            "200ms",
-            "--json",
-        ])
+        .args(["--duration", "700ms", "--warmup", "200ms", "--json"])
         .output()
-        .expect("run agentbus bench");
+        .expect("run agentbus bench")
+}
+
+fn reports(args: &[&str], output: &Output) -> Vec<Json> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -27,6 +24,16 @@ fn bench(args: &[&str]) -> Vec<Json> {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// Runs the bench against a fresh bus on the memory store.
+fn bench(args: &[&str]) -> Vec<Json> {
+    let args = [args, &["--spawn", "memory"]].concat();
+    reports(&args, &run_bench(&args))
+}
+
+fn database_url() -> String {
+    std::env::var("AGENTBUS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 fn check(report: &Json, scenario: &str) {
@@ -41,6 +48,102 @@ fn check(report: &Json, scenario: &str) {
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{report}");
     assert!(report["server_cpu_us_per_op"].as_f64().is_some(), "{report}");
+}
+
+#[test]
+fn send_names_the_store_and_its_single_node() {
+    let reports = bench(&["send", "--connections", "1", "--in-flight", "2"]);
+    check(&reports[0], "send");
+    assert_eq!(reports[0]["store"], "memory", "{}", reports[0]);
+    assert_eq!(reports[0]["nodes"], 1, "{}", reports[0]);
+    assert_eq!(reports[0]["target"], "agentbus (memory, 1 node)");
+    assert_eq!(reports[0]["node_cpu_us_per_op"].as_array().unwrap().len(), 1);
+    assert!(reports[0].get("postgres_cpu_us_per_op").is_none(), "{}", reports[0]);
+}
+
+#[test]
+fn send_spreads_over_two_postgres_nodes_and_reports_each() {
+    let url = database_url();
+    let args = [
+        "send",
+        "--spawn",
+        "postgres",
+        "--nodes",
+        "2",
+        "--database-url",
+        &url,
+        "--connections",
+        "2",
+        "--in-flight",
+        "4",
+    ];
+    let reports = reports(&args, &run_bench(&args));
+    let report = &reports[0];
+    check(report, "send");
+    assert_eq!(report["store"], "postgres", "{report}");
+    assert_eq!(report["nodes"], 2, "{report}");
+    assert_eq!(report["target"], "agentbus (postgres, 2 nodes)");
+    let per_node = report["node_cpu_us_per_op"].as_array().unwrap();
+    assert_eq!(per_node.len(), 2, "{report}");
+    let each: Vec<f64> = per_node.iter().map(|c| c.as_f64().unwrap()).collect();
+    let total = report["server_cpu_us_per_op"].as_f64().unwrap();
+    assert!((each[0] + each[1] - total).abs() < 1e-6 * total.max(1.0), "{report}");
+    // Both nodes served: each took senders' connections and receivers.
+    assert!(each.iter().all(|&c| c > 0.0), "{report}");
+    // PostgreSQL's CPU, or a note saying why it could not be read.
+    let notes = report["notes"].as_array().map_or(0, Vec::len);
+    assert!(
+        report["postgres_cpu_us_per_op"].as_f64().is_some() || notes > 0,
+        "{report}"
+    );
+}
+
+#[test]
+fn e2e_on_two_nodes_sends_through_one_and_receives_on_the_other() {
+    let url = database_url();
+    // Where the messages go, not how fast: the p99 budget is generous.
+    let args = [
+        "e2e",
+        "--spawn",
+        "postgres",
+        "--nodes",
+        "2",
+        "--database-url",
+        &url,
+        "--rate",
+        "100",
+        "--agents",
+        "4",
+        "--max-p99",
+        "60s",
+    ];
+    let reports = reports(&args, &run_bench(&args));
+    let report = &reports[0];
+    check(report, "e2e");
+    assert_eq!(report["nodes"], 2, "{report}");
+    assert_eq!(report["extra"]["senders_on_nodes"], serde_json::json!([0]), "{report}");
+    assert_eq!(
+        report["extra"]["receivers_on_nodes"],
+        serde_json::json!([1]),
+        "{report}"
+    );
+    assert_eq!(report["node_cpu_us_per_op"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["extra"]["lost"], 0, "{report}");
+}
+
+#[test]
+fn several_nodes_need_a_shared_store() {
+    for store in ["sqlite", "memory"] {
+        let output = run_bench(&["send", "--spawn", store, "--nodes", "2"]);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "--nodes 2 needs --spawn postgres: the {store} store belongs to one process"
+            )),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 mod driver;
 mod echo;
+mod nodes;
 #[cfg(feature = "peers")]
 mod peers;
 mod process;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use serde_json::{Map, Value as Json};
 
 use driver::{Measured, Timing};
+use process::CpuUsed;
 
 use crate::api::MAX_ACKS;
 
@@ -57,6 +59,8 @@ pub enum Peer {
 pub enum SpawnStore {
     Sqlite,
     Memory,
+    /// PostgreSQL at --database-url, in a schema of the run's own.
+    Postgres,
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +78,20 @@ pub struct BenchArgs {
     /// Extra `serve` flags for --spawn, e.g. --serve-arg=--sqlite-synchronous=normal.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
+    /// The database of --spawn postgres; each run creates a schema of its
+    /// own in it (`agentbus_bench_PID_N`) and drops it afterwards.
+    #[arg(
+        long,
+        env = "AGENT_BUS_DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    pub database_url: String,
+    /// With --spawn postgres: start this many nodes on the same database and
+    /// spread the connections over them round robin (e2e: senders on the
+    /// first node, receivers on the others).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub nodes: u32,
     /// PID of the server, to report its CPU time per operation (set by --spawn).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -119,9 +137,9 @@ pub struct BenchArgs {
     /// Also measure these peers with the same settings and print ratios.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub compare: Vec<Peer>,
-    /// PostgreSQL connection string for --compare postgres.
-    #[arg(long, default_value = "host=127.0.0.1 user=postgres dbname=test")]
-    pub postgres: String,
+    /// PostgreSQL connection string for --compare postgres (default: --database-url).
+    #[arg(long)]
+    pub postgres: Option<String>,
     /// NATS server for --compare nats.
     #[arg(long, default_value = "127.0.0.1:4222")]
     pub nats: String,
@@ -160,8 +178,13 @@ pub struct Latency {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub scenario: String,
-    /// What was measured: `agentbus (sqlite)`, `redis (appendfsync always)`...
+    /// What was measured: `agentbus (postgres, 2 nodes)`, `redis (appendfsync always)`...
     pub target: String,
+    /// The bus's store (`sqlite`, `memory`, `postgres`) when the bench
+    /// started it; null for a bus at --addr and for peers.
+    pub store: Option<String>,
+    /// The bus processes measured; null for peers.
+    pub nodes: Option<usize>,
     pub connections: usize,
     pub in_flight: usize,
     pub payload_bytes: usize,
@@ -172,24 +195,53 @@ pub struct Report {
     pub throughput: f64,
     /// Milliseconds.
     pub latency_ms: Latency,
-    /// Server CPU (user + system) per operation, when the server's PID is known.
+    /// Server CPU (user + system) per operation, when the server's PID is
+    /// known; with several nodes, their sum.
     pub server_cpu_us_per_op: Option<f64>,
+    /// The same for each node, in node order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_cpu_us_per_op: Vec<Option<f64>>,
+    /// CPU per operation of every process named `postgres` on this machine
+    /// (the whole PostgreSQL server, other clients' work included), when
+    /// the store is PostgreSQL and /proc shows them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres_cpu_us_per_op: Option<f64>,
     /// Scenario-specific figures (deliveries, losses, memory...).
     pub extra: Map<String, Json>,
     pub first_errors: Vec<String>,
+    /// What could not be measured, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// This run's throughput divided by the agentbus run's, for peers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agentbus_ratio: Option<f64>,
 }
 
 impl Report {
-    fn new(args: &BenchArgs, scenario: &str, target: String, measured: &Measured, cpu: Option<Duration>) -> Self {
+    fn new(args: &BenchArgs, scenario: &str, target: String, measured: &Measured, cpu: Option<&CpuUsed>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         let h = &measured.latency;
         let seconds = measured.elapsed.as_secs_f64().max(1e-9);
+        let per_op = |used: Duration| (measured.ops > 0).then(|| used.as_secs_f64() * 1e6 / measured.ops as f64);
+        let mut notes = Vec::new();
+        let postgres_cpu_us_per_op = match cpu.and_then(|c| c.postgres.as_ref()) {
+            Some(Ok(used)) => per_op(*used),
+            Some(Err(error)) => {
+                notes.push(format!("PostgreSQL CPU not measured: {error}"));
+                None
+            }
+            None => None,
+        };
+        if let Some(exited) = cpu.map(|c| c.postgres_exited).filter(|&n| n > 0) {
+            notes.push(format!(
+                "{exited} postgres process(es) exited during the measurement; their CPU time is not counted"
+            ));
+        }
         Self {
             scenario: scenario.to_owned(),
             target,
+            store: None,
+            nodes: None,
             connections: args.connections,
             in_flight: args.in_flight,
             payload_bytes: args.payload,
@@ -204,19 +256,32 @@ impl Report {
                 max: ms(h.max()),
                 mean: h.mean() / 1000.0,
             },
-            server_cpu_us_per_op: cpu
-                .filter(|_| measured.ops > 0)
-                .map(|c| c.as_secs_f64() * 1e6 / measured.ops as f64),
+            server_cpu_us_per_op: cpu.and_then(CpuUsed::total).and_then(per_op),
+            node_cpu_us_per_op: cpu
+                .map_or_else(Vec::new, |c| c.nodes.iter().map(|used| used.and_then(per_op)).collect()),
+            postgres_cpu_us_per_op,
             extra: Map::new(),
             first_errors: measured.first_errors.clone(),
+            notes,
             agentbus_ratio: None,
         }
     }
 
     fn print(&self) {
-        let cpu = self
+        let mut cpu = self
             .server_cpu_us_per_op
             .map_or(String::new(), |c| format!("  server cpu {c:.1} µs/op"));
+        if self.node_cpu_us_per_op.len() > 1 && self.node_cpu_us_per_op.iter().any(Option::is_some) {
+            let each: Vec<String> = self
+                .node_cpu_us_per_op
+                .iter()
+                .map(|c| c.map_or("?".into(), |c| format!("{c:.1}")))
+                .collect();
+            cpu.push_str(&format!(" (nodes {})", each.join(" + ")));
+        }
+        if let Some(c) = self.postgres_cpu_us_per_op {
+            cpu.push_str(&format!("  postgres cpu {c:.1} µs/op"));
+        }
         let ratio = self
             .agentbus_ratio
             .map_or(String::new(), |r| format!("  agentbus/peer {r:.2}x"));
@@ -241,6 +306,9 @@ impl Report {
         for error in &self.first_errors {
             println!("{:<10} error: {error}", "");
         }
+        for note in &self.notes {
+            println!("{:<10} note: {note}", "");
+        }
     }
 }
 
@@ -249,6 +317,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     if args.scenario == Scenario::EchoServer {
         return echo::serve(&args.listen).await;
     }
+    nodes::check(&args)?;
     let mut reports = scenarios::run(&args).await?;
     let Some(base) = reports.first().map(|r| r.throughput) else {
         return Err("nothing was measured".into());

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::driver::closed_loop;
-use super::process::{self, Spawned};
+use super::process::{self, CpuProbe, CpuWindow, Spawned};
 use super::{BenchArgs, Peer, Report};
 
 pub async fn measure(args: &BenchArgs, peer: Peer) -> Result<Report, String> {
@@ -130,13 +130,20 @@ async fn redis(args: &BenchArgs) -> Result<Report, String> {
 }
 
 /// INSERT of the payload with `synchronous_commit = on`, prepared, with
-/// `in_flight` pipelined statements per connection.
+/// `in_flight` pipelined statements per connection; PostgreSQL's CPU time
+/// is measured as with `--spawn postgres`.
 async fn postgres(args: &BenchArgs) -> Result<Report, String> {
+    let database = args.postgres.as_deref().unwrap_or(&args.database_url);
+    let config: tokio_postgres::Config = database
+        .parse()
+        .map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+    let target = crate::store::postgres::describe(&config);
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let (client, connection) = tokio_postgres::connect(&args.postgres, tokio_postgres::NoTls)
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| format!("cannot connect to PostgreSQL ({}): {e}", args.postgres))?;
+            .map_err(|e| format!("cannot connect to PostgreSQL at {target}: {e}"))?;
         tokio::spawn(connection);
         client
             .batch_execute("SET synchronous_commit = on")
@@ -160,6 +167,11 @@ async fn postgres(args: &BenchArgs) -> Result<Report, String> {
         );
     }
     let payload = Arc::new(body(args));
+    let probe = CpuProbe {
+        pids: Vec::new(),
+        postgres: true,
+    };
+    let cpu = CpuWindow::start(probe, args.warmup);
     let measured = closed_loop(args.workers(), args.timing(), |i| {
         let slot = i % clients.len();
         let (client, statement, payload) = (clients[slot].clone(), statements[slot].clone(), payload.clone());
@@ -175,12 +187,13 @@ async fn postgres(args: &BenchArgs) -> Result<Report, String> {
         }
     })
     .await;
+    let used = cpu.finish().await;
     let _ = clients[0].batch_execute("DROP TABLE IF EXISTS agentbus_bench").await;
     Ok(Report::new(
         args,
         "send",
         "postgres INSERT (synchronous_commit=on)".into(),
         &measured,
-        None,
+        Some(&used),
     ))
 }

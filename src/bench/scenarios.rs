@@ -16,8 +16,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use super::driver::{self, Measured, Timing, histogram};
-use super::process::{self, Spawned};
-use super::{BenchArgs, Report, Scenario, SpawnStore};
+use super::nodes::Nodes;
+use super::process::{self, CpuProbe, CpuUsed, CpuWindow, Spawned};
+use super::{BenchArgs, Report, Scenario};
 use crate::pb;
 use crate::pb::agent_service_client::AgentServiceClient;
 use crate::pb::message_service_client::MessageServiceClient;
@@ -39,80 +40,165 @@ impl Interceptor for Key {
 
 type Authed = InterceptedService<Channel, Key>;
 
-/// Connections to the bus under test.
+/// Which nodes the connections go to: sender connections round robin over
+/// `senders`, streams (receivers, responders, watchers) round robin over
+/// `streams`.
+struct Layout {
+    senders: Vec<usize>,
+    streams: Vec<usize>,
+}
+
+impl Layout {
+    /// Everything round robin over every node, except e2e on several nodes:
+    /// senders on the first node, receivers on the others, so that every
+    /// message crosses from one node to another.
+    fn for_run(args: &BenchArgs, nodes: usize) -> Self {
+        let all: Vec<usize> = (0..nodes.max(1)).collect();
+        if args.scenario == Scenario::E2e && nodes >= 2 {
+            Self {
+                senders: vec![0],
+                streams: all[1..].to_vec(),
+            }
+        } else {
+            Self {
+                senders: all.clone(),
+                streams: all,
+            }
+        }
+    }
+
+    fn single() -> Self {
+        Self {
+            senders: vec![0],
+            streams: vec![0],
+        }
+    }
+
+    fn split(&self) -> bool {
+        self.senders != self.streams
+    }
+}
+
+/// Connections to the bus under test: one node or several.
 struct Bus {
-    url: String,
+    /// Each node's address.
+    urls: Vec<String>,
     key: Key,
     api_key: Option<String>,
-    channels: Vec<Channel>,
-    pid: Option<u32>,
+    layout: Layout,
+    /// The senders' `--connections`.
+    senders: Vec<Channel>,
+    /// Each node's connections: the senders' on it, those of receivers
+    /// placed apart from the senders, and one more (node 0's for setup).
+    by_node: Vec<Vec<Channel>>,
+    probe: CpuProbe,
     label: String,
-    _spawned: Option<Spawned>,
+    store: Option<&'static str>,
+    nodes: Option<usize>,
+    _spawned: Option<Nodes>,
+    _peer: Option<Spawned>,
 }
 
 impl Bus {
     async fn open(args: &BenchArgs) -> Result<Self, String> {
-        let (spawned, label) = match args.spawn {
+        match args.spawn {
             Some(store) => {
-                let name = match store {
-                    SpawnStore::Sqlite => "sqlite",
-                    SpawnStore::Memory => "memory",
-                };
-                let mut extra = args.serve_args.clone();
-                if let Some(key) = &args.api_key {
-                    extra.extend(["--api-key".to_owned(), key.clone()]);
-                }
-                (Some(Spawned::bus(name, &extra)?), format!("agentbus ({name})"))
+                let nodes = Nodes::start(args, store).await?;
+                let count = args.nodes.max(1) as usize;
+                let plural = if count == 1 { "" } else { "s" };
+                let mut bus = Self::connect(
+                    args,
+                    nodes.urls(),
+                    Layout::for_run(args, count),
+                    nodes.probe(),
+                    format!("agentbus ({}, {count} node{plural})", store.name()),
+                )
+                .await?;
+                bus.store = Some(store.name());
+                bus.nodes = Some(count);
+                bus._spawned = Some(nodes);
+                Ok(bus)
             }
-            None => (None, format!("agentbus at {}", args.addr)),
-        };
-        let url = spawned
-            .as_ref()
-            .map_or_else(|| normalize(&args.addr), |s| s.addr.clone());
-        let pid = spawned.as_ref().map(Spawned::pid).or(args.server_pid);
-        Self::connect(args, url, pid, label, spawned).await
+            None => {
+                let probe = CpuProbe {
+                    pids: args.server_pid.into_iter().collect(),
+                    postgres: false,
+                };
+                let label = format!("agentbus at {}", args.addr);
+                let mut bus = Self::connect(args, vec![normalize(&args.addr)], Layout::single(), probe, label).await?;
+                bus.nodes = Some(1);
+                Ok(bus)
+            }
+        }
     }
 
     async fn connect(
         args: &BenchArgs,
-        url: String,
-        pid: Option<u32>,
+        urls: Vec<String>,
+        layout: Layout,
+        probe: CpuProbe,
         label: String,
-        spawned: Option<Spawned>,
     ) -> Result<Self, String> {
         let key = match &args.api_key {
             Some(k) => Some(k.parse().map_err(|_| "the API key must be ASCII".to_owned())?),
             None => None,
         };
-        let mut channels = Vec::new();
-        // One more connection than the senders use, for receivers and setup.
-        for _ in 0..=args.connections.max(1) {
-            let channel = Endpoint::from_shared(url.clone())
-                .map_err(|e| format!("bad address {url}: {e}"))?
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .map_err(|e| format!("cannot connect to {url}: {e}"))?;
-            channels.push(channel);
+        let mut by_node = vec![Vec::new(); urls.len()];
+        let mut senders = Vec::new();
+        for k in 0..args.connections.max(1) {
+            let node = layout.senders[k % layout.senders.len()];
+            let channel = open_channel(&urls[node]).await?;
+            senders.push(channel.clone());
+            by_node[node].push(channel);
+        }
+        // Receivers kept apart from the senders get as many connections.
+        for k in 0..args.connections.max(1) {
+            let node = layout.streams[k % layout.streams.len()];
+            if !layout.senders.contains(&node) {
+                by_node[node].push(open_channel(&urls[node]).await?);
+            }
+        }
+        // One more connection per node, for receivers and setup.
+        for (node, url) in urls.iter().enumerate() {
+            by_node[node].push(open_channel(url).await?);
         }
         Ok(Self {
-            url,
+            urls,
             key: Key(key),
             api_key: args.api_key.clone(),
-            channels,
-            pid,
+            layout,
+            senders,
+            by_node,
+            probe,
             label,
-            _spawned: spawned,
+            store: None,
+            nodes: None,
+            _spawned: None,
+            _peer: None,
         })
     }
 
-    /// The connection of sender `i`; the last one is kept for control.
+    /// The connection of sender `i`.
     fn channel(&self, i: usize) -> Channel {
-        self.channels[i % (self.channels.len() - 1).max(1)].clone()
+        self.senders[i % self.senders.len()].clone()
     }
 
+    /// The connection of stream `i` (a receiver or a watcher).
+    fn stream_channel(&self, i: usize) -> Channel {
+        let streams = &self.layout.streams;
+        let channels = &self.by_node[streams[i % streams.len()]];
+        channels[(i / streams.len()) % channels.len()].clone()
+    }
+
+    /// The first node's own connection, for setup.
     fn control(&self) -> Channel {
-        self.channels[self.channels.len() - 1].clone()
+        let channels = &self.by_node[0];
+        channels[channels.len() - 1].clone()
+    }
+
+    /// The address sender `i` uses (http-send opens its own connections).
+    fn sender_url(&self, i: usize) -> &str {
+        &self.urls[self.layout.senders[i % self.layout.senders.len()]]
     }
 
     fn messages(&self, channel: Channel) -> MessageServiceClient<Authed> {
@@ -141,9 +227,35 @@ impl Bus {
         Ok(())
     }
 
-    fn cpu(&self) -> Option<Duration> {
-        self.pid.and_then(process::cpu_time)
+    fn cpu_window(&self, timing: Timing) -> CpuWindow {
+        CpuWindow::start(self.probe.clone(), timing.warmup)
     }
+
+    /// A report on this bus, naming its store, its nodes and, when senders
+    /// and receivers are on different nodes, which.
+    fn report(&self, args: &BenchArgs, scenario: &str, measured: &Measured, cpu: Option<&CpuUsed>) -> Report {
+        let mut report = Report::new(args, scenario, self.label.clone(), measured, cpu);
+        report.store = self.store.map(str::to_owned);
+        report.nodes = self.nodes;
+        if self.layout.split() {
+            report
+                .extra
+                .insert("senders_on_nodes".into(), json!(self.layout.senders));
+            report
+                .extra
+                .insert("receivers_on_nodes".into(), json!(self.layout.streams));
+        }
+        report
+    }
+}
+
+async fn open_channel(url: &str) -> Result<Channel, String> {
+    Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("bad address {url}: {e}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))
 }
 
 fn normalize(addr: &str) -> String {
@@ -252,7 +364,7 @@ impl Receivers {
         let received = Arc::new(Mutex::new(HashSet::new()));
         let mut tasks = Vec::new();
         for (i, agent) in agents.iter().enumerate() {
-            let client = bus.messages(bus.channels[i % bus.channels.len()].clone());
+            let client = bus.messages(bus.stream_channel(i));
             let mut stream = client
                 .clone()
                 .receive_messages(pb::ReceiveMessagesRequest {
@@ -384,40 +496,16 @@ pub async fn run(args: &BenchArgs) -> Result<Vec<Report>, String> {
     }
 }
 
-/// Runs a closed loop and samples the server's CPU over the measured part.
-async fn measure<F, Fut>(
-    bus: &Bus,
-    workers: usize,
-    timing: Timing,
-    make: impl Fn(usize) -> F,
-) -> (Measured, Option<Duration>)
+/// Runs a closed loop and samples the servers' CPU over the measured part.
+async fn measure<F, Fut>(bus: &Bus, workers: usize, timing: Timing, make: impl Fn(usize) -> F) -> (Measured, CpuUsed)
 where
     F: FnMut(u64) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
-    let cpu = CpuWindow::start(bus, timing);
+    let cpu = bus.cpu_window(timing);
     let measured = driver::closed_loop(workers, timing, make).await;
-    let used = cpu.finish(bus).await;
+    let used = cpu.finish().await;
     (measured, used)
-}
-
-/// Samples the server's CPU time when the warm-up ends and when asked.
-struct CpuWindow(tokio::task::JoinHandle<Option<Duration>>);
-
-impl CpuWindow {
-    fn start(bus: &Bus, timing: Timing) -> Self {
-        let pid = bus.pid;
-        Self(tokio::spawn(async move {
-            tokio::time::sleep(timing.warmup).await;
-            pid.and_then(process::cpu_time)
-        }))
-    }
-
-    async fn finish(self, bus: &Bus) -> Option<Duration> {
-        let end = bus.cpu()?;
-        let start = self.0.await.ok()??;
-        Some(end.saturating_sub(start))
-    }
 }
 
 async fn send(args: &BenchArgs, bus: &Bus, sync: bool) -> Result<Report, String> {
@@ -445,7 +533,7 @@ async fn send(args: &BenchArgs, bus: &Bus, sync: bool) -> Result<Report, String>
     })
     .await;
     let name = if sync { "send-sync" } else { "send" };
-    let mut report = Report::new(args, name, bus.label.clone(), &measured, cpu);
+    let mut report = bus.report(args, name, &measured, Some(&cpu));
     let acked = receivers.drain(0, Duration::ZERO).await;
     report.extra.insert("acked_by_receivers".into(), json!(acked));
     report.extra.insert("ack_batch".into(), json!(args.ack_batch));
@@ -454,10 +542,14 @@ async fn send(args: &BenchArgs, bus: &Bus, sync: bool) -> Result<Report, String>
 
 /// The same closed loop as `send` against the echo peer (no receivers).
 pub async fn echo_peer(args: &BenchArgs) -> Result<Report, String> {
-    let spawned = Spawned::agentbus(&["bench", "echo-server", "--listen", "127.0.0.1:0"], None)?;
-    let url = spawned.addr.clone();
-    let pid = Some(spawned.pid());
-    let bus = Bus::connect(args, url, pid, "tonic echo (transport ceiling)".into(), Some(spawned)).await?;
+    let spawned = Spawned::agentbus(&["bench", "echo-server", "--listen", "127.0.0.1:0"], &[], None)?;
+    let probe = CpuProbe {
+        pids: vec![spawned.pid()],
+        postgres: false,
+    };
+    let label = "tonic echo (transport ceiling)".to_owned();
+    let mut bus = Bus::connect(args, vec![spawned.addr.clone()], Layout::single(), probe, label).await?;
+    bus._peer = Some(spawned);
     let bytes = args.payload;
     let (measured, cpu) = measure(&bus, args.workers(), args.timing(), |i| {
         let client = bus.messages(bus.channel(i));
@@ -474,7 +566,7 @@ pub async fn echo_peer(args: &BenchArgs) -> Result<Report, String> {
         }
     })
     .await;
-    Ok(Report::new(args, "send", bus.label.clone(), &measured, cpu))
+    Ok(bus.report(args, "send", &measured, Some(&cpu)))
 }
 
 async fn http_send(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
@@ -485,7 +577,6 @@ async fn http_send(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
         .tcp_nodelay(true)
         .build()
         .map_err(|e| e.to_string())?;
-    let url = format!("{}/messages/send", bus.url);
     let data = "x".repeat(args.payload.saturating_sub(11));
     let bodies: Arc<Vec<String>> = Arc::new(
         sinks
@@ -502,8 +593,9 @@ async fn http_send(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
             .collect(),
     );
     let key = bus.api_key.clone();
-    let (measured, cpu) = measure(bus, args.workers(), args.timing(), |_| {
-        let (client, url, bodies, key) = (client.clone(), url.clone(), bodies.clone(), key.clone());
+    let (measured, cpu) = measure(bus, args.workers(), args.timing(), |i| {
+        let url = format!("{}/messages/send", bus.sender_url(i));
+        let (client, bodies, key) = (client.clone(), bodies.clone(), key.clone());
         move |seq| {
             let mut request = client
                 .post(&url)
@@ -525,7 +617,7 @@ async fn http_send(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
         }
     })
     .await;
-    let mut report = Report::new(args, "http-send", bus.label.clone(), &measured, cpu);
+    let mut report = bus.report(args, "http-send", &measured, Some(&cpu));
     report.connections = args.workers();
     report.in_flight = 1;
     let acked = receivers.drain(0, Duration::ZERO).await;
@@ -549,7 +641,7 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
         let receivers = Receivers::start(bus, &sinks, OnDelivery::Time, args.ack_batch).await?;
         let sent_measured = Arc::new(AtomicU64::new(0));
         let timing = args.timing();
-        let cpu = CpuWindow::start(bus, timing);
+        let cpu = bus.cpu_window(timing);
         let measure_from = Instant::now() + timing.warmup;
         let clients: Vec<_> = (0..args.connections.max(1))
             .map(|i| bus.messages(bus.channel(i)))
@@ -573,7 +665,7 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
             }
         })
         .await;
-        let used = cpu.finish(bus).await;
+        let used = cpu.finish().await;
         let sent = sent_measured.load(Ordering::Relaxed);
         // Wait for every measured message to arrive: a message later than
         // the p99 budget (and 10 s) counts as lost.
@@ -586,13 +678,7 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
         let received = receivers.received.lock().unwrap_or_else(PoisonError::into_inner).len() as u64;
         let arrival = receivers.latency.lock().unwrap_or_else(PoisonError::into_inner).clone();
         receivers.drain(0, Duration::ZERO).await;
-        let mut report = Report::new(
-            args,
-            "e2e",
-            bus.label.clone(),
-            &measured.arrivals(arrival, received),
-            used,
-        );
+        let mut report = bus.report(args, "e2e", &measured.arrivals(arrival, received), Some(&used));
         let send_p99 = measured.latency.value_at_quantile(0.99) as f64 / 1000.0;
         let lost = sent.saturating_sub(received);
         report.extra.insert("offered_per_s".into(), json!(rate));
@@ -657,7 +743,7 @@ async fn sessions(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
         }
     })
     .await;
-    let mut report = Report::new(args, "sessions", bus.label.clone(), &measured, cpu);
+    let mut report = bus.report(args, "sessions", &measured, Some(&cpu));
     report.extra.insert("rpcs_per_op".into(), json!(3));
     report.extra.insert("rpcs_per_s".into(), json!(report.throughput * 3.0));
     Ok(report)
@@ -674,7 +760,7 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
     let mut latencies = Vec::new();
     let mut tasks = Vec::new();
     for i in 0..args.subscribers {
-        let mut client = bus.sessions(bus.channels[i % bus.channels.len()].clone());
+        let mut client = bus.sessions(bus.stream_channel(i));
         let mut stream = client
             .watch_sessions(pb::WatchSessionsRequest::default())
             .await
@@ -703,7 +789,7 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
     let measure_from = Instant::now() + timing.warmup;
     let created = Arc::new(AtomicU64::new(0));
     let client = bus.sessions(bus.control());
-    let cpu = CpuWindow::start(bus, timing);
+    let cpu = bus.cpu_window(timing);
     let measured = driver::open_loop(rate, 1024, timing, |seq| {
         let mut client = client.clone();
         let in_window = Instant::now() >= measure_from;
@@ -726,7 +812,7 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
         }
     })
     .await;
-    let used = cpu.finish(bus).await;
+    let used = cpu.finish().await;
     let expected = created.load(Ordering::Relaxed) * args.subscribers as u64;
     let deadline = Instant::now() + Duration::from_secs(10);
     while received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
@@ -743,13 +829,7 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
     for latency in latencies {
         let _ = arrival.add(&*latency.lock().unwrap_or_else(PoisonError::into_inner));
     }
-    let mut report = Report::new(
-        args,
-        "watch",
-        bus.label.clone(),
-        &measured.arrivals(arrival, delivered),
-        used,
-    );
+    let mut report = bus.report(args, "watch", &measured.arrivals(arrival, delivered), Some(&used));
     report.extra.insert("subscribers".into(), json!(args.subscribers));
     report.extra.insert("events_per_s".into(), json!(rate));
     report.extra.insert("expected_deliveries".into(), json!(expected));
@@ -762,27 +842,33 @@ async fn watch(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
 /// Opens `--subscribers` idle watchers and reports the server's resident
 /// memory per subscriber.
 async fn watch_idle(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
-    let pid = bus
-        .pid
-        .ok_or("--idle needs the server's PID: use --spawn or --server-pid")?;
-    // HTTP/2 allows 1024 streams per connection; open enough connections.
-    let needed = args.subscribers.div_ceil(1000).max(1);
+    let pids = &bus.probe.pids;
+    if pids.is_empty() {
+        return Err("--idle needs the server's PID: use --spawn or --server-pid".into());
+    }
+    let memory = || -> Result<u64, String> {
+        let each: Option<Vec<u64>> = pids.iter().map(|&pid| process::rss_bytes(pid)).collect();
+        Ok(each.ok_or("cannot read the server's memory")?.iter().sum())
+    };
+    // Subscriber i watches on node i % N. HTTP/2 allows 1024 streams per
+    // connection; open enough connections to each node.
+    let nodes = bus.urls.len();
     let mut channels = Vec::new();
-    for _ in 0..needed {
-        channels.push(
-            Endpoint::from_shared(bus.url.clone())
-                .map_err(|e| e.to_string())?
-                .connect()
-                .await
-                .map_err(|e| e.to_string())?,
-        );
+    for (node, url) in bus.urls.iter().enumerate() {
+        let on_node = (node..args.subscribers).step_by(nodes).count();
+        let mut own = Vec::new();
+        for _ in 0..on_node.div_ceil(1000).max(1) {
+            own.push(open_channel(url).await?);
+        }
+        channels.push(own);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = process::rss_bytes(pid).ok_or("cannot read the server's memory")?;
+    let before = memory()?;
     let started = Instant::now();
     let mut streams = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
-        let mut client = bus.sessions(channels[i % channels.len()].clone());
+        let own = &channels[i % nodes];
+        let mut client = bus.sessions(own[(i / nodes) % own.len()].clone());
         let stream = client
             .watch_sessions(pb::WatchSessionsRequest::default())
             .await
@@ -792,7 +878,7 @@ async fn watch_idle(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
     }
     let opened_in = started.elapsed();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = process::rss_bytes(pid).ok_or("cannot read the server's memory")?;
+    let after = memory()?;
     let per = after.saturating_sub(before) as f64 / args.subscribers.max(1) as f64;
     let measured = Measured {
         latency: histogram(),
@@ -801,7 +887,7 @@ async fn watch_idle(args: &BenchArgs, bus: &Bus) -> Result<Report, String> {
         first_errors: Vec::new(),
         elapsed: opened_in,
     };
-    let mut report = Report::new(args, "watch-idle", bus.label.clone(), &measured, None);
+    let mut report = bus.report(args, "watch-idle", &measured, None);
     report.extra.insert("subscribers".into(), json!(args.subscribers));
     report.extra.insert("server_rss_before_bytes".into(), json!(before));
     report.extra.insert("server_rss_after_bytes".into(), json!(after));

@@ -187,7 +187,7 @@ impl PostgresStore {
 }
 
 /// `postgres://user@host:port/database`: the URL without its password.
-fn describe(config: &tokio_postgres::Config) -> String {
+pub(crate) fn describe(config: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()
         .iter()
