@@ -49,6 +49,7 @@ use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
 
 mod cluster;
+mod counts;
 mod feed;
 mod reads;
 mod rows;
@@ -61,6 +62,7 @@ pub(crate) mod testing;
 mod tests;
 
 use cluster::Cluster;
+use counts::OpenCounts;
 use feed::Announcer;
 use rows::encode;
 use writes::{EncodedSet, execute};
@@ -91,6 +93,7 @@ pub struct PostgresStore {
     feed: Arc<EventFeed>,
     announcer: Arc<Announcer>,
     cluster: Arc<Cluster>,
+    counts: Arc<OpenCounts>,
     /// Cancelled by [`Store::close`]; stops the feed's follower.
     closed: CancellationToken,
 }
@@ -169,6 +172,7 @@ impl PostgresStore {
             feed,
             announcer,
             cluster,
+            counts: Arc::default(),
             closed,
         })
     }
@@ -275,14 +279,19 @@ impl Store for PostgresStore {
             .map(|write| encode(&write.record).map(|body| (write, body)))
             .collect::<Result<_, _>>()?;
         let set = EncodedSet { session, messages };
-        let (pool, announcer, cluster) = (self.pool.clone(), self.announcer.clone(), self.cluster.clone());
+        let (pool, announcer, cluster, counts) = (
+            self.pool.clone(),
+            self.announcer.clone(),
+            self.cluster.clone(),
+            self.counts.clone(),
+        );
         // A task of its own: a caller that gives up (a client hanging up)
         // must not abandon a transaction in its COMMIT, nor leave a
         // committed event unannounced and the feed stalled behind it.
         let task = tokio::spawn(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(db_error)?;
-            let applied = writes::apply(&tx, set, &announcer).await?;
+            let applied = writes::apply(&tx, set, &announcer, &counts).await?;
             if let Some((event, _)) = &applied {
                 notices.push(cluster.event_payload(event.sequence));
             }
@@ -344,8 +353,21 @@ impl Store for PostgresStore {
     }
 
     async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError> {
-        let client = self.writer().await?;
-        let deleted = execute(&client, "DELETE FROM agents WHERE agent_id = $1", &[&id.as_str()]).await? > 0;
+        let mut client = self.writer().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        // Waits for sends to the agent under way (see `writes::refusal`).
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&writes::REGISTRATION_LOCKS, &id.as_str()],
+        )
+        .await
+        .map_err(db_error)?;
+        let deleted = tx
+            .execute("DELETE FROM agents WHERE agent_id = $1", &[&id.as_str()])
+            .await
+            .map_err(db_error)?
+            > 0;
+        tx.commit().await.map_err(db_error)?;
         if deleted {
             // Its streams on other nodes look again, and end.
             self.cluster.notify([self.cluster.unregistered_payload(id)]);

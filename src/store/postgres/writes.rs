@@ -21,13 +21,16 @@
 //! Inbox limits count open messages with a plain read: writers racing for
 //! the same recipient may together pass the limit by up to their number.
 //! The limit protects memory and disk, not an invariant, and a per-recipient
-//! lock would serialise every send to a busy agent.
+//! lock would serialise every send to a busy agent. Far below the limit a
+//! recent count stands in (see [`super::counts`]).
 
 use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
+use super::counts::OpenCounts;
 use super::feed::{Announcer, Ticket};
 use super::rows::{due_at, message_state_code, state_code, to_i64, to_u64};
 use super::{backend, db_error};
@@ -50,6 +53,7 @@ pub(super) async fn apply(
     tx: &Transaction<'_>,
     set: EncodedSet,
     announcer: &Arc<Announcer>,
+    counts: &OpenCounts,
 ) -> Result<Option<(Arc<SessionEvent>, Ticket)>, StoreError> {
     // The session's version first: a stale change fails before any work,
     // and an update holds the row from here on.
@@ -58,7 +62,7 @@ pub(super) async fn apply(
         None => None,
     };
     for (write, body) in &set.messages {
-        apply_message(tx, write, body).await?;
+        apply_message(tx, write, body, counts).await?;
     }
     match set.session {
         Some((change, body)) => write_session(tx, change, &body, created_seq, announcer).await.map(Some),
@@ -180,7 +184,12 @@ async fn write_session(
 
 /// Writes one message in the order of checks of [`MessageWrite::expected`]:
 /// its id or version, then its recipient, then the recipient's inbox.
-async fn apply_message(tx: &Transaction<'_>, write: &MessageWrite, body: &str) -> Result<(), StoreError> {
+async fn apply_message(
+    tx: &Transaction<'_>,
+    write: &MessageWrite,
+    body: &str,
+    counts: &OpenCounts,
+) -> Result<(), StoreError> {
     let record = &write.record;
     let id = record.id().as_str();
     let (recipient, state) = (record.recipient.as_str(), message_state_code(record.state));
@@ -219,13 +228,13 @@ async fn apply_message(tx: &Transaction<'_>, write: &MessageWrite, body: &str) -
                     "message {id} at version {expected} was not updated"
                 )));
             }
-            match refusal(tx, write).await? {
+            match refusal(tx, write, counts).await? {
                 Some(refusal) => Err(refusal),
                 None => Ok(()),
             }
         }
         None => {
-            if let Some(refusal) = refusal(tx, write).await? {
+            if let Some(refusal) = refusal(tx, write, counts).await? {
                 // A taken id is the first refusal of the contract.
                 if stored_version(tx, record.id()).await?.is_some() {
                     return Err(StoreError::AlreadyExists(message_record(record)()));
@@ -271,28 +280,54 @@ async fn stored_version(tx: &Transaction<'_>, id: &MessageId) -> Result<Option<u
     row.map(|row| to_u64(&row, 0)).transpose()
 }
 
+/// The first key of agents' registration locks (advisory locks with two
+/// keys, the second the agent id's hash: a space of their own, apart from
+/// the one-key locks of migrations and the background work).
+pub(super) const REGISTRATION_LOCKS: i32 = 0x6162_7573; // "abus"
+
 /// Why the write may not commit once its id or version checked out: its
 /// recipient is not registered, or that inbox is full.
-async fn refusal(tx: &Transaction<'_>, write: &MessageWrite) -> Result<Option<StoreError>, StoreError> {
+async fn refusal(
+    tx: &Transaction<'_>,
+    write: &MessageWrite,
+    counts: &OpenCounts,
+) -> Result<Option<StoreError>, StoreError> {
     let recipient = &write.record.recipient;
     if write.require_recipient {
-        // KEY SHARE, as a foreign key check takes: an unregistration waits
-        // for this commit, so it cannot miss the message.
-        let registered = tx
-            .prepare_cached("SELECT 1 FROM agents WHERE agent_id = $1 FOR KEY SHARE")
+        // The agent's registration lock, shared: an unregistration (which
+        // takes it exclusively) waits for this commit, so it cannot miss
+        // the message, and a send after it sees the agent gone. Not a row
+        // lock (`FOR KEY SHARE`, as a foreign key takes): concurrent
+        // sends to one agent would share the row through a MultiXact,
+        // rewritten with every locker, which cost several times a send's
+        // own work. The check is a statement of its own, after the lock, so
+        // its snapshot sees an unregistration that committed meanwhile.
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))")
             .await
             .map_err(db_error)?;
-        if tx
-            .query_opt(&registered, &[&recipient.as_str()])
+        let registered = tx
+            .prepare_cached("SELECT 1 FROM agents WHERE agent_id = $1")
             .await
-            .map_err(db_error)?
-            .is_none()
-        {
+            .map_err(db_error)?;
+        let id = recipient.as_str();
+        let (lock_params, check_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
+            ([&REGISTRATION_LOCKS, &id], [&id]);
+        // Pipelined: one round trip for both.
+        let (locked, found) = tokio::join!(
+            tx.execute(&lock, &lock_params),
+            tx.query_opt(&registered, &check_params)
+        );
+        locked.map_err(db_error)?;
+        if found.map_err(db_error)?.is_none() {
             return Ok(Some(StoreError::NotFound(Record::Agent(recipient.clone()))));
         }
     }
-    if let (None, Some(limit)) = (write.expected, write.inbox_limit) {
+    if let (None, Some(limit)) = (write.expected, write.inbox_limit)
+        && !counts.clearly_within(recipient, limit)
+    {
         let open = open_count(tx, recipient).await?;
+        counts.counted(recipient, open);
         if open >= limit {
             return Ok(Some(StoreError::InboxFull {
                 agent: recipient.clone(),
