@@ -17,6 +17,7 @@ use crate::transport::tls::TlsFiles;
 
 /// Which store backs the bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// Durable SQLite file under the data directory.
@@ -28,7 +29,10 @@ pub enum StoreKind {
 }
 
 /// The resolved configuration of `agentbus serve`.
+// Serialize only in tests, which read the list of settings from it (see
+// deploy/agentbus.example.toml); a real one would print api_key and database_url.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub listen: ListenAddr,
@@ -487,6 +491,13 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
+#[cfg(test)]
+impl serde::Serialize for ListenAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// A duration with a unit, e.g. `250ms`, `30s`, `1h`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|e| format!("{value:?} is not a duration such as 30s or 1h: {e}"))
@@ -509,6 +520,11 @@ mod humantime_serde {
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(deserializer)?;
         super::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+
+    #[cfg(test)]
+    pub fn serialize<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*duration))
     }
 }
 
@@ -713,5 +729,76 @@ mod tests {
         };
         let err = load(&unresolvable, &[]).unwrap_err();
         assert!(err.to_string().contains("cannot resolve the listen address"), "{err}");
+    }
+
+    /// Each setting of `Config` by its file key, as the file would spell it;
+    /// null for the optional ones, which have no default.
+    fn settings(config: &Config) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(config).unwrap() {
+            serde_json::Value::Object(map) => map,
+            other => panic!("Config serialized to {other}"),
+        }
+    }
+
+    #[test]
+    fn the_example_config_lists_every_setting_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/agentbus.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let written: toml::Table = text.parse().unwrap();
+        // `# key = value` lines: the optional settings, shown commented out.
+        let commented: Vec<&str> = text
+            .lines()
+            .filter_map(|line| Some(line.strip_prefix("# ")?.split_once(" = ")?.0))
+            .collect();
+        let defaults = settings(&Config::default());
+        for (key, default) in &defaults {
+            if default.is_null() {
+                assert!(
+                    commented.contains(&key.as_str()) && !written.contains_key(key),
+                    "{key} has no default: the example shows it commented out, `# {key} = ...`"
+                );
+            } else {
+                assert!(
+                    written.contains_key(key),
+                    "deploy/agentbus.example.toml lacks the setting {key} (default {default})"
+                );
+            }
+        }
+
+        // Loaded by the real loader, the file gives the defaults, but for the
+        // systemd unit's data directory.
+        let from_file = |config: PathBuf| {
+            let args = ServeArgs {
+                config: Some(config),
+                ..Default::default()
+            };
+            load(&args, &[]).map(|config| settings(&config))
+        };
+        let loaded = from_file(path).unwrap();
+        for (key, default) in &defaults {
+            let expected = match key.as_str() {
+                "data_dir" => "/var/lib/agentbus".into(),
+                _ => default.clone(),
+            };
+            assert_eq!(loaded[key], expected, "{key} in deploy/agentbus.example.toml");
+        }
+
+        // The commented-out examples are valid settings too.
+        let dir = tempfile::tempdir().unwrap();
+        let uncommented = dir.path().join("uncommented.toml");
+        let text: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ").and_then(|l| l.split_once(" = ")) {
+                Some((key, _)) if defaults.get(key).is_some_and(serde_json::Value::is_null) => {
+                    format!("{}\n", &line[2..])
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        std::fs::write(&uncommented, text).unwrap();
+        let all = from_file(uncommented).unwrap();
+        for key in defaults.keys() {
+            assert!(!all[key].is_null(), "{key} was not set by its commented-out example");
+        }
     }
 }

@@ -418,3 +418,67 @@ async fn logs_are_plain_text_off_a_terminal_or_json_lines() {
         assert!(object["level"].is_string() && object["fields"].is_object(), "{line}");
     }
 }
+
+/// deploy/agentbus.service is hardened and runs `agentbus serve --config
+/// %d/agentbus.toml`, the credential copy of /etc/agentbus/agentbus.toml:
+/// that command line with deploy/agentbus.example.toml in place starts a
+/// server (here on 127.0.0.1:0, with a data directory of its own instead of
+/// the unit's /var/lib/agentbus). `.ci/run` also checks the unit with
+/// `systemd-analyze verify`.
+#[tokio::test]
+async fn the_systemd_unit_serves_the_example_config() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let unit = std::fs::read_to_string(deploy.join("agentbus.service")).unwrap();
+    let values = |key: &str| -> Vec<&str> {
+        unit.lines()
+            .filter_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    };
+    for (key, value) in [
+        ("DynamicUser", "yes"),
+        ("StateDirectory", "agentbus"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("PrivateDevices", "yes"),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("SystemCallFilter", "@system-service"),
+        ("CapabilityBoundingSet", ""),
+        ("LimitNOFILE", "65536"),
+        ("Restart", "on-failure"),
+        ("LoadCredential", "agentbus.toml:/etc/agentbus/agentbus.toml"),
+    ] {
+        assert!(values(key).contains(&value), "{key}={value} missing from the unit");
+    }
+    let example = std::fs::read_to_string(deploy.join("agentbus.example.toml")).unwrap();
+    assert!(
+        example.contains("\ndata_dir = \"/var/lib/agentbus\"\n"),
+        "the StateDirectory"
+    );
+
+    let exec_start = values("ExecStart");
+    let mut words = exec_start[0].split_whitespace();
+    assert_eq!(words.next(), Some("/usr/local/bin/agentbus"));
+    assert_eq!(words.next(), Some("serve"));
+    let example = deploy.join("agentbus.example.toml");
+    let args: Vec<String> = words
+        .map(|word| match word {
+            "%d/agentbus.toml" => example.display().to_string(),
+            word => word.to_owned(),
+        })
+        .collect();
+    assert!(args.iter().any(|arg| *arg == example.display().to_string()), "{args:?}");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let bus = Bus::start(&args).await;
+    let status = HealthClient::new(bus.channel().await)
+        .check(HealthCheckRequest { service: "".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status(), ServingStatus::Serving);
+    assert!(
+        bus.data_dir.join("agentbus.sqlite3").exists(),
+        "the example's store is SQLite"
+    );
+}

@@ -58,6 +58,7 @@ pub const DEFAULT_MAX_BATCH: usize = 512;
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "lowercase")]
 pub enum Synchronous {
     /// fsync on every commit: survives power loss.
