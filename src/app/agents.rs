@@ -159,12 +159,7 @@ impl Agents {
                         .unwrap_or_default();
                     return Ok((page, format!("{PAGE_TOKEN_PREFIX}{last}")));
                 }
-                page.push(AgentView {
-                    online,
-                    last_seen,
-                    inbox_depth: self.store.inbox_depth(agent.id()).await?,
-                    agent,
-                });
+                page.push(self.view_with(agent, online, last_seen).await?);
             }
             if exhausted {
                 return Ok((page, String::new()));
@@ -176,10 +171,14 @@ impl Agents {
         let id = agent.id().clone();
         let published = self.published(std::slice::from_ref(&id)).await?;
         let (online, last_seen) = self.presence.merged(&id, published.get(&id));
+        self.view_with(agent, online, last_seen).await
+    }
+
+    async fn view_with(&self, agent: Agent, online: bool, last_seen: Option<Timestamp>) -> Result<AgentView> {
         Ok(AgentView {
             online,
             last_seen,
-            inbox_depth: self.store.inbox_depth(&id).await?,
+            inbox_depth: self.store.inbox_depth(agent.id()).await?,
             agent,
         })
     }

@@ -327,8 +327,13 @@ impl MessageRecord {
 /// FNV-1a's starting value.
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
-/// FNV-1a over `bytes`, continuing from `hash`: stable across builds and
-/// versions, unlike std's hasher.
+/// FNV-1a of `bytes`: stable across builds, versions and processes,
+/// unlike std's hasher.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    fnv1a(FNV_OFFSET, bytes)
+}
+
+/// FNV-1a over `bytes`, continuing from `hash`.
 fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(hash, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
@@ -376,7 +381,7 @@ mod tests {
 
     #[test]
     fn fingerprints_are_stable() {
-        let fingerprint = |bytes: &[u8]| fnv1a(FNV_OFFSET, bytes);
+        let fingerprint = stable_hash;
         assert_eq!(fingerprint(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fingerprint(b"a"), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(fingerprint(b"ab"), fingerprint(b"ba"));

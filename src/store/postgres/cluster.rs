@@ -43,12 +43,12 @@ use tokio_util::sync::CancellationToken;
 use super::db_error;
 use super::feed::Announcer;
 use crate::domain::AgentId;
-use crate::domain::message::{MessageId, MessageRecord, MessageState};
+use crate::domain::message::{MessageId, MessageRecord, MessageState, stable_hash};
 use crate::store::{Signal, StoreError};
 
 /// How often a node that does not run the background work tries to, and
 /// the one that does checks its connection.
-pub(super) const LEADER_CHECK: Duration = Duration::from_secs(1);
+const LEADER_CHECK: Duration = Duration::from_secs(1);
 
 /// How long to wait before connecting again after the listener's
 /// connection failed.
@@ -82,7 +82,7 @@ impl Cluster {
             node,
             // A channel name is an identifier (at most 63 bytes); schema
             // names may be longer or need quoting, their digest neither.
-            channel: format!("agentbus_{:x}", fnv1a(schema)),
+            channel: format!("agentbus_{:x}", stable_hash(schema.as_bytes())),
             leader_key: format!("agentbus background work {schema}"),
             leader: AtomicBool::new(false),
             signals: broadcast::channel(SIGNAL_BUFFER).0,
@@ -172,14 +172,6 @@ impl Cluster {
         announcer.wake_follower();
         let _ = self.signals.send(Signal::Resync);
     }
-}
-
-/// A stable 64-bit FNV-1a digest: the same schema gives every node the
-/// same channel name.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Sends queued notifications until `stop`: whatever queued while the
