@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
+use crate::app::retention::Retention;
 use crate::domain::token::TOKEN_PREFIX;
 use crate::store::postgres::DEFAULT_POOL_SIZE;
 use crate::store::sqlite::Synchronous;
@@ -84,6 +85,13 @@ pub struct Config {
     /// A connection that sends no complete request head within this is closed.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Closed messages are removed this long after they closed; 0: never.
+    #[serde(with = "humantime_serde")]
+    pub retain_closed: Duration,
+    /// Session events, and ended sessions, are removed this long after
+    /// they happened; 0: never.
+    #[serde(with = "humantime_serde")]
+    pub retain_events: Duration,
     /// PEM certificate chain and key: serve gRPC and HTTP over TLS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -121,6 +129,8 @@ impl Default for Config {
             inbox_limit: 10_000,
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            retain_closed: Duration::from_secs(7 * 86_400),
+            retain_events: Duration::from_secs(30 * 86_400),
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -204,6 +214,12 @@ pub struct ServeArgs {
     /// Close connections that send no complete request head within this, e.g. 10s.
     #[arg(long, env = "AGENT_BUS_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
     pub header_read_timeout: Option<Duration>,
+    /// Remove acked, answered, dead-lettered and expired messages this long after they closed, e.g. 7d; 0s keeps them [default: 7d].
+    #[arg(long, env = "AGENT_BUS_RETAIN_CLOSED", value_parser = parse_duration)]
+    pub retain_closed: Option<Duration>,
+    /// Remove session events and ended sessions this long after they happened, e.g. 30d; 0s keeps them [default: 30d].
+    #[arg(long, env = "AGENT_BUS_RETAIN_EVENTS", value_parser = parse_duration)]
+    pub retain_events: Option<Duration>,
     /// Serve TLS with this PEM certificate chain (needs --tls-key); reloaded on SIGHUP.
     #[arg(long, env = "AGENT_BUS_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -296,6 +312,8 @@ impl Config {
         set(&mut self.inbox_limit, &args.inbox_limit);
         set(&mut self.max_connections, &args.max_connections);
         set(&mut self.header_read_timeout, &args.header_read_timeout);
+        set(&mut self.retain_closed, &args.retain_closed);
+        set(&mut self.retain_events, &args.retain_events);
         for (target, value) in [
             (&mut self.tls_cert, &args.tls_cert),
             (&mut self.tls_key, &args.tls_key),
@@ -339,6 +357,17 @@ impl Config {
             ("shutdown_drain", self.shutdown_drain, Duration::ZERO, HOUR),
             ("header_read_timeout", self.header_read_timeout, 100 * MS, HOUR),
         ];
+        for (name, value) in [
+            ("retain_closed", self.retain_closed),
+            ("retain_events", self.retain_events),
+        ] {
+            if !value.is_zero() && !(Duration::from_secs(1)..=36_500 * DAY).contains(&value) {
+                return invalid(format!(
+                    "{name} must be 0s (keep forever) or between 1s and 100years, got {}",
+                    humantime::format_duration(value)
+                ));
+            }
+        }
         for (name, value, min, max) in durations {
             if !(min..=max).contains(&value) {
                 return invalid(format!(
@@ -412,6 +441,14 @@ impl Config {
     }
 
     /// The TLS files, when TLS is on.
+    pub fn retention(&self) -> Retention {
+        let keep = |age: Duration| (!age.is_zero()).then_some(age);
+        Retention {
+            closed: keep(self.retain_closed),
+            events: keep(self.retain_events),
+        }
+    }
+
     pub fn tls_files(&self) -> Option<TlsFiles> {
         Some(TlsFiles {
             cert: self.tls_cert.clone()?,

@@ -26,6 +26,7 @@ use crate::app::agents::Agents;
 use crate::app::messaging::{Messaging, MessagingConfig};
 use crate::app::metrics::Metrics;
 use crate::app::presence::{self, Presence};
+use crate::app::retention;
 use crate::app::sessions::Sessions;
 use crate::app::tokens::Tokens;
 use crate::config::{Config, StoreKind};
@@ -196,7 +197,7 @@ pub async fn serve(
     let store_health = Arc::new(StoreHealth::default());
     let gateway = Arc::new(Gateway {
         api,
-        metrics,
+        metrics: metrics.clone(),
         requests: requests.clone(),
         registry: Arc::new(registry),
         store: store.clone(),
@@ -230,6 +231,12 @@ pub async fn serve(
             shutdown.clone(),
         )),
         tokio::spawn(sweep_messages(messaging, config.ack_timeout, shutdown.clone())),
+        tokio::spawn(retention::run(
+            store.clone(),
+            metrics.clone(),
+            config.retention(),
+            shutdown.clone(),
+        )),
         tokio::spawn(check_store(
             store.clone(),
             health.clone(),

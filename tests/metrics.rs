@@ -102,6 +102,18 @@ const CONTRACT: &[(&str, &str, &str, &[&str])] = &[
         &["transport", "route"],
     ),
     (
+        "agentbus_retention_removed_total",
+        "counter",
+        "Rows removed by retention (retain_closed, retain_events), by kind.",
+        &["kind"],
+    ),
+    (
+        "agentbus_store_size_bytes",
+        "gauge",
+        "Bytes the database takes: SQLite's file and log, PostgreSQL's tables; 0 in memory.",
+        &[],
+    ),
+    (
         "agentbus_build_info",
         "gauge",
         "The version of the running server; always 1.",
@@ -165,7 +177,9 @@ fn check_contract(format: Format, exposition: &Exposition, text: &str) {
         assert_eq!(family.kind, kind, "{format:?} {family_name}");
         assert_eq!(family.help, *help, "{format:?} {family_name}");
         if format == Format::OpenMetrics {
-            let unit = name.ends_with("_seconds").then_some("seconds");
+            let unit = ["seconds", "bytes"]
+                .into_iter()
+                .find(|unit| name.ends_with(&format!("_{unit}")));
             assert_eq!(family.unit.as_deref(), unit, "{family_name}");
         }
         for sample in &family.samples {

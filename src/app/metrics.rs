@@ -94,6 +94,12 @@ struct TypeLabel {
     r#type: &'static str,
 }
 
+/// The label of rows removed by retention.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
 /// The label of refusals.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabel {
@@ -122,6 +128,29 @@ pub struct Metrics {
     active_sessions: Gauge,
     registered_agents: Gauge,
     throughput: Gauge<f64, AtomicU64>,
+    store_size: Gauge,
+    /// Rows removed by retention, in [`Removed::ALL`] order.
+    removed: [Counter; Removed::ALL.len()],
+}
+
+/// What retention removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    Messages,
+    Events,
+    Sessions,
+}
+
+impl Removed {
+    pub const ALL: [Removed; 3] = [Removed::Messages, Removed::Events, Removed::Sessions];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Removed::Messages => "messages",
+            Removed::Events => "events",
+            Removed::Sessions => "sessions",
+        }
+    }
 }
 
 /// A consistent-enough copy of the counters.
@@ -169,6 +198,7 @@ impl Metrics {
         let by_type = Family::<TypeLabel, Counter>::default();
         let ack_latency = Family::<TypeLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         let by_reason = Family::<ReasonLabel, Counter>::default();
+        let by_kind = Family::<KindLabel, Counter>::default();
         let label = |t: MessageType| TypeLabel { r#type: t.as_str() };
         let metrics = Self {
             sent: MessageType::ALL.map(|t| by_type.get_or_create_owned(&label(t))),
@@ -184,6 +214,8 @@ impl Metrics {
             active_sessions: Gauge::default(),
             registered_agents: Gauge::default(),
             throughput: Gauge::default(),
+            store_size: Gauge::default(),
+            removed: Removed::ALL.map(|k| by_kind.get_or_create_owned(&KindLabel { kind: k.as_str() })),
         };
         registry.register(
             "build",
@@ -243,7 +275,22 @@ impl Metrics {
             Unit::Seconds,
             ack_latency,
         );
+        registry.register(
+            "retention_removed",
+            help("Rows removed by retention (retain_closed, retain_events), by kind."),
+            by_kind,
+        );
+        registry.register_with_unit(
+            "store_size",
+            help("Bytes the database takes: SQLite's file and log, PostgreSQL's tables; 0 in memory."),
+            Unit::Bytes,
+            metrics.store_size.clone(),
+        );
         metrics
+    }
+
+    pub fn removed(&self, kind: Removed, rows: u64) {
+        self.removed[kind as usize].inc_by(rows);
     }
 
     pub fn sent(&self, message_type: MessageType) {
@@ -285,6 +332,8 @@ impl Metrics {
         self.registered_agents
             .set(i64::try_from(counts.registered_agents).unwrap_or(i64::MAX));
         self.throughput.set(snapshot.throughput);
+        self.store_size
+            .set(i64::try_from(counts.size_bytes.unwrap_or(0)).unwrap_or(i64::MAX));
         Ok((snapshot, counts))
     }
 

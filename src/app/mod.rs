@@ -5,6 +5,7 @@ pub mod agents;
 pub mod messaging;
 pub mod metrics;
 pub mod presence;
+pub mod retention;
 pub mod sessions;
 pub mod tokens;
 pub mod watch;

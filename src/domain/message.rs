@@ -279,7 +279,9 @@ pub struct MessageRecord {
     pub total_attempts: u32,
     /// Also the FIFO order within a priority.
     pub accepted_at: Timestamp,
-    /// QUEUED: deliverable from then; DELIVERED: the ack deadline.
+    /// QUEUED: deliverable from then; DELIVERED: the ack deadline; closed
+    /// (acked, answered, dead-lettered, expired): when it closed, which
+    /// retention counts from.
     pub available_at: Timestamp,
     /// The routing timeout.
     pub expires_at: Timestamp,
@@ -321,6 +323,16 @@ impl MessageRecord {
 
     pub fn id(&self) -> &MessageId {
         &self.message.message_id
+    }
+
+    /// This record moved to `state`, a closed one, at `at`.
+    pub fn closed(&self, state: MessageState, at: Timestamp) -> Self {
+        debug_assert!(!state.is_open(), "{state:?} is not a closed state");
+        Self {
+            state,
+            available_at: at,
+            ..self.clone()
+        }
     }
 }
 

@@ -166,6 +166,10 @@ async fn create_get_and_version_checks(store: Arc<dyn Store>) {
     assert_eq!(store.feed().last_sequence(), 2);
 }
 
+fn seqs(events: Vec<Arc<crate::domain::session::SessionEvent>>) -> Vec<u64> {
+    events.iter().map(|e| e.sequence).collect()
+}
+
 async fn events_filter_and_bound(store: Arc<dyn Store>) {
     let a = new_session("a", &[]);
     let b = new_session("b", &[]);
@@ -176,8 +180,6 @@ async fn events_filter_and_bound(store: Arc<dyn Store>) {
         session_ids: vec![a.session_id.clone()],
         kinds: vec![],
     };
-    let seqs =
-        |events: Vec<Arc<crate::domain::session::SessionEvent>>| events.iter().map(|e| e.sequence).collect::<Vec<_>>();
     assert_eq!(seqs(store.events(0, 3, &only_a, 10).await.unwrap()), vec![1, 3]);
     let created = EventFilter {
         session_ids: vec![],
@@ -769,6 +771,161 @@ async fn tokens_put_list_touch_delete(store: Arc<dyn Store>) {
     assert_eq!(store.tokens().await.unwrap(), [touched]);
 }
 
+/// A message closed (acked) at `closed`, in its second version.
+fn closed_at(id: &str, closed: i64) -> MessageRecord {
+    let queued = message(id, "opencode://backend", Priority::Medium, 1);
+    let mut acked = queued.closed(MessageState::Acked, Timestamp::from_unix_micros(closed));
+    acked.version = 2;
+    acked
+}
+
+async fn retention_removes_closed_messages_oldest_first(store: Arc<dyn Store>) {
+    let mut reply = closed_at("old-reply", 150);
+    reply.message.in_reply_to = Some(MessageId::parse_field("message_id", "old-1").unwrap());
+    let open = message("open", "opencode://backend", Priority::Medium, 1);
+    for record in [
+        closed_at("old-1", 100),
+        closed_at("old-2", 200),
+        reply,
+        closed_at("new", 1_000),
+        open.clone(),
+    ] {
+        // Inserted closed, as if acked long ago; the open one as sent.
+        store.write(insert(&record).into()).await.unwrap();
+    }
+    let before = Timestamp::from_unix_micros(500);
+    assert_eq!(store.prune_messages(before, 2).await.unwrap(), 2, "the limit holds");
+    assert_eq!(
+        store
+            .get_message(&MessageId::parse_field("m", "old-1").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_message(&MessageId::parse_field("m", "old-reply").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .get_message(&MessageId::parse_field("m", "old-2").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.prune_messages(before, 10).await.unwrap(), 1);
+    assert_eq!(store.prune_messages(before, 10).await.unwrap(), 0);
+    assert!(
+        store
+            .replies(&MessageId::parse_field("m", "old-1").unwrap(), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // What closed later and what is open stay, open ones at any age.
+    assert!(
+        store
+            .get_message(&MessageId::parse_field("m", "new").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let everything = Timestamp::from_unix_micros(i64::MAX);
+    assert_eq!(store.prune_messages(everything, 10).await.unwrap(), 1, "only `new`");
+    assert_eq!(store.get_message(open.id()).await.unwrap(), Some(open.clone()));
+    assert_eq!(
+        ids(&store.inbox(&agent("opencode://backend"), everything, 10).await.unwrap()),
+        ["open"]
+    );
+    // A removed id can be used again: it is a new message.
+    store
+        .write(insert(&message("old-1", "codex://frontend", Priority::Low, 2)).into())
+        .await
+        .unwrap();
+}
+
+async fn retention_removes_events_as_a_prefix_and_says_so(store: Arc<dyn Store>) {
+    let session = new_session("retained", &[]);
+    let at = |micros: i64, change: SessionChange| SessionChange {
+        timestamp: Timestamp::from_unix_micros(micros),
+        ..change
+    };
+    // Events at 100, 200, 900 and, the latest, 150.
+    let first = store.commit(at(100, create(&session))).await.unwrap();
+    let second = store.commit(at(200, changed(&first.session, "a"))).await.unwrap();
+    let third = store.commit(at(900, changed(&second.session, "b"))).await.unwrap();
+    store.commit(at(150, changed(&third.session, "c"))).await.unwrap();
+    let all = EventFilter::default();
+    // Up to the first event that is not old enough.
+    assert_eq!(
+        store.prune_events(Timestamp::from_unix_micros(500), 10).await.unwrap(),
+        2
+    );
+    for after in [0, 1] {
+        assert_eq!(
+            store.events(after, 4, &all, 10).await.unwrap_err(),
+            StoreError::EventsRemoved { after, oldest: 3 }
+        );
+    }
+    assert_eq!(seqs(store.events(2, 4, &all, 10).await.unwrap()), vec![3, 4]);
+    assert_eq!(
+        store.prune_events(Timestamp::from_unix_micros(500), 10).await.unwrap(),
+        0
+    );
+    // Never the latest: the sequence goes on from it.
+    let everything = Timestamp::from_unix_micros(i64::MAX);
+    assert_eq!(store.prune_events(everything, 10).await.unwrap(), 1);
+    assert_eq!(store.prune_events(everything, 10).await.unwrap(), 0);
+    assert_eq!(seqs(store.events(3, 4, &all, 10).await.unwrap()), vec![4]);
+    assert!(matches!(
+        store.events(2, 4, &all, 10).await,
+        Err(StoreError::EventsRemoved { after: 2, oldest: 4 })
+    ));
+    let latest = store.get_session(&session.session_id).await.unwrap().unwrap();
+    assert_eq!(store.commit(changed(&latest, "d")).await.unwrap().sequence, 5);
+}
+
+async fn retention_removes_ended_sessions(store: Arc<dyn Store>) {
+    let participant = "opencode://backend";
+    let ended = |id: &str, state: SessionState, updated: i64| {
+        let mut session = new_session(id, &[participant]);
+        session.state = state;
+        session.updated_at = Timestamp::from_unix_micros(updated);
+        session
+    };
+    let old_done = ended("old-done", SessionState::Completed, 100);
+    let old_expired = ended("old-expired", SessionState::Expired, 100);
+    let old_active = ended("old-active", SessionState::Active, 100);
+    let new_done = ended("new-done", SessionState::Terminated, 1_000);
+    for session in [&old_done, &old_expired, &old_active, &new_done] {
+        store.commit(create(session)).await.unwrap();
+    }
+    let before = Timestamp::from_unix_micros(500);
+    assert_eq!(store.prune_sessions(before, 1).await.unwrap(), 1, "the limit holds");
+    assert_eq!(store.prune_sessions(before, 10).await.unwrap(), 1);
+    assert_eq!(store.prune_sessions(before, 10).await.unwrap(), 0);
+    for gone in [&old_done, &old_expired] {
+        assert_eq!(store.get_session(&gone.session_id).await.unwrap(), None);
+    }
+    let query = SessionQuery {
+        participant: Some(agent(participant)),
+        limit: 10,
+        ..SessionQuery::default()
+    };
+    let listed: Vec<_> = store
+        .list_sessions(&query)
+        .await
+        .unwrap()
+        .sessions
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
+    assert_eq!(listed, [old_active.session_id.clone(), new_done.session_id.clone()]);
+}
+
 async fn closed_store_refuses_writes(store: Arc<dyn Store>) {
     store.close().await.unwrap();
     assert_eq!(
@@ -798,6 +955,9 @@ macro_rules! conformance {
             leases_are_version_checked_and_seen_by_writes,
             tokens_put_list_touch_delete,
             closed_store_refuses_writes,
+            retention_removes_closed_messages_oldest_first,
+            retention_removes_events_as_a_prefix_and_says_so,
+            retention_removes_ended_sessions,
         );
     };
     ($backend:ident: $($test:ident),+ $(,)?) => {

@@ -41,6 +41,10 @@ pub enum StoreError {
     Conflict { record: Record, expected: u64, actual: u64 },
     #[error("the inbox of {agent} is full ({limit} messages waiting)")]
     InboxFull { agent: AgentId, limit: u64 },
+    /// Events after `after` were asked for, but retention removed every
+    /// event before `oldest`, some of them after `after`.
+    #[error("events up to {} were removed by retention; asked for those after {after}", oldest - 1)]
+    EventsRemoved { after: u64, oldest: u64 },
     #[error("the store is closed")]
     Closed,
     /// The database cannot be reached (down, restarting, connection cut):
@@ -62,6 +66,7 @@ impl StoreError {
             StoreError::NotFound(_) => ErrorKind::NotFound,
             StoreError::Conflict { .. } => ErrorKind::Aborted,
             StoreError::InboxFull { .. } => ErrorKind::ResourceExhausted,
+            StoreError::EventsRemoved { .. } => ErrorKind::OutOfRange,
             StoreError::Closed | StoreError::Unavailable(_) => ErrorKind::Unavailable,
             StoreError::Backend(_) => ErrorKind::Internal,
         }
@@ -81,6 +86,12 @@ impl StoreError {
             StoreError::InboxFull { agent, limit } => {
                 format!("the inbox of {agent} is full ({limit} messages waiting); retry later")
             }
+            StoreError::EventsRemoved { after, oldest } => format!(
+                "after_sequence: {after} is before the oldest event kept, {oldest} (retain_events removed the \
+                 events up to {}): resume from {} to skip the removed ones, or read the sessions afresh",
+                oldest - 1,
+                oldest - 1
+            ),
             StoreError::Closed => "the server is shutting down".into(),
             StoreError::Unavailable(_) => "the database is unavailable; retry later".into(),
             StoreError::Backend(_) => "storage failure; see the server log".into(),

@@ -74,6 +74,21 @@ impl MessageIndex {
         }
     }
 
+    /// Forgets `m` for good (retention removed it): also as a reply, and the
+    /// replies to it.
+    pub fn forget(&mut self, m: &MessageRecord) {
+        self.remove(m);
+        self.replies.remove(m.id());
+        if let Some(original) = &m.message.in_reply_to
+            && let Some(replies) = self.replies.get_mut(original)
+        {
+            replies.retain(|id| id != m.id());
+            if replies.is_empty() {
+                self.replies.remove(original);
+            }
+        }
+    }
+
     pub fn open_count(&self, agent: &AgentId) -> usize {
         self.open.get(agent).map_or(0, HashSet::len)
     }

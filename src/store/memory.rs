@@ -1,7 +1,7 @@
 //! In-memory store for tests and throwaway runs. Same semantics as the
 //! durable backends; nothing survives the process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -27,13 +27,23 @@ struct Inner {
     /// Session and the sequence of its creation event (its list cursor).
     sessions: HashMap<SessionId, (Session, u64)>,
     by_creation: BTreeMap<u64, SessionId>,
-    events: Vec<Arc<SessionEvent>>,
+    /// The events retention kept: the first has sequence `removed_events + 1`.
+    events: VecDeque<Arc<SessionEvent>>,
+    removed_events: u64,
     agents: BTreeMap<AgentId, Agent>,
     messages: HashMap<MessageId, MessageRecord>,
     /// In issue order.
     tokens: Vec<AgentToken>,
     index: MessageIndex,
+    /// Closed messages by when they closed, for retention.
+    closed_messages: BTreeSet<(Timestamp, MessageId)>,
     closed: bool,
+}
+
+impl Inner {
+    fn last_sequence(&self) -> u64 {
+        self.removed_events + self.events.len() as u64
+    }
 }
 
 impl MemoryStore {
@@ -105,13 +115,19 @@ impl Store for MemoryStore {
             let previous = inner.messages.get(&id);
             if let Some(previous) = previous {
                 inner.index.remove(previous);
+                if !previous.state.is_open() {
+                    inner.closed_messages.remove(&(previous.available_at, id.clone()));
+                }
             }
             inner.index.add(&write.record, previous.is_none());
+            if !write.record.state.is_open() {
+                inner.closed_messages.insert((write.record.available_at, id.clone()));
+            }
             inner.messages.insert(id, write.record);
         }
         let Some(change) = set.session else { return Ok(None) };
         let id = change.session.session_id.clone();
-        let sequence = inner.events.len() as u64 + 1;
+        let sequence = inner.last_sequence() + 1;
         let created = match inner.sessions.get(&id) {
             Some((_, created)) => *created,
             None => {
@@ -121,7 +137,7 @@ impl Store for MemoryStore {
         };
         let event = Arc::new(event_of(change, sequence));
         inner.sessions.insert(id, (event.session.clone(), created));
-        inner.events.push(event.clone());
+        inner.events.push_back(event.clone());
         // Published under the lock, so the feed sees sequence order.
         self.feed.publish(event.clone());
         Ok(Some(event))
@@ -185,13 +201,22 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Arc<SessionEvent>>, StoreError> {
         let inner = self.lock();
-        let start = usize::try_from(after).unwrap_or(usize::MAX).min(inner.events.len());
-        let end = usize::try_from(up_to)
-            .unwrap_or(usize::MAX)
-            .min(inner.events.len())
-            .max(start);
-        Ok(inner.events[start..end]
-            .iter()
+        if after < inner.removed_events {
+            return Err(StoreError::EventsRemoved {
+                after,
+                oldest: inner.removed_events + 1,
+            });
+        }
+        let index = |sequence: u64| {
+            usize::try_from(sequence - inner.removed_events)
+                .unwrap_or(usize::MAX)
+                .min(inner.events.len())
+        };
+        let start = index(after);
+        let end = index(up_to.max(after));
+        Ok(inner
+            .events
+            .range(start..end)
             .filter(|e| filter.matches(e))
             .take(limit)
             .cloned()
@@ -305,7 +330,54 @@ impl Store for MemoryStore {
         Ok(StoreCounts {
             active_sessions: active as u64,
             registered_agents: inner.agents.len() as u64,
+            size_bytes: None,
         })
+    }
+
+    async fn prune_messages(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        let mut inner = self.open()?;
+        let inner = &mut *inner;
+        let mut removed = 0;
+        while removed < limit
+            && let Some(first) = inner.closed_messages.first()
+            && first.0 < before
+        {
+            let Some((_, id)) = inner.closed_messages.pop_first() else {
+                break;
+            };
+            if let Some(record) = inner.messages.remove(&id) {
+                inner.index.forget(&record);
+            }
+            removed += 1;
+        }
+        Ok(removed as u64)
+    }
+
+    async fn prune_events(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        let mut inner = self.open()?;
+        let mut removed = 0;
+        while removed < limit && inner.events.len() > 1 && inner.events[0].timestamp < before {
+            inner.events.pop_front();
+            inner.removed_events += 1;
+            removed += 1;
+        }
+        Ok(removed as u64)
+    }
+
+    async fn prune_sessions(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        let mut inner = self.open()?;
+        let ended: Vec<(SessionId, u64)> = inner
+            .sessions
+            .iter()
+            .filter(|(_, (s, _))| !s.is_active() && s.updated_at < before)
+            .take(limit)
+            .map(|(id, (_, created))| (id.clone(), *created))
+            .collect();
+        for (id, created) in &ended {
+            inner.sessions.remove(id);
+            inner.by_creation.remove(created);
+        }
+        Ok(ended.len() as u64)
     }
 
     fn feed(&self) -> &EventFeed {

@@ -86,6 +86,8 @@ impl From<MessageWrite> for WriteSet {
 pub struct StoreCounts {
     pub active_sessions: u64,
     pub registered_agents: u64,
+    /// Bytes the database takes (files, or relations); `None` in memory.
+    pub size_bytes: Option<u64>,
 }
 
 /// Writes committed together or not at all.
@@ -172,7 +174,8 @@ pub trait Store: Send + Sync + 'static {
     async fn idle_sessions(&self, before: Timestamp, limit: usize) -> Result<Vec<Session>, StoreError>;
 
     /// Events with `after < sequence <= up_to` that match `filter`, in order,
-    /// at most `limit` of them.
+    /// at most `limit` of them. Fails with [`StoreError::EventsRemoved`] if
+    /// retention removed events after `after`: never a silent gap.
     async fn events(
         &self,
         after: u64,
@@ -234,6 +237,29 @@ pub trait Store: Send + Sync + 'static {
     async fn inbox_depth(&self, agent: &AgentId) -> Result<u64, StoreError>;
 
     async fn counts(&self) -> Result<StoreCounts, StoreError>;
+
+    /// Retention: removes up to `limit` closed messages (acked, answered,
+    /// dead-lettered, expired) that closed before `before`, oldest first;
+    /// returns how many. A resend of a removed message's id is a new message.
+    async fn prune_messages(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError>;
+
+    /// Retention: removes up to `limit` of the oldest events committed
+    /// before `before`, in sequence order, and never the latest one. What is
+    /// kept is every event after some sequence number, so a reader asking
+    /// for removed events is told ([`StoreError::EventsRemoved`]), and the
+    /// sequence never restarts.
+    async fn prune_events(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError>;
+
+    /// Retention: removes up to `limit` ended sessions (not active) last
+    /// changed before `before`; returns how many.
+    async fn prune_sessions(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError>;
+
+    /// Gives space freed by pruning back to the file system, a bounded
+    /// amount per call (SQLite's incremental vacuum). Elsewhere nothing to
+    /// do: memory is freed at once, PostgreSQL's autovacuum reuses space.
+    async fn reclaim(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Where committed events are announced, in sequence order.
     fn feed(&self) -> &EventFeed;

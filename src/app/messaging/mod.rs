@@ -457,8 +457,7 @@ impl Messaging {
         if !answerable || !is_reply(&record, message) {
             return Ok(None);
         }
-        let mut answered = record.clone();
-        answered.state = MessageState::Answered;
+        let mut answered = record.closed(MessageState::Answered, message.timestamp);
         answered.acked_at.get_or_insert(message.timestamp);
         Ok(Some(swap(&record, answered)))
     }
@@ -559,8 +558,7 @@ impl Messaging {
             let session = self
                 .task_outcome(&record, TaskState::TimedOut, json!({"error": "no reply in time"}), now)
                 .await?;
-            let mut expired = record.clone();
-            expired.state = MessageState::Expired;
+            let mut expired = record.closed(MessageState::Expired, now);
             expired.reason = "no reply before the SYNC deadline".into();
             let set = WriteSet {
                 session,
@@ -729,8 +727,7 @@ fn ack_write(actor: &Actor, agent: &AgentId, record: &MessageRecord, now: Timest
             record.reason
         ))),
         MessageState::Queued | MessageState::Delivered => {
-            let mut acked = record.clone();
-            acked.state = MessageState::Acked;
+            let mut acked = record.closed(MessageState::Acked, now);
             acked.acked_at = Some(now);
             Ok(Some(swap(record, acked)))
         }
@@ -914,7 +911,8 @@ mod tests {
             counts,
             crate::store::StoreCounts {
                 active_sessions: 0,
-                registered_agents: 2
+                registered_agents: 2,
+                size_bytes: None
             }
         );
     }

@@ -100,8 +100,7 @@ impl Messaging {
         } else {
             TaskState::Failed
         };
-        let mut dead = record.clone();
-        dead.state = MessageState::DeadLettered;
+        let mut dead = record.closed(MessageState::DeadLettered, now);
         dead.reason = reason.clone();
         let mut set = WriteSet {
             session: self

@@ -52,6 +52,7 @@ mod cluster;
 mod counts;
 mod feed;
 mod reads;
+mod retention;
 mod rows;
 mod schema;
 mod writes;
@@ -331,7 +332,10 @@ impl Store for PostgresStore {
         filter: &EventFilter,
         limit: usize,
     ) -> Result<Vec<Arc<SessionEvent>>, StoreError> {
-        reads::events(&self.client().await?, after, up_to, filter, limit).await
+        let client = self.client().await?;
+        let events = reads::events(&client, after, up_to, filter, limit).await?;
+        retention::check_events_kept(&client, after).await?;
+        Ok(events)
     }
 
     async fn put_agent(&self, agent: Agent, expected: Option<u64>) -> Result<Agent, StoreError> {
@@ -442,6 +446,18 @@ impl Store for PostgresStore {
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
         reads::counts(&self.client().await?).await
+    }
+
+    async fn prune_messages(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        retention::prune_messages(&self.writer().await?, before, limit).await
+    }
+
+    async fn prune_events(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        retention::prune_events(&mut self.writer().await?, before, limit).await
+    }
+
+    async fn prune_sessions(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        retention::prune_sessions(&mut self.writer().await?, before, limit).await
     }
 
     fn feed(&self) -> &EventFeed {

@@ -249,7 +249,12 @@ pub(super) async fn open(client: &Object, agent: &AgentId, limit: usize) -> Resu
 
 pub(super) async fn counts(client: &Object) -> Result<StoreCounts, StoreError> {
     let statement = client
-        .prepare_cached("SELECT (SELECT count(*) FROM sessions WHERE state = $1), (SELECT count(*) FROM agents)")
+        .prepare_cached(
+            "SELECT (SELECT count(*) FROM sessions WHERE state = $1), (SELECT count(*) FROM agents),
+                    (SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = current_schema() AND c.relkind = 'r')",
+        )
         .await
         .map_err(db_error)?;
     let row = client
@@ -259,6 +264,7 @@ pub(super) async fn counts(client: &Object) -> Result<StoreCounts, StoreError> {
     Ok(StoreCounts {
         active_sessions: to_u64(&row, 0)?,
         registered_agents: to_u64(&row, 1)?,
+        size_bytes: Some(to_u64(&row, 2)?),
     })
 }
 

@@ -108,6 +108,17 @@ CREATE TABLE agent_seen (
     last_seen BIGINT NOT NULL
 );
 "#,
+    r#"
+-- Retention: closed messages by when they closed, ended sessions by when
+-- they ended, and the last event sequence it removed (see `super::retention`).
+CREATE INDEX messages_closed ON messages (available_at) WHERE state NOT IN (1, 2);
+CREATE INDEX sessions_ended ON sessions (updated_at) WHERE state <> 1;
+CREATE TABLE events_removed (
+    only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
+    through  BIGINT NOT NULL
+);
+INSERT INTO events_removed (through) VALUES (0);
+"#,
 ];
 
 /// The version this build writes: the number of its last step.

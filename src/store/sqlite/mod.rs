@@ -17,7 +17,8 @@
 //! - [`writes`]: what each write checks and changes inside the transaction;
 //! - [`hot`]: the in-memory mirror of the hot path;
 //! - [`checkpoint`]: the background WAL checkpointer;
-//! - [`reads`]: the read pool and the queries that need the disk.
+//! - [`reads`]: the read pool and the queries that need the disk;
+//! - [`retention`]: removing what is older than its retention, reclaiming space.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -38,6 +39,7 @@ use crate::domain::{AgentId, SessionId, Timestamp};
 mod checkpoint;
 mod hot;
 mod reads;
+mod retention;
 mod rows;
 mod schema;
 mod writer;
@@ -137,6 +139,18 @@ impl SqliteStore {
             feed,
             hot,
         })
+    }
+
+    /// The database file and its write-ahead log, in bytes.
+    fn size_bytes(&self) -> u64 {
+        let path = &self.readers.path;
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        [path.as_os_str(), wal.as_os_str()]
+            .iter()
+            .filter_map(|file| std::fs::metadata(file).ok())
+            .map(|meta| meta.len())
+            .sum()
     }
 
     fn hot(&self) -> MutexGuard<'_, Hot> {
@@ -369,7 +383,28 @@ impl Store for SqliteStore {
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
-        self.read(reads::counts).await
+        let mut counts = self.read(reads::counts).await?;
+        counts.size_bytes = Some(self.size_bytes());
+        Ok(counts)
+    }
+
+    async fn prune_messages(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.write(move |conn| retention::prune_messages(conn, before, limit), None)
+            .await
+    }
+
+    async fn prune_events(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.write(move |conn| retention::prune_events(conn, before, limit), None)
+            .await
+    }
+
+    async fn prune_sessions(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        self.write(move |conn| retention::prune_sessions(conn, before, limit), None)
+            .await
+    }
+
+    async fn reclaim(&self) -> Result<(), StoreError> {
+        self.write(retention::reclaim, None).await.map(drop)
     }
 
     fn feed(&self) -> &EventFeed {

@@ -138,6 +138,13 @@ pub(super) fn events(
     while let Some(row) = rows.next().map_err(backend)? {
         events.push(Arc::new(decode_event(row)?));
     }
+    // After the read: had retention removed what it would have returned,
+    // this later statement sees that too.
+    if let Some(oldest) = super::retention::oldest_event(conn)?
+        && oldest > after + 1
+    {
+        return Err(StoreError::EventsRemoved { after, oldest });
+    }
     Ok(events)
 }
 
@@ -170,5 +177,6 @@ pub(super) fn counts(conn: &Connection) -> Result<StoreCounts, StoreError> {
     Ok(StoreCounts {
         active_sessions,
         registered_agents,
+        size_bytes: None,
     })
 }

@@ -24,7 +24,7 @@
 
 use rusqlite::Connection;
 
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -83,6 +83,9 @@ CREATE TABLE IF NOT EXISTS agent_tokens (
     issued   INTEGER NOT NULL UNIQUE,
     body     TEXT NOT NULL
 );
+-- Version 5: retention removes closed messages by when they closed (their
+-- available_at); ended sessions are found through sessions_by_idle.
+CREATE INDEX IF NOT EXISTS messages_closed ON messages(available_at) WHERE state NOT IN (1, 2);
 ";
 
 /// Brings the file to [`SCHEMA_VERSION`]; refuses a newer one.
@@ -93,8 +96,28 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             "database schema version {version} is newer than this agentbus understands ({SCHEMA_VERSION})"
         )));
     }
+    incremental_vacuum(conn)?;
     conn.execute_batch(SCHEMA)?;
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+}
+
+/// Retention frees pages; with `auto_vacuum = INCREMENTAL` they can be given
+/// back to the file system (see `super::retention::reclaim`). A new file
+/// takes the mode before its first table; a file made before version 5 is
+/// rewritten once by VACUUM, which takes a while on a large file.
+fn incremental_vacuum(conn: &Connection) -> rusqlite::Result<()> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+    if mode == INCREMENTAL {
+        return Ok(());
+    }
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
+    let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+    if tables > 0 {
+        tracing::info!("switching the database file to incremental vacuum: rewriting it once (VACUUM)");
+        conn.execute_batch("VACUUM")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
