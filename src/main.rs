@@ -1,4 +1,4 @@
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
@@ -6,7 +6,7 @@ use tracing_subscriber::EnvFilter;
 
 use agentbus::bench::BenchArgs;
 use agentbus::cli;
-use agentbus::config::{self, Config, Environment, Loaded, ServeArgs};
+use agentbus::config::{self, Config, Environment, Loaded, PrintFormat, ServeArgs};
 use agentbus::server;
 
 // glibc malloc was about a sixth of the server's CPU under load, with
@@ -55,8 +55,28 @@ enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// Show the configuration `serve` would run with.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     #[command(flatten)]
     Client(cli::Command),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, each setting with where its value
+    /// came from (default, file, env or flag); secrets redacted. Takes the
+    /// flags of `serve`; exits 2, as `serve` would, when it is invalid.
+    #[command(after_help = config::LAYERS_HELP)]
+    Print {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// toml (a file for --config, sources in comments) or json.
+        #[arg(long, value_enum, default_value = "toml")]
+        format: PrintFormat,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +86,9 @@ fn main() -> ExitCode {
             serve(&args)
         }
         Command::Bench(args) => bench(args),
+        Command::Config {
+            command: ConfigCommand::Print { serve, format },
+        } => print_config(&serve, format),
         // Stdout is the MCP protocol's; logs go to stderr.
         Command::Mcp { mcp, log } => {
             log.init("warn,agentbus=info");
@@ -144,6 +167,20 @@ fn flag_variables() -> Vec<String> {
     let mut names = Vec::new();
     collect(&Cli::command(), &mut names);
     names
+}
+
+fn print_config(args: &ServeArgs, format: PrintFormat) -> ExitCode {
+    let loaded = match load_config(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    match std::io::stdout().write_all(loaded.print(format).as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("agentbus: cannot write the configuration: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {

@@ -15,9 +15,10 @@ use crate::store::sqlite::Synchronous;
 pub const LAYERS_HELP: &str = "\
 Each setting is read from, lowest to highest precedence: its default, the --config file \
 (key ack_timeout), the environment (AGENT_BUS_ACK_TIMEOUT) and the flag (--ack-timeout). \
-AGENT_BUS_HOST and AGENT_BUS_PORT set the two halves of listen.";
+AGENT_BUS_HOST and AGENT_BUS_PORT set the two halves of listen. \
+`agentbus config print` shows the result and where each value came from.";
 
-/// Flags of `agentbus serve`: one per setting,
+/// Flags of `agentbus serve` and `agentbus config print`: one per setting,
 /// named as its file key with dashes. Serialized (the flags given), they are
 /// the top layer of the configuration; `AGENT_BUS_*` variables are read by
 /// the layer below, not by clap, so that each value knows its source.

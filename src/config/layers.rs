@@ -88,6 +88,11 @@ impl Loaded {
             None => DEFAULT.into(),
         }
     }
+
+    /// Each setting's subsystem and key, in the order `config print` lists them.
+    pub(super) fn settings(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.settings.ordered()
+    }
 }
 
 /// Which subsystem each setting (by its flat file key) belongs to.
@@ -119,6 +124,16 @@ impl Settings {
             Some(section) => format!("{section}.{key}"),
             None => key.into(),
         }
+    }
+
+    fn ordered(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut pairs: Vec<(&str, &str)> = self
+            .section_of
+            .iter()
+            .map(|(key, section)| (section.as_str(), key.as_str()))
+            .collect();
+        pairs.sort_unstable();
+        pairs.into_iter()
     }
 
     /// Moves each flat key under its subsystem; the keys that are no setting

@@ -9,6 +9,7 @@
 mod flags;
 mod layers;
 mod listen;
+mod print;
 mod values;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ use crate::transport::tls::TlsFiles;
 pub use flags::{LAYERS_HELP, ServeArgs};
 pub use layers::{Environment, Loaded};
 pub use listen::ListenAddr;
+pub use print::PrintFormat;
 pub use values::parse_duration;
 
 /// Which store backs the bus.
@@ -44,7 +46,7 @@ pub enum StoreKind {
 }
 
 /// The resolved configuration of `agentbus serve`. Serializing it prints
-/// secrets.
+/// secrets: only [`Loaded::print`] shows it to people, redacted.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {

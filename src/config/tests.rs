@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 
+use super::print::redact_password;
 use super::*;
 
 fn environment(env: &[(&str, &str)]) -> Environment {
@@ -387,6 +388,11 @@ fn unknown_keys_in_the_file_are_named_and_unknown_variables_reported() {
     ];
     let loaded = load_with_sources(&ServeArgs::default(), &env).unwrap();
     assert_eq!(loaded.ignored_env, ["AGENT_BUS_ACK_TIMOUT"]);
+    assert!(
+        loaded
+            .print(PrintFormat::Toml)
+            .contains("# ignored: AGENT_BUS_ACK_TIMOUT is not a setting")
+    );
 }
 
 #[test]
@@ -460,4 +466,85 @@ fn every_setting_has_a_flag_and_every_flag_a_setting() {
     let mut flags = flags;
     flags.sort();
     assert_eq!(flags, keys);
+}
+
+#[test]
+fn print_shows_values_sources_and_no_secrets() {
+    let args = ServeArgs {
+        api_key: Some("s3cret-admin-key".into()),
+        database_url: Some("postgres://bus:hunter2@db:5432/agentbus".into()),
+        ..Default::default()
+    };
+    let loaded = load_with_sources(&args, &[("AGENT_BUS_INBOX_LIMIT", "7")]).unwrap();
+    let text = loaded.print(PrintFormat::Toml);
+    assert!(!text.contains("s3cret") && !text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("\n# api_key = \"***\"  # flag --api-key; redacted\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n# database_url = \"postgres://bus:***@db:5432/agentbus\"  # flag --database-url"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\ninbox_limit = 7  # env AGENT_BUS_INBOX_LIMIT\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nack_timeout = \"30s\"  # default\n"), "{text}");
+    assert!(text.contains("\n# tls_cert is not set  # default\n"), "{text}");
+
+    let json: serde_json::Value = serde_json::from_str(&loaded.print(PrintFormat::Json)).unwrap();
+    assert!(!json.to_string().contains("s3cret") && !json.to_string().contains("hunter2"));
+    assert_eq!(
+        json["settings"]["inbox_limit"],
+        serde_json::json!({"value": 7, "source": "env AGENT_BUS_INBOX_LIMIT"})
+    );
+    assert_eq!(json["settings"]["api_key"]["redacted"], true);
+    assert_eq!(json["settings"]["tls_cert"]["value"], serde_json::Value::Null);
+}
+
+#[test]
+fn printed_configuration_loads_back_to_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ServeArgs {
+        ack_timeout: Some(Duration::from_millis(1500)),
+        store: Some(StoreKind::Memory),
+        listen: Some("[::1]:0".parse().unwrap()),
+        ..with_file(&dir, "retain_events = \"0s\"\ndata_dir = \"/tmp/x y\"\n")
+    };
+    let loaded = load_with_sources(&args, &[("AGENT_BUS_INSECURE", "on")]).unwrap();
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, loaded.print(PrintFormat::Toml)).unwrap();
+    let again = load(
+        &ServeArgs {
+            config: Some(printed),
+            ..Default::default()
+        },
+        &[],
+    )
+    .unwrap();
+    assert_eq!(settings(&again), settings(&loaded.config));
+}
+
+#[test]
+fn passwords_are_redacted_from_database_urls() {
+    let cases = [
+        ("postgres://bus:pw@db/agentbus", Some("postgres://bus:***@db/agentbus")),
+        ("postgres://bus@db/agentbus", None),
+        (
+            "postgres://db/agentbus?user=bus&password=pw&sslmode=require",
+            Some("postgres://db/agentbus?user=bus&password=***&sslmode=require"),
+        ),
+        (
+            "host=db user=bus password='p w' dbname=agentbus",
+            Some("host=db user=bus password=*** dbname=agentbus"),
+        ),
+        (
+            "postgres://b%40s:p%3Aw@db:5432/x",
+            Some("postgres://b%40s:***@db:5432/x"),
+        ),
+    ];
+    for (url, expected) in cases {
+        assert_eq!(redact_password(url).as_deref(), expected, "{url}");
+    }
 }
