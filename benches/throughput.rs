@@ -126,11 +126,9 @@ where
     Fut: std::future::Future<Output = T>,
 {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        store: StoreKind::Sqlite,
-        data_dir: dir.path().to_owned(),
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.storage.store = StoreKind::Sqlite;
+    config.storage.data_dir = dir.path().to_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,12 +1,12 @@
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use agentbus::bench::BenchArgs;
 use agentbus::cli;
-use agentbus::config::{Config, ServeArgs};
+use agentbus::config::{self, Config, Environment, Loaded, PrintFormat, ServeArgs};
 use agentbus::server;
 
 // glibc malloc was about a sixth of the server's CPU under load, with
@@ -39,6 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the bus (gRPC with reflection and health on one port).
+    #[command(after_help = config::LAYERS_HELP)]
     Serve {
         #[command(flatten)]
         serve: ServeArgs,
@@ -54,8 +55,28 @@ enum Command {
         #[command(flatten)]
         log: LogArgs,
     },
+    /// Show the configuration `serve` would run with.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     #[command(flatten)]
     Client(cli::Command),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration, each setting with where its value
+    /// came from (default, file, env or flag); secrets redacted. Takes the
+    /// flags of `serve`; exits 2, as `serve` would, when it is invalid.
+    #[command(after_help = config::LAYERS_HELP)]
+    Print {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// toml (a file for --config, sources in comments) or json.
+        #[arg(long, value_enum, default_value = "toml")]
+        format: PrintFormat,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +86,9 @@ fn main() -> ExitCode {
             serve(&args)
         }
         Command::Bench(args) => bench(args),
+        Command::Config {
+            command: ConfigCommand::Print { serve, format },
+        } => print_config(&serve, format),
         // Stdout is the MCP protocol's; logs go to stderr.
         Command::Mcp { mcp, log } => {
             log.init("warn,agentbus=info");
@@ -121,14 +145,53 @@ fn bench(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn serve(args: &ServeArgs) -> ExitCode {
-    let config = match Config::load(args) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("agentbus: {error}");
-            return ExitCode::from(2);
+/// The configuration of `args`, the environment and the file; an invalid
+/// one is reported and exits 2.
+fn load_config(args: &ServeArgs) -> Result<Loaded, ExitCode> {
+    Config::load(args, &Environment::from_process(flag_variables())).map_err(|error| {
+        eprintln!("agentbus: {error}");
+        ExitCode::from(2)
+    })
+}
+
+/// The `AGENT_BUS_*` variables that the binary's flags read (the client's
+/// AGENT_BUS_URL, AGENT_BUS_CONFIG...): no settings, and no typos either.
+fn flag_variables() -> Vec<String> {
+    fn collect(command: &clap::Command, names: &mut Vec<String>) {
+        let variables = command.get_arguments().filter_map(|arg| arg.get_env()?.to_str());
+        names.extend(variables.map(String::from));
+        for subcommand in command.get_subcommands() {
+            collect(subcommand, names);
         }
+    }
+    let mut names = Vec::new();
+    collect(&Cli::command(), &mut names);
+    names
+}
+
+fn print_config(args: &ServeArgs, format: PrintFormat) -> ExitCode {
+    let loaded = match load_config(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
+    match std::io::stdout().write_all(loaded.print(format).as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("agentbus: cannot write the configuration: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let loaded = match load_config(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    for variable in &loaded.ignored_env {
+        tracing::warn!(%variable, "ignoring an AGENT_BUS_* variable that is no setting (misspelt?)");
+    }
+    let config = loaded.config;
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -138,23 +201,23 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     runtime.block_on(async {
         // The first address that binds of those the configuration checked.
-        let bound = tokio::net::TcpListener::bind(config.listen_addrs.as_slice()).await;
+        let bound = tokio::net::TcpListener::bind(config.server.listen_addrs.as_slice()).await;
         let listener = match bound {
             Ok(listener) => listener,
             Err(error) => {
-                eprintln!("agentbus: cannot listen on {}: {error}", config.listen);
+                eprintln!("agentbus: cannot listen on {}: {error}", config.server.listen);
                 return ExitCode::FAILURE;
             }
         };
         let address = listener
             .local_addr()
-            .map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+            .map_or_else(|_| config.server.listen.to_string(), |a| a.to_string());
         tracing::info!(
             %address,
-            store = ?config.store,
-            auth = config.api_key.is_some(),
-            tls = config.tls_cert.is_some(),
-            mutual_tls = config.tls_client_ca.is_some(),
+            store = ?config.storage.store,
+            auth = config.auth.api_key.is_some(),
+            tls = config.tls.tls_cert.is_some(),
+            mutual_tls = config.tls.tls_client_ca.is_some(),
             "agentbus listening"
         );
         // Tests and scripts read this line to find the port when using :0.

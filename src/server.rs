@@ -76,24 +76,25 @@ pub enum ServeError {
 }
 
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(match config.store {
-        StoreKind::Memory => Arc::new(MemoryStore::new(config.watch_buffer)),
+    Ok(match config.storage.store {
+        StoreKind::Memory => Arc::new(MemoryStore::new(config.storage.watch_buffer)),
         StoreKind::Sqlite => Arc::new(SqliteStore::open(&SqliteOptions {
             path: config.sqlite_path(),
-            synchronous: config.sqlite_synchronous,
-            feed_capacity: config.watch_buffer,
+            synchronous: config.storage.sqlite_synchronous,
+            feed_capacity: config.storage.watch_buffer,
             max_batch: DEFAULT_MAX_BATCH,
         })?),
         StoreKind::Postgres => {
             let url = config
+                .storage
                 .database_url
                 .clone()
                 .ok_or_else(|| StoreError::Backend("store postgres needs database_url (--database-url)".into()))?;
             Arc::new(
                 PostgresStore::open(&PostgresOptions {
                     url,
-                    pool_size: config.database_pool_size,
-                    feed_capacity: config.watch_buffer,
+                    pool_size: config.storage.database_pool_size,
+                    feed_capacity: config.storage.watch_buffer,
                 })
                 .await?,
             )
@@ -118,18 +119,18 @@ pub async fn serve(
     let store = open_store(&config).await?;
     let shutdown = CancellationToken::new();
     let limits = SessionLimits {
-        max_participants: config.max_participants,
-        max_context_bytes: config.max_context_bytes,
+        max_participants: config.sessions.max_participants,
+        max_context_bytes: config.sessions.max_context_bytes,
         // Room for the event or response wrapped around a snapshot.
-        max_session_bytes: config.max_message_bytes / 8 * 7,
+        max_session_bytes: config.server.max_message_bytes / 8 * 7,
     };
     // List pages get the same room as one snapshot.
     let max_page_bytes = limits.max_session_bytes;
-    let max_answer_bytes = config.max_message_bytes + RESPONSE_HEADROOM;
+    let max_answer_bytes = config.server.max_message_bytes + RESPONSE_HEADROOM;
     let sessions = Arc::new(Sessions::new(
         store.clone(),
         limits.clone(),
-        config.session_idle_timeout,
+        config.sessions.session_idle_timeout,
     ));
 
     let health = HealthReporter::new();
@@ -154,11 +155,11 @@ pub async fn serve(
         presence.clone(),
         metrics.clone(),
         MessagingConfig {
-            ack_timeout: config.ack_timeout,
-            message_timeout: config.message_timeout,
-            retry_base: config.retry_backoff,
-            inbox_limit: config.inbox_limit,
-            heartbeat: config.heartbeat_interval,
+            ack_timeout: config.delivery.ack_timeout,
+            message_timeout: config.delivery.message_timeout,
+            retry_base: config.delivery.retry_backoff,
+            inbox_limit: config.delivery.inbox_limit,
+            heartbeat: config.server.heartbeat_interval,
             session_limits: limits,
         },
     ));
@@ -173,25 +174,25 @@ pub async fn serve(
         agents,
         messaging.clone(),
         ApiConfig {
-            api_key: config.api_key.clone(),
-            require_agent_identity: config.require_agent_identity,
+            api_key: config.auth.api_key.clone(),
+            require_agent_identity: config.auth.require_agent_identity,
             tokens: Arc::new(Tokens::load(store.clone()).await?),
             metrics: metrics.clone(),
-            heartbeat: config.heartbeat_interval,
+            heartbeat: config.server.heartbeat_interval,
             shutdown: shutdown.clone(),
-            max_message_bytes: config.max_message_bytes,
+            max_message_bytes: config.server.max_message_bytes,
         },
     ));
     let grpc = Arc::new(Grpc::new(api.clone()));
     let authenticate = Authenticate(api.clone());
     let session_service = SessionServiceServer::from_arc(grpc.clone())
-        .max_decoding_message_size(config.max_message_bytes)
+        .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(max_answer_bytes);
     let agent_service = AgentServiceServer::from_arc(grpc.clone())
-        .max_decoding_message_size(config.max_message_bytes)
+        .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(max_answer_bytes);
     let message_service = MessageServiceServer::from_arc(grpc)
-        .max_decoding_message_size(config.max_message_bytes)
+        .max_decoding_message_size(config.server.max_message_bytes)
         .max_encoding_message_size(max_answer_bytes);
     let requests = Arc::new(RequestMetrics::new(&mut registry));
     let store_health = Arc::new(StoreHealth::default());
@@ -201,7 +202,7 @@ pub async fn serve(
         requests: requests.clone(),
         registry: Arc::new(registry),
         store: store.clone(),
-        max_body_bytes: config.max_message_bytes,
+        max_body_bytes: config.server.max_message_bytes,
         started: Instant::now(),
         shutdown: shutdown.clone(),
         store_health: store_health.clone(),
@@ -227,14 +228,14 @@ pub async fn serve(
     let background = [
         tokio::spawn(sweep_idle_sessions(
             sessions,
-            config.session_idle_timeout,
+            config.sessions.session_idle_timeout,
             shutdown.clone(),
         )),
-        tokio::spawn(sweep_messages(messaging, config.ack_timeout, shutdown.clone())),
+        tokio::spawn(sweep_messages(messaging, config.delivery.ack_timeout, shutdown.clone())),
         tokio::spawn(retention::run(
             store.clone(),
             metrics.clone(),
-            config.retention(),
+            config.retention.retention(),
             shutdown.clone(),
         )),
         tokio::spawn(check_store(
@@ -248,7 +249,7 @@ pub async fn serve(
     let stopping = CancellationToken::new();
     let begin_shutdown = {
         let (health, shutdown, stopping) = (health.clone(), shutdown.clone(), stopping.clone());
-        let drain = config.shutdown_drain;
+        let drain = config.server.shutdown_drain;
         async move {
             stop.await;
             tracing::info!(?drain, "shutting down");
@@ -261,8 +262,8 @@ pub async fn serve(
     };
 
     let limits = ConnectionLimits {
-        max_connections: listener::fit_descriptor_limit(config.max_connections),
-        header_read_timeout: config.header_read_timeout,
+        max_connections: listener::fit_descriptor_limit(config.server.max_connections),
+        header_read_timeout: config.server.header_read_timeout,
     };
     let incoming = listener::incoming(listener, limits, tls);
     let server = tonic::transport::Server::builder()
@@ -275,7 +276,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, begin_shutdown);
     tokio::pin!(server);
 
-    let grace = config.shutdown_grace;
+    let grace = config.server.shutdown_grace;
     let served = tokio::select! {
         result = &mut server => result.map_err(ServeError::from),
         () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {

@@ -198,7 +198,7 @@ async fn retention_settings_are_checked() {
         let temp = tempfile::tempdir().unwrap();
         let refused = Bus::try_start_in(temp.path(), &[flag, value]).err().expect("refused");
         assert!(
-            refused.contains("must be 0s (keep forever) or between 1s and 100years"),
+            refused.contains("must be 0s (keep forever) or between 1s and 100 years"),
             "{refused}"
         );
     }

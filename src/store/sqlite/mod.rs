@@ -59,8 +59,7 @@ use writer::{EncodedSet, Pending, WRITE_QUEUE, Writer, WriterRequest};
 pub const DEFAULT_MAX_BATCH: usize = 512;
 
 /// How hard a commit waits for the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Synchronous {
     /// fsync on every commit: survives power loss.
