@@ -1,6 +1,6 @@
 //! Traces: a span for every call (named after the gRPC method or the HTTP
 //! route) and for every delivery of a message to its recipient, exported
-//! by an OpenTelemetry layer when one is installed.
+//! over OTLP when `--otlp-endpoint` is set ([`otlp`]).
 //!
 //! A call's span continues the caller's W3C trace (`traceparent`); a
 //! delivery's span continues the trace stored with the message, so the
@@ -9,6 +9,8 @@
 //! The spans are at DEBUG level: with no exporter and the default log
 //! filter they are disabled, and each costs one level check on the hot
 //! path. `RUST_LOG=agentbus::telemetry=debug` shows them in the logs.
+
+pub mod otlp;
 
 use std::fmt::Display;
 
@@ -22,7 +24,8 @@ use crate::domain::AgentId;
 use crate::domain::message::Message;
 use crate::domain::trace::TraceContext;
 
-/// The target of the spans (and of this module's events).
+/// The target of the spans (and of this module's events), which the OTLP
+/// exporter's filter lets through at DEBUG.
 pub const TARGET: &str = "agentbus::telemetry";
 
 /// The span of one call named `name` (`agentbus.v1.MessageService/SendMessage`,
