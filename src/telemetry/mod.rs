@@ -141,6 +141,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn without_an_exporter_the_default_log_filter_disables_the_spans() {
+        let logs = tracing_subscriber::fmt().with_env_filter("info").finish();
+        tracing::subscriber::with_default(logs, || {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                    .parse()
+                    .unwrap(),
+            );
+            assert!(call_span("agentbus.v1.MessageService/SendMessage", &headers).is_disabled());
+        });
+        let debug = tracing_subscriber::fmt()
+            .with_env_filter("agentbus::telemetry=debug")
+            .finish();
+        tracing::subscriber::with_default(debug, || {
+            assert!(!call_span("agentbus.v1.MessageService/SendMessage", &HeaderMap::new()).is_disabled());
+        });
+    }
+
+    #[test]
     fn only_the_servers_failures_are_errors() {
         assert!(!is_server_error("OK"));
         assert!(!is_server_error("NOT_FOUND"));

@@ -216,7 +216,7 @@ mod tests {
             "http://127.0.0.1:4317"
         );
         for (bad, says) in [
-            ("localhost:4317", "scheme \"localhost\""),
+            ("localhost:4317", "without http://"),
             ("127.0.0.1:4317", "without http://"),
             ("grpc://localhost:4317", "scheme \"grpc\""),
             ("http://localhost:4318/v1/traces", "with a path"),
