@@ -18,4 +18,5 @@ pub mod mcp;
 pub mod pb;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod transport;

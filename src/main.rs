@@ -2,12 +2,15 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use agentbus::bench::BenchArgs;
 use agentbus::cli;
 use agentbus::config::{self, Config, Environment, Loaded, PrintFormat, ServeArgs};
 use agentbus::server;
+use agentbus::telemetry::otlp::{Exporter, TelemetryArgs};
 
 // glibc malloc was about a sixth of the server's CPU under load, with
 // arena-lock contention between the tokio workers and the SQLite writer.
@@ -45,6 +48,8 @@ enum Command {
         serve: ServeArgs,
         #[command(flatten)]
         log: LogArgs,
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
     },
     /// Measure a bus: throughput, latency percentiles, server CPU per operation.
     Bench(BenchArgs),
@@ -81,17 +86,18 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve { serve: args, log } => {
-            log.init("info");
-            serve(&args)
-        }
+        Command::Serve {
+            serve: args,
+            log,
+            telemetry,
+        } => serve(&args, &log, &telemetry),
         Command::Bench(args) => bench(args),
         Command::Config {
             command: ConfigCommand::Print { serve, format },
         } => print_config(&serve, format),
         // Stdout is the MCP protocol's; logs go to stderr.
         Command::Mcp { mcp, log } => {
-            log.init("warn,agentbus=info");
+            log.init("warn,agentbus=info", None);
             agentbus::mcp::run(mcp)
         }
         // Client output is the JSON on stdout and one error line on stderr.
@@ -115,16 +121,23 @@ struct LogArgs {
     log_format: LogFormat,
 }
 
+/// A layer besides the log's, such as span export.
+type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
 impl LogArgs {
-    fn init(&self, default_filter: &str) {
+    /// Logs to stderr what `RUST_LOG` (else `default_filter`) asks for;
+    /// `extra` sees events and spans through its own filter.
+    fn init(&self, default_filter: &str, extra: Option<ExtraLayer>) {
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-        let logs = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr);
-        match self.log_format {
-            LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-            LogFormat::Json => logs.json().init(),
-        }
+        let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let logs: ExtraLayer = match self.log_format {
+            LogFormat::Text => Box::new(logs.with_ansi(std::io::stderr().is_terminal())),
+            LogFormat::Json => Box::new(logs.json()),
+        };
+        let layers: Vec<ExtraLayer> = std::iter::once(Box::new(logs.with_filter(filter)) as ExtraLayer)
+            .chain(extra)
+            .collect();
+        tracing_subscriber::registry().with(layers).init();
     }
 }
 
@@ -183,7 +196,35 @@ fn print_config(args: &ServeArgs, format: PrintFormat) -> ExitCode {
     }
 }
 
-fn serve(args: &ServeArgs) -> ExitCode {
+fn serve(args: &ServeArgs, log: &LogArgs, telemetry: &TelemetryArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("agentbus: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The exporter's gRPC channel lives on this runtime.
+    let exporter = match &telemetry.otlp_endpoint {
+        Some(endpoint) => match runtime.block_on(async { Exporter::start(endpoint) }) {
+            Ok(exporter) => Some(exporter),
+            Err(error) => {
+                eprintln!("agentbus: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    log.init("info", exporter.as_ref().map(|e| Box::new(e.layer()) as ExtraLayer));
+    let code = serve_on(&runtime, args);
+    if let Some(exporter) = exporter {
+        // After the server stopped, with the runtime still running.
+        exporter.shutdown();
+    }
+    code
+}
+
+fn serve_on(runtime: &tokio::runtime::Runtime, args: &ServeArgs) -> ExitCode {
     let loaded = match load_config(args) {
         Ok(loaded) => loaded,
         Err(code) => return code,
@@ -192,13 +233,6 @@ fn serve(args: &ServeArgs) -> ExitCode {
         tracing::warn!(%variable, "ignoring an AGENT_BUS_* variable that is no setting (misspelt?)");
     }
     let config = loaded.config;
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("agentbus: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     runtime.block_on(async {
         // The first address that binds of those the configuration checked.
         let bound = tokio::net::TcpListener::bind(config.server.listen_addrs.as_slice()).await;

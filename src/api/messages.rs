@@ -12,9 +12,12 @@ use crate::app::messaging::InboxItem;
 use crate::domain::message::MessageId;
 use crate::domain::{Denial, Error, Result};
 use crate::pb;
+use crate::telemetry;
 
 fn message_id(value: &str) -> Result<MessageId> {
-    MessageId::parse_field("message_id", value)
+    let id = MessageId::parse_field("message_id", value)?;
+    telemetry::record_message(&id);
+    Ok(id)
 }
 
 impl Api {
@@ -53,7 +56,11 @@ impl Api {
             new.trace = caller.trace.clone();
         }
         self.speak_as(caller, "message.sender.agent_id", &new.sender.agent_id)?;
+        if let Some(session) = &new.sender.session_id {
+            telemetry::record_session(session);
+        }
         let outcome = self.checked(caller, self.messaging.send(new, caller.deadline).await)?;
+        telemetry::record_message(&outcome.message_id);
         Ok(pb::SendMessageResponse {
             accepted: true,
             message_id: outcome.message_id.to_string(),
@@ -75,19 +82,22 @@ impl Api {
         };
         let inbox = self
             .messaging
-            .receive(agent, max_in_flight, self.shutdown.clone())
+            .receive(agent.clone(), max_in_flight, self.shutdown.clone())
             .await?;
-        let responses = inbox.map(|item| {
+        let responses = inbox.map(move |item| {
             let kind = match item? {
                 InboxItem::Delivery {
                     message,
                     attempt,
                     ack_deadline,
-                } => pb::receive_messages_response::Kind::Delivery(pb::Delivery {
-                    message: Some(convert::message(&message)),
-                    attempt,
-                    ack_deadline: Some(timestamp(ack_deadline)),
-                }),
+                } => {
+                    let _delivery = telemetry::delivery_span(&agent, &message, attempt).entered();
+                    pb::receive_messages_response::Kind::Delivery(pb::Delivery {
+                        message: Some(convert::message(&message)),
+                        attempt,
+                        ack_deadline: Some(timestamp(ack_deadline)),
+                    })
+                }
                 InboxItem::Heartbeat {
                     timestamp: at,
                     inbox_depth,

@@ -131,6 +131,9 @@ impl Api {
                 return Err(Error::unauthenticated(message).because(denial));
             }
         };
+        if let Some(agent) = identity.agent_id() {
+            crate::telemetry::record_agent(agent);
+        }
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let trace = TraceContext::from_headers(text("traceparent"), text("tracestate"));
         Ok(Caller {
@@ -178,6 +181,7 @@ impl Api {
     /// PERMISSION_DENIED unless the caller may act as `agent` (`field` of
     /// the request): an agent only as itself.
     fn act_as(&self, caller: &Caller, field: &str, agent: &AgentId) -> Result<(), Error> {
+        crate::telemetry::record_agent(agent);
         self.checked(caller, caller.identity.actor().check_agent(field, agent))
     }
 

@@ -11,12 +11,15 @@ use crate::domain::session::{ContextUpdateMode, NewSession, Session};
 use crate::domain::{AgentId, Error, Result, SessionId};
 use crate::pb;
 use crate::store::EventFilter;
+use crate::telemetry;
 
 /// Most session ids one watch may filter on.
 const MAX_WATCH_SESSION_IDS: usize = 1000;
 
 fn session_id(value: &str) -> Result<SessionId> {
-    SessionId::parse_field("session_id", value)
+    let id = SessionId::parse_field("session_id", value)?;
+    telemetry::record_session(&id);
+    Ok(id)
 }
 
 impl Api {
@@ -66,9 +69,11 @@ impl Api {
             })
         };
         let new = decode()?;
-        self.respond(caller, self.sessions.create(&caller.actor(), new).await, |session| {
-            pb::CreateSessionResponse { session }
-        })
+        let created = self.sessions.create(&caller.actor(), new).await;
+        if let Ok(session) = &created {
+            telemetry::record_session(&session.session_id);
+        }
+        self.respond(caller, created, |session| pb::CreateSessionResponse { session })
     }
 
     pub async fn get_session(&self, caller: &Caller, r: pb::GetSessionRequest) -> Result<pb::GetSessionResponse> {

@@ -56,6 +56,18 @@ impl TraceContext {
     pub fn trace_id(&self) -> &str {
         &self.traceparent[3..35]
     }
+
+    /// The 16 hex digits of the span the context was taken in: the parent
+    /// of the spans that continue it.
+    pub fn parent_id(&self) -> &str {
+        &self.traceparent[36..52]
+    }
+
+    /// The trace flags; bit 0 says whether the caller records the trace.
+    pub fn flags(&self) -> u8 {
+        // Two lowercase hex digits, checked when the context was made.
+        u8::from_str_radix(&self.traceparent[53..55], 16).unwrap_or(0)
+    }
 }
 
 fn check_traceparent(value: &str) -> std::result::Result<(), String> {
@@ -102,6 +114,8 @@ mod tests {
     fn valid_contexts_are_kept_and_name_their_trace() {
         let trace = TraceContext::parse("message.trace_context", VALID, "congo=t61rcWkgMzE").unwrap();
         assert_eq!(trace.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(trace.parent_id(), "00f067aa0ba902b7");
+        assert_eq!(trace.flags(), 1);
         assert_eq!(trace.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
         assert_eq!(
             TraceContext::from_headers(Some(VALID), None).unwrap().traceparent,

@@ -1,6 +1,6 @@
 //! Request metrics for both transports: answers counted by transport, route
 //! and code, unary calls timed. The `/metrics` endpoint of the gateway
-//! renders them.
+//! renders them. The same middleware runs each call in its trace span.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -18,10 +18,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use prost_reflect::DescriptorPool;
+use tracing::Instrument;
 
 use crate::api::errors::code_name;
 use crate::app::metrics::latency_histogram;
 use crate::pb;
+use crate::telemetry;
 
 /// The gRPC code name of an HTTP error response, set by the gateway for
 /// these metrics.
@@ -53,6 +55,11 @@ static KNOWN_RPCS: LazyLock<HashSet<String>> = LazyLock::new(|| {
     }
     paths
 });
+
+/// The path of the RPC at `path`, if the server serves one there.
+pub fn known_rpc(path: &str) -> Option<&'static str> {
+    KNOWN_RPCS.get(path).map(String::as_str)
+}
 
 /// The labels of an answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -128,7 +135,9 @@ impl RequestMetrics {
 }
 
 /// Middleware over every route, gRPC and HTTP: counts answers by code and
-/// times unary calls (streams are counted, not timed).
+/// times unary calls (streams are counted, not timed). Runs the call in its
+/// span, named after the route ([`telemetry::call_span`]); one middleware
+/// for both, as each layer costs allocations on every call.
 pub async fn record(State(metrics): State<Arc<RequestMetrics>>, mut request: Request, next: Next) -> Response {
     let grpc = request
         .headers()
@@ -138,18 +147,24 @@ pub async fn record(State(metrics): State<Arc<RequestMetrics>>, mut request: Req
     // paths clients send, so the metrics cannot grow without bound.
     let path = request.uri().path();
     let matched = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-    let rpc = if grpc { KNOWN_RPCS.get(path) } else { None };
+    let rpc = if grpc { known_rpc(path) } else { None };
     let route: Cow<'static, str> = match (rpc, matched) {
         (Some(rpc), _) => Cow::Borrowed(rpc),
         (None, Some(template)) => Cow::Owned(format!("{} {template}", request.method())),
         (None, None) => Cow::Borrowed("unmatched"),
     };
     if let Some(rpc) = rpc {
-        request.extensions_mut().insert(RpcMethod(rpc.as_str()));
+        request.extensions_mut().insert(RpcMethod(rpc));
     }
     let transport = if grpc { "grpc" } else { "http" };
+    // `agentbus.v1.MessageService/SendMessage`, `POST /messages/send`.
+    let span = telemetry::call_span(route.strip_prefix('/').unwrap_or(&route), request.headers());
     let started = Instant::now();
-    let response = next.run(request).await;
+    let response = if span.is_disabled() {
+        next.run(request).await
+    } else {
+        next.run(request).instrument(span.clone()).await
+    };
     let code = if grpc {
         response
             .headers()
@@ -176,6 +191,7 @@ pub async fn record(State(metrics): State<Arc<RequestMetrics>>, mut request: Req
         };
         metrics.latency.get_or_create(&key).observe(latency);
     }
+    telemetry::record_answer(&span, code);
     metrics.answered(transport, route, code);
     response
 }
