@@ -10,7 +10,7 @@ use agentbus::bench::BenchArgs;
 use agentbus::cli;
 use agentbus::config::{self, Config, Environment, Loaded, PrintFormat, ServeArgs};
 use agentbus::server;
-use agentbus::telemetry::otlp::{Exporter, TelemetryArgs};
+use agentbus::telemetry::otlp::Exporter;
 
 // glibc malloc was about a sixth of the server's CPU under load, with
 // arena-lock contention between the tokio workers and the SQLite writer.
@@ -48,8 +48,6 @@ enum Command {
         serve: ServeArgs,
         #[command(flatten)]
         log: LogArgs,
-        #[command(flatten)]
-        telemetry: TelemetryArgs,
     },
     /// Measure a bus: throughput, latency percentiles, server CPU per operation.
     Bench(BenchArgs),
@@ -86,11 +84,7 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve {
-            serve: args,
-            log,
-            telemetry,
-        } => serve(&args, &log, &telemetry),
+        Command::Serve { serve: args, log } => serve(&args, &log),
         Command::Bench(args) => bench(args),
         Command::Config {
             command: ConfigCommand::Print { serve, format },
@@ -196,7 +190,11 @@ fn print_config(args: &ServeArgs, format: PrintFormat) -> ExitCode {
     }
 }
 
-fn serve(args: &ServeArgs, log: &LogArgs, telemetry: &TelemetryArgs) -> ExitCode {
+fn serve(args: &ServeArgs, log: &LogArgs) -> ExitCode {
+    let loaded = match load_config(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -205,8 +203,8 @@ fn serve(args: &ServeArgs, log: &LogArgs, telemetry: &TelemetryArgs) -> ExitCode
         }
     };
     // The exporter's gRPC channel lives on this runtime.
-    let exporter = match &telemetry.otlp_endpoint {
-        Some(endpoint) => match runtime.block_on(async { Exporter::start(endpoint) }) {
+    let exporter = match loaded.config.telemetry.otlp_endpoint() {
+        Some(endpoint) => match runtime.block_on(async { Exporter::start(&endpoint) }) {
             Ok(exporter) => Some(exporter),
             Err(error) => {
                 eprintln!("agentbus: {error}");
@@ -216,7 +214,10 @@ fn serve(args: &ServeArgs, log: &LogArgs, telemetry: &TelemetryArgs) -> ExitCode
         None => None,
     };
     log.init("info", exporter.as_ref().map(|e| Box::new(e.layer()) as ExtraLayer));
-    let code = serve_on(&runtime, args);
+    for variable in &loaded.ignored_env {
+        tracing::warn!(%variable, "ignoring an AGENT_BUS_* variable that is no setting (misspelt?)");
+    }
+    let code = serve_on(&runtime, loaded.config);
     if let Some(exporter) = exporter {
         // After the server stopped, with the runtime still running.
         exporter.shutdown();
@@ -224,15 +225,7 @@ fn serve(args: &ServeArgs, log: &LogArgs, telemetry: &TelemetryArgs) -> ExitCode
     code
 }
 
-fn serve_on(runtime: &tokio::runtime::Runtime, args: &ServeArgs) -> ExitCode {
-    let loaded = match load_config(args) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    for variable in &loaded.ignored_env {
-        tracing::warn!(%variable, "ignoring an AGENT_BUS_* variable that is no setting (misspelt?)");
-    }
-    let config = loaded.config;
+fn serve_on(runtime: &tokio::runtime::Runtime, config: Config) -> ExitCode {
     runtime.block_on(async {
         // The first address that binds of those the configuration checked.
         let bound = tokio::net::TcpListener::bind(config.server.listen_addrs.as_slice()).await;

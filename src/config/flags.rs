@@ -115,6 +115,9 @@ pub struct ServeArgs {
     /// Require client certificates signed by this PEM CA (mutual TLS).
     #[arg(long, value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Export trace spans over OTLP/gRPC to this collector, e.g. http://localhost:4317.
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
     /// How long acknowledged, answered, dead-lettered and expired messages
     /// are kept, e.g. 7d; 0s keeps them forever.
     #[arg(long, value_parser = parse_duration)]

@@ -26,6 +26,7 @@ use crate::app::retention::Retention;
 use crate::domain::token::TOKEN_PREFIX;
 use crate::store::postgres::DEFAULT_POOL_SIZE;
 use crate::store::sqlite::Synchronous;
+use crate::telemetry::otlp::OtlpEndpoint;
 use crate::transport::tls::TlsFiles;
 
 pub use flags::{LAYERS_HELP, ServeArgs};
@@ -58,6 +59,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub tls: TlsConfig,
     pub retention: RetentionConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// The port, its connections and the streams on them.
@@ -204,6 +206,21 @@ pub struct TlsConfig {
     pub tls_key: Option<PathBuf>,
     /// PEM CA: require client certificates signed by it (mutual TLS).
     pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Where trace spans go.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// An OTLP/gRPC collector, e.g. http://localhost:4317; none: no export.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetryConfig {
+    /// The collector, checked by [`Config::load`].
+    pub fn otlp_endpoint(&self) -> Option<OtlpEndpoint> {
+        OtlpEndpoint::parse(self.otlp_endpoint.as_deref()?).ok()
+    }
 }
 
 /// How long finished things are kept before they are deleted; zero keeps
@@ -374,6 +391,11 @@ impl Config {
                 }
             }
             _ => {}
+        }
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint
+            && let Err(error) = OtlpEndpoint::parse(endpoint)
+        {
+            return invalid(format!("otlp_endpoint: {error} ({})", source("otlp_endpoint")));
         }
         let tls = &self.tls;
         match (&tls.tls_cert, &tls.tls_key, &tls.tls_client_ca) {

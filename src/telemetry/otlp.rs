@@ -57,14 +57,6 @@ impl OtlpEndpoint {
     }
 }
 
-/// The command-line flag (`serve`).
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct TelemetryArgs {
-    /// Export trace spans over OTLP/gRPC to this collector, e.g. http://localhost:4317.
-    #[arg(long, env = "AGENT_BUS_OTLP_ENDPOINT", value_name = "URL", value_parser = OtlpEndpoint::parse)]
-    pub otlp_endpoint: Option<OtlpEndpoint>,
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up OTLP export to {endpoint}: {reason}")]
 pub struct ExportError {
