@@ -371,6 +371,10 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?
             > 0;
+        // What the nodes published about it goes with it (streams expire).
+        tx.execute("DELETE FROM agent_seen WHERE agent_id = $1", &[&id.as_str()])
+            .await
+            .map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         if deleted {
             // Its streams on other nodes look again, and end.
