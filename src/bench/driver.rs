@@ -173,7 +173,11 @@ where
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
     let begin = Instant::now();
-    let mut tasks = Vec::new();
+    // Each operation's task returns its outcome, not a histogram of its own:
+    // a histogram is about 170 KB, which at thousands of operations a
+    // second made the bench the machine's largest user of memory (and of
+    // memory bandwidth).
+    let mut tasks: Vec<tokio::task::JoinHandle<Outcome>> = Vec::new();
     let mut sequence = 0u64;
     loop {
         let due = begin + interval.mul_f64(sequence as f64);
@@ -183,14 +187,13 @@ where
         }
         let measured = due >= shared.measure_from;
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            let mut tally = Tally::new();
-            if measured {
-                tally.record(
+            let outcome = measured.then(|| {
+                (
                     Err(format!("more than {max_in_flight} operations in flight")),
                     Duration::ZERO,
-                );
-            }
-            tasks.push(tokio::spawn(async move { tally }));
+                )
+            });
+            tasks.push(tokio::spawn(async move { outcome }));
             sequence += 1;
             continue;
         };
@@ -198,18 +201,23 @@ where
         tasks.push(tokio::spawn(async move {
             let result = future.await;
             drop(permit);
-            let mut tally = Tally::new();
-            if measured {
-                // Latency from the intended start, so a slow server cannot
-                // hide queueing (no coordinated omission).
-                tally.record(result, due.elapsed());
-            }
-            tally
+            // Latency from the intended start, so a slow server cannot
+            // hide queueing (no coordinated omission).
+            measured.then(|| (result, due.elapsed()))
         }));
         sequence += 1;
     }
-    finish(tasks, &shared).await
+    let mut total = Tally::new();
+    for task in tasks {
+        if let Ok(Some((result, latency))) = task.await {
+            total.record(result, latency);
+        }
+    }
+    total.measured(&shared)
 }
+
+/// One open-loop operation's result and latency, when it was measured.
+type Outcome = Option<(Result<(), String>, Duration)>;
 
 async fn finish(tasks: Vec<tokio::task::JoinHandle<Tally>>, shared: &Shared) -> Measured {
     let mut total = Tally::new();
@@ -218,15 +226,21 @@ async fn finish(tasks: Vec<tokio::task::JoinHandle<Tally>>, shared: &Shared) -> 
             total.merge(tally);
         }
     }
-    Measured {
-        latency: total.latency,
-        ops: total.ops,
-        errors: total.errors,
-        first_errors: total.first_errors,
-        elapsed: if shared.remaining.is_some() {
-            shared.measure_from.elapsed()
-        } else {
-            shared.stop_at - shared.measure_from
-        },
+    total.measured(shared)
+}
+
+impl Tally {
+    fn measured(self, shared: &Shared) -> Measured {
+        Measured {
+            latency: self.latency,
+            ops: self.ops,
+            errors: self.errors,
+            first_errors: self.first_errors,
+            elapsed: if shared.remaining.is_some() {
+                shared.measure_from.elapsed()
+            } else {
+                shared.stop_at - shared.measure_from
+            },
+        }
     }
 }

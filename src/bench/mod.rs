@@ -7,6 +7,8 @@
 mod driver;
 mod echo;
 mod nodes;
+mod noise;
+mod pause;
 #[cfg(feature = "peers")]
 mod peers;
 mod process;
@@ -146,6 +148,16 @@ pub struct BenchArgs {
     /// Listen address of `echo-server`.
     #[arg(long, default_value = "127.0.0.1:0", hide = true)]
     pub listen: String,
+    /// Run one busy thread (a CPU-bound spin) beside the load for the
+    /// whole run, as other work on the machine would.
+    #[arg(long)]
+    pub noise: bool,
+    /// e2e: in the middle of the measured window, stop the server (SIGSTOP)
+    /// for this long, then continue it (SIGCONT), and report the p99 of
+    /// the second after and how long the latency took to recover. Needs the
+    /// server's PID (--spawn or --server-pid).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub pause: Option<Duration>,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -188,6 +200,8 @@ pub struct Report {
     pub connections: usize,
     pub in_flight: usize,
     pub payload_bytes: usize,
+    /// Whether a busy thread ran beside the load (`--noise`).
+    pub noise: bool,
     pub ops: u64,
     pub errors: u64,
     pub seconds: f64,
@@ -245,6 +259,7 @@ impl Report {
             connections: args.connections,
             in_flight: args.in_flight,
             payload_bytes: args.payload,
+            noise: args.noise,
             ops: measured.ops,
             errors: measured.errors,
             seconds,
@@ -282,9 +297,12 @@ impl Report {
         if let Some(c) = self.postgres_cpu_us_per_op {
             cpu.push_str(&format!("  postgres cpu {c:.1} µs/op"));
         }
-        let ratio = self
+        let mut ratio = self
             .agentbus_ratio
             .map_or(String::new(), |r| format!("  agentbus/peer {r:.2}x"));
+        if self.noise {
+            ratio.push_str("  (noise)");
+        }
         println!(
             "{:<10} {:<34} {}x{} {}B  {:>9.0}/s  p50 {:.2}ms p90 {:.2}ms p99 {:.2}ms max {:.2}ms  ops {} errors {}{cpu}{ratio}",
             self.scenario,
@@ -318,6 +336,11 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
         return echo::serve(&args.listen).await;
     }
     nodes::check(&args)?;
+    if args.pause.is_some() && (args.scenario != Scenario::E2e || args.count.is_some()) {
+        return Err("--pause is for e2e runs of a --duration".into());
+    }
+    // Dropped (stopped) when the run returns.
+    let _noise = if args.noise { Some(noise::Noise::start()?) } else { None };
     let mut reports = scenarios::run(&args).await?;
     let Some(base) = reports.first().map(|r| r.throughput) else {
         return Err("nothing was measured".into());

@@ -17,6 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::driver::{self, Measured, Timing, histogram};
 use super::nodes::Nodes;
+use super::pause;
 use super::process::{self, CpuProbe, CpuUsed, CpuWindow, Spawned};
 use super::{BenchArgs, Report, Scenario};
 use crate::pb;
@@ -276,7 +277,7 @@ async fn register_sinks(bus: &Bus, count: usize) -> Result<Vec<String>, String> 
     Ok(sinks)
 }
 
-fn now_micros() -> u64 {
+pub(super) fn now_micros() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
@@ -353,6 +354,8 @@ enum OnDelivery {
 struct Receivers {
     acked: Arc<AtomicU64>,
     latency: Arc<Mutex<Histogram<u64>>>,
+    /// e2e: each measured arrival's send time and latency, in µs.
+    arrivals: Arc<Mutex<Vec<(u64, u64)>>>,
     received: Arc<Mutex<HashSet<String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -361,6 +364,7 @@ impl Receivers {
     async fn start(bus: &Bus, agents: &[String], mode: OnDelivery, ack_batch: u32) -> Result<Self, String> {
         let acked = Arc::new(AtomicU64::new(0));
         let latency = Arc::new(Mutex::new(histogram()));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
         let received = Arc::new(Mutex::new(HashSet::new()));
         let mut tasks = Vec::new();
         for (i, agent) in agents.iter().enumerate() {
@@ -381,7 +385,8 @@ impl Receivers {
                 acked: acked.clone(),
             };
             tasks.push(tokio::spawn(acker.run(ids, ack_batch as usize)));
-            let (latency, received, agent) = (latency.clone(), received.clone(), agent.clone());
+            let (latency, arrivals) = (latency.clone(), arrivals.clone());
+            let (received, agent) = (received.clone(), agent.clone());
             tasks.push(tokio::spawn(async move {
                 while let Ok(Some(item)) = stream.message().await {
                     let Some(pb::receive_messages_response::Kind::Delivery(delivery)) = item.kind else {
@@ -394,6 +399,10 @@ impl Receivers {
                     {
                         let elapsed = now_micros().saturating_sub(sent_at as u64).max(1);
                         let _ = latency.lock().unwrap_or_else(PoisonError::into_inner).record(elapsed);
+                        arrivals
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push((sent_at as u64, elapsed));
                         received
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -420,6 +429,7 @@ impl Receivers {
         Ok(Self {
             acked,
             latency,
+            arrivals,
             received,
             tasks,
         })
@@ -634,6 +644,9 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
     } else {
         args.rate.clone()
     };
+    if args.pause.is_some() && bus.probe.pids.is_empty() {
+        return Err("--pause needs the server's PID: use --spawn or --server-pid".into());
+    }
     let sinks = register_sinks(bus, args.agents).await?;
     let mut reports = Vec::new();
     let mut sustained: Option<f64> = None;
@@ -647,6 +660,14 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
             .map(|i| bus.messages(bus.channel(i)))
             .collect();
         let bytes = args.payload;
+        // --pause: halfway through the measured window.
+        let paused = args.pause.map(|length| {
+            let (pids, at) = (bus.probe.pids.clone(), measure_from + timing.duration / 2);
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                pause::stop_and_continue(pids, length).await
+            })
+        });
         let measured = driver::open_loop(rate, 4096, timing, |seq| {
             let mut client = clients[seq as usize % clients.len()].clone();
             let in_window = Instant::now() >= measure_from;
@@ -666,6 +687,10 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
         })
         .await;
         let used = cpu.finish().await;
+        let resumed = match paused {
+            Some(task) => Some(task.await.map_err(|e| format!("the pause task failed: {e}"))??),
+            None => None,
+        };
         let sent = sent_measured.load(Ordering::Relaxed);
         // Wait for every measured message to arrive: a message later than
         // the p99 budget (and 10 s) counts as lost.
@@ -677,6 +702,7 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
         }
         let received = receivers.received.lock().unwrap_or_else(PoisonError::into_inner).len() as u64;
         let arrival = receivers.latency.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let receivers_arrivals = receivers.arrivals.clone();
         receivers.drain(0, Duration::ZERO).await;
         let mut report = bus.report(args, "e2e", &measured.arrivals(arrival, received), Some(&used));
         let send_p99 = measured.latency.value_at_quantile(0.99) as f64 / 1000.0;
@@ -686,6 +712,20 @@ async fn e2e(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
         report.extra.insert("lost".into(), json!(lost));
         report.extra.insert("agents".into(), json!(sinks.len()));
         report.extra.insert("send_call_p99_ms".into(), json!(send_p99));
+        if let (Some(length), Some(resumed)) = (args.pause, resumed) {
+            let mut arrivals = std::mem::take(&mut *receivers_arrivals.lock().unwrap_or_else(PoisonError::into_inner));
+            let recovery = pause::recovery(&mut arrivals, resumed);
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            report.extra.insert("pause_ms".into(), json!(ms(length)));
+            report
+                .extra
+                .insert("after_pause_p99_ms".into(), json!(recovery.after_p99.map(ms)));
+            report
+                .extra
+                .insert("after_pause_messages".into(), json!(recovery.after_count));
+            let recovered = recovery.recovered_in.map_or(json!("not recovered"), |d| json!(ms(d)));
+            report.extra.insert("recovery_ms".into(), recovered);
+        }
         let ok = lost == 0 && measured.errors == 0 && report.latency_ms.p99 <= args.max_p99.as_secs_f64() * 1000.0;
         if ok {
             sustained = Some(sustained.map_or(rate, |s: f64| s.max(rate)));
