@@ -181,6 +181,19 @@ fn e2e_sweeps_rates_without_loss() {
 }
 
 #[test]
+fn publish_reports_the_stream_and_the_batches() {
+    let reports = bench(&["publish", "--connections", "2", "--in-flight", "8"]);
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    for report in &reports {
+        check(report, "publish");
+    }
+    assert_eq!(reports[0]["target"], "agentbus (memory, 1 node) PublishMessages");
+    assert_eq!(reports[1]["target"], "agentbus (memory, 1 node) SendMessages x8");
+    // Every message sent on either path was acked by the receivers.
+    assert!(reports[1]["extra"]["acked_by_receivers"].as_u64().unwrap() > 0, "{}", reports[1]);
+}
+
+#[test]
 fn sessions_and_http_send_run() {
     let sessions = bench(&["sessions", "--connections", "1", "--in-flight", "4"]);
     check(&sessions[0], "sessions");

@@ -11,6 +11,20 @@ pub fn status(error: Error) -> Status {
     Status::new(grpc_code(error.kind), error.message)
 }
 
+/// A status met while reading a client's stream (a message too large or
+/// not protobuf), as the domain error that ends the stream.
+pub fn error_of_status(status: Status) -> Error {
+    let kind = match status.code() {
+        Code::InvalidArgument => ErrorKind::InvalidArgument,
+        Code::ResourceExhausted => ErrorKind::ResourceExhausted,
+        Code::OutOfRange => ErrorKind::OutOfRange,
+        Code::DeadlineExceeded => ErrorKind::DeadlineExceeded,
+        Code::Internal | Code::DataLoss | Code::Unknown => ErrorKind::Internal,
+        _ => ErrorKind::Unavailable,
+    };
+    Error::new(kind, status.message().to_owned())
+}
+
 /// The gRPC code of a kind of domain error.
 pub fn grpc_code(kind: ErrorKind) -> Code {
     match kind {

@@ -1,5 +1,6 @@
 //! MessageService: send, receive, acknowledge and look up messages.
 
+use futures_util::future::join_all;
 use prost::Message as _;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -8,7 +9,7 @@ use super::agents::agent_id;
 use super::convert::timestamp;
 use super::convert_messages as convert;
 use super::{Api, Caller, ItemStream, MAX_ACKS, MESSAGE_ENVELOPE_BYTES, errors};
-use crate::app::messaging::InboxItem;
+use crate::app::messaging::{InboxItem, MAX_SENDS, NewMessage};
 use crate::domain::message::MessageId;
 use crate::domain::{Denial, Error, Result};
 use crate::pb;
@@ -39,10 +40,11 @@ impl Api {
         Ok(())
     }
 
-    pub async fn send_message(&self, caller: &Caller, r: pb::SendMessageRequest) -> Result<pb::SendMessageResponse> {
-        let mut message = r.message;
+    /// The message of a send, checked and converted, from the caller as
+    /// its sender: an agent's message without a sender is from the agent.
+    fn new_message(&self, caller: &Caller, message: Option<pb::Message>) -> Result<NewMessage> {
+        let mut message = message;
         if let Some(message) = &mut message {
-            // An agent's message without a sender is from the agent.
             if let Some(me) = caller.identity.agent_id() {
                 let sender = message.sender.get_or_insert_default();
                 if sender.agent_id.is_empty() {
@@ -59,6 +61,11 @@ impl Api {
         if let Some(session) = &new.sender.session_id {
             telemetry::record_session(session);
         }
+        Ok(new)
+    }
+
+    pub async fn send_message(&self, caller: &Caller, r: pb::SendMessageRequest) -> Result<pb::SendMessageResponse> {
+        let new = self.new_message(caller, r.message)?;
         let outcome = self.checked(caller, self.messaging.send(new, caller.deadline).await)?;
         telemetry::record_message(&outcome.message_id);
         Ok(pb::SendMessageResponse {
@@ -67,6 +74,51 @@ impl Api {
             state: convert::message_state(outcome.state) as i32,
             reply: outcome.reply.as_ref().map(convert::message),
         })
+    }
+
+    /// Sends every message concurrently (their writes share commits) and
+    /// answers one result per message, in order, once all are known.
+    pub async fn send_messages(&self, caller: &Caller, r: pb::SendMessagesRequest) -> Result<pb::SendMessagesResponse> {
+        if r.messages.is_empty() || r.messages.len() > MAX_SENDS {
+            let why = format!("between 1 and {MAX_SENDS} messages, got {}", r.messages.len());
+            return Err(Error::invalid("messages", why));
+        }
+        let sends = r
+            .messages
+            .into_iter()
+            .map(|message| self.send_one(caller, Some(message)));
+        Ok(pb::SendMessagesResponse {
+            results: join_all(sends).await,
+        })
+    }
+
+    /// One message of a batch, with its outcome as a result: an error
+    /// fails only this message.
+    pub(super) async fn send_one(&self, caller: &Caller, message: Option<pb::Message>) -> pb::SendResult {
+        let given = message.as_ref().map(|m| m.message_id.clone()).unwrap_or_default();
+        let outcome = match self.new_message(caller, message) {
+            Ok(new) => self.checked(caller, self.messaging.send_batched(new).await),
+            Err(e) => Err(e),
+        };
+        let mut result = pb::SendResult {
+            message_id: given,
+            ..Default::default()
+        };
+        let code = match outcome {
+            Ok(outcome) => {
+                result.accepted = true;
+                result.message_id = outcome.message_id.to_string();
+                result.state = convert::message_state(outcome.state) as i32;
+                Code::Ok
+            }
+            Err(e) => {
+                result.error = e.message;
+                errors::grpc_code(e.kind)
+            }
+        };
+        result.code = code as i32;
+        result.code_name = errors::code_name(code).to_owned();
+        result
     }
 
     pub async fn receive_messages(

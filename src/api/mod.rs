@@ -14,6 +14,7 @@ pub mod convert_messages;
 pub mod dialect;
 pub mod errors;
 mod messages;
+mod publish;
 mod sessions;
 mod tokens;
 
@@ -27,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::auth::{API_KEY_HEADER, Authenticator, Identity};
 use crate::app::agents::Agents;
-pub use crate::app::messaging::MAX_ACKS;
 use crate::app::messaging::Messaging;
+pub use crate::app::messaging::{MAX_ACKS, MAX_SENDS};
 use crate::app::metrics::Metrics;
 use crate::app::sessions::Sessions;
 use crate::app::tokens::Tokens;

@@ -51,6 +51,22 @@ impl MessageService for Echo {
     async fn get_message(&self, _: Request<pb::GetMessageRequest>) -> Result<Response<pb::GetMessageResponse>, Status> {
         Err(Status::unimplemented("the echo peer only answers SendMessage"))
     }
+
+    async fn send_messages(
+        &self,
+        _: Request<pb::SendMessagesRequest>,
+    ) -> Result<Response<pb::SendMessagesResponse>, Status> {
+        Err(Status::unimplemented("the echo peer only answers SendMessage"))
+    }
+
+    type PublishMessagesStream = Pin<Box<dyn Stream<Item = Result<pb::PublishMessagesResponse, Status>> + Send>>;
+
+    async fn publish_messages(
+        &self,
+        _: Request<tonic::Streaming<pb::PublishMessagesRequest>>,
+    ) -> Result<Response<Self::PublishMessagesStream>, Status> {
+        Err(Status::unimplemented("the echo peer only answers SendMessage"))
+    }
 }
 
 /// Serves the echo peer on `listen` until killed; prints the address line

@@ -40,6 +40,10 @@ pub enum Scenario {
     Watch,
     /// The prototype's POST /messages/send over keep-alive HTTP/1.1 connections.
     HttpSend,
+    /// One PublishMessages stream per connection with --in-flight messages
+    /// outstanding on each, then SendMessages batches of --in-flight
+    /// messages, one call in flight per connection; receivers ack as in send.
+    Publish,
     /// Runs the echo peer server (used by `--compare echo`).
     #[value(hide = true)]
     EchoServer,
@@ -362,8 +366,8 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
 }
 
 async fn measure_peer(args: &BenchArgs, peer: Peer) -> Result<Report, String> {
-    if args.scenario != Scenario::Send && args.scenario != Scenario::HttpSend {
-        return Err("--compare measures peers for the send and http-send scenarios".into());
+    if !matches!(args.scenario, Scenario::Send | Scenario::HttpSend | Scenario::Publish) {
+        return Err("--compare measures peers for the send, http-send and publish scenarios".into());
     }
     match peer {
         Peer::Echo => scenarios::echo_peer(args).await,

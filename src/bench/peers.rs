@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::driver::closed_loop;
 use super::process::{self, CpuProbe, CpuWindow, Spawned};
-use super::{BenchArgs, Peer, Report};
+use super::{BenchArgs, Peer, Report, Scenario};
 
 pub async fn measure(args: &BenchArgs, peer: Peer) -> Result<Report, String> {
     match peer {
@@ -16,6 +16,16 @@ pub async fn measure(args: &BenchArgs, peer: Peer) -> Result<Report, String> {
         Peer::Redis => redis(args).await,
         Peer::Postgres => postgres(args).await,
         Peer::Echo => Err("the echo peer is measured by the scenarios".into()),
+    }
+}
+
+/// The scenario a peer stands in for: `publish` keeps as many appends in
+/// flight (connections x in-flight) as `send` does.
+fn scenario(args: &BenchArgs) -> &'static str {
+    if args.scenario == Scenario::Publish {
+        "publish"
+    } else {
+        "send"
     }
 }
 
@@ -65,7 +75,7 @@ async fn nats(args: &BenchArgs) -> Result<Report, String> {
     let _ = contexts[0].delete_stream("AGENTBUS_BENCH").await;
     Ok(Report::new(
         args,
-        "send",
+        scenario(args),
         "nats jetstream (file, publish+ack)".into(),
         &measured,
         None,
@@ -121,7 +131,13 @@ async fn redis(args: &BenchArgs) -> Result<Report, String> {
     let cpu = cpu_before
         .zip(process::cpu_time(server.pid()))
         .map(|(a, b)| b.saturating_sub(a));
-    let mut report = Report::new(args, "send", "redis XADD (appendfsync always)".into(), &measured, None);
+    let mut report = Report::new(
+        args,
+        scenario(args),
+        "redis XADD (appendfsync always)".into(),
+        &measured,
+        None,
+    );
     report.extra.insert(
         "server_cpu_s_including_warmup".into(),
         serde_json::json!(cpu.map(|c| c.as_secs_f64())),
@@ -191,7 +207,7 @@ async fn postgres(args: &BenchArgs) -> Result<Report, String> {
     let _ = clients[0].batch_execute("DROP TABLE IF EXISTS agentbus_bench").await;
     Ok(Report::new(
         args,
-        "send",
+        scenario(args),
         "postgres INSERT (synchronous_commit=on)".into(),
         &measured,
         Some(&used),

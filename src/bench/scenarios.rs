@@ -498,6 +498,7 @@ pub async fn run(args: &BenchArgs) -> Result<Vec<Report>, String> {
         Scenario::Send => Ok(vec![send(args, &bus, false).await?]),
         Scenario::SendSync => Ok(vec![send(args, &bus, true).await?]),
         Scenario::HttpSend => Ok(vec![http_send(args, &bus).await?]),
+        Scenario::Publish => publish(args, &bus).await,
         Scenario::E2e => e2e(args, &bus).await,
         Scenario::Sessions => Ok(vec![sessions(args, &bus).await?]),
         Scenario::Watch if args.idle => Ok(vec![watch_idle(args, &bus).await?]),
@@ -548,6 +549,139 @@ async fn send(args: &BenchArgs, bus: &Bus, sync: bool) -> Result<Report, String>
     report.extra.insert("acked_by_receivers".into(), json!(acked));
     report.extra.insert("ack_batch".into(), json!(args.ack_batch));
     Ok(report)
+}
+
+/// One PublishMessages stream per connection, shared by that connection's
+/// `--in-flight` workers: each worker puts a message on the stream and
+/// waits for its result (results come in request order), so every stream
+/// keeps `--in-flight` messages outstanding. Then SendMessages with
+/// batches of `--in-flight` messages, one call in flight per connection.
+async fn publish(args: &BenchArgs, bus: &Bus) -> Result<Vec<Report>, String> {
+    let sinks = register_sinks(bus, args.agents).await?;
+    let receivers = Receivers::start(bus, &sinks, OnDelivery::Ack, args.ack_batch).await?;
+    let bytes = args.payload;
+    let mut streams = Vec::new();
+    for i in 0..args.connections.max(1) {
+        streams.push(PublishStream::open(bus.messages(bus.channel(i))).await?);
+    }
+    let (measured, cpu) = measure(bus, args.workers(), args.timing(), |i| {
+        let stream = streams[i % streams.len()].clone();
+        let sinks = sinks.clone();
+        move |seq| {
+            let message = message(CLIENT, &sinks[seq as usize % sinks.len()], payload(bytes, None), false);
+            let stream = stream.clone();
+            async move { stream.publish(message).await }
+        }
+    })
+    .await;
+    drop(streams);
+    let mut streamed = bus.report(args, "publish", &measured, Some(&cpu));
+    streamed.target = format!("{} PublishMessages", bus.label);
+    streamed.extra.insert("ack_batch".into(), json!(args.ack_batch));
+
+    let batch = args.in_flight.clamp(1, crate::api::MAX_SENDS);
+    let timing = args.timing();
+    let (measured, cpu) = measure(bus, args.connections.max(1), timing, |i| {
+        let client = bus.messages(bus.channel(i));
+        let sinks = sinks.clone();
+        move |seq| {
+            let mut client = client.clone();
+            let messages = (0..batch)
+                .map(|k| {
+                    let sink = &sinks[(seq as usize * batch + k) % sinks.len()];
+                    message(CLIENT, sink, payload(bytes, None), false)
+                })
+                .collect();
+            async move {
+                let results = client
+                    .send_messages(pb::SendMessagesRequest { messages })
+                    .await
+                    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+                    .into_inner()
+                    .results;
+                match results.iter().find(|r| !r.accepted) {
+                    Some(refused) => Err(format!("{}: {}", refused.code_name, refused.error)),
+                    None => Ok(()),
+                }
+            }
+        }
+    })
+    .await;
+    // Each operation was a batch: count its messages (latency stays the
+    // batch's, which is each of its messages').
+    let messages = Measured {
+        ops: measured.ops * batch as u64,
+        ..measured
+    };
+    let mut batched = bus.report(args, "publish", &messages, Some(&cpu));
+    batched.target = format!("{} SendMessages x{batch}", bus.label);
+    let acked = receivers.drain(0, Duration::ZERO).await;
+    batched.extra.insert("acked_by_receivers".into(), json!(acked));
+    Ok(vec![streamed, batched])
+}
+
+/// A PublishMessages stream shared by several workers: requests go out
+/// and their waiters queue up under one lock, so the n-th result goes to
+/// the n-th waiter.
+#[derive(Clone)]
+struct PublishStream {
+    outgoing: Arc<Mutex<PublishQueue>>,
+}
+
+struct PublishQueue {
+    requests: mpsc::UnboundedSender<pb::PublishMessagesRequest>,
+    waiters: std::collections::VecDeque<tokio::sync::oneshot::Sender<pb::SendResult>>,
+}
+
+impl PublishStream {
+    async fn open(mut client: MessageServiceClient<Authed>) -> Result<Self, String> {
+        let (requests, incoming) = mpsc::unbounded_channel();
+        let outgoing = Arc::new(Mutex::new(PublishQueue {
+            requests,
+            waiters: std::collections::VecDeque::new(),
+        }));
+        let mut results = client
+            .publish_messages(tokio_stream::wrappers::UnboundedReceiverStream::new(incoming))
+            .await
+            .map_err(|s| format!("cannot open a PublishMessages stream: {}", s.message()))?
+            .into_inner();
+        // Weak: when the workers are done, the requests' sender goes with
+        // the queue, the stream half-closes and the server ends it.
+        let queue = Arc::downgrade(&outgoing);
+        tokio::spawn(async move {
+            while let Ok(Some(response)) = results.message().await {
+                let Some(queue) = queue.upgrade() else { return };
+                let waiter = queue.lock().unwrap_or_else(PoisonError::into_inner).waiters.pop_front();
+                if let (Some(waiter), Some(result)) = (waiter, response.result) {
+                    let _ = waiter.send(result);
+                }
+            }
+            // The stream ended: fail whoever still waits.
+            if let Some(queue) = queue.upgrade() {
+                queue.lock().unwrap_or_else(PoisonError::into_inner).waiters.clear();
+            }
+        });
+        Ok(Self { outgoing })
+    }
+
+    async fn publish(&self, message: pb::Message) -> Result<(), String> {
+        let (waiter, result) = tokio::sync::oneshot::channel();
+        {
+            let mut queue = self.outgoing.lock().unwrap_or_else(PoisonError::into_inner);
+            let request = pb::PublishMessagesRequest { message: Some(message) };
+            queue
+                .requests
+                .send(request)
+                .map_err(|_| "the stream is closed".to_owned())?;
+            queue.waiters.push_back(waiter);
+        }
+        let result = result.await.map_err(|_| "the stream ended".to_owned())?;
+        if result.accepted {
+            Ok(())
+        } else {
+            Err(format!("{}: {}", result.code_name, result.error))
+        }
+    }
 }
 
 /// The same closed loop as `send` against the echo peer (no receivers).

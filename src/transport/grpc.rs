@@ -9,9 +9,9 @@ use axum::http::{Extensions, HeaderMap};
 use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
 use tonic::service::Interceptor;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::errors::status;
+use crate::api::errors::{error_of_status, status};
 use crate::api::{Api, Caller, ItemStream};
 use crate::pb;
 use crate::pb::agent_service_server::AgentService;
@@ -108,6 +108,7 @@ service! {
         ack_message(AckMessageRequest) -> AckMessageResponse;
         ack_messages(AckMessagesRequest) -> AckMessagesResponse;
         get_message(GetMessageRequest) -> GetMessageResponse;
+        send_messages(SendMessagesRequest) -> SendMessagesResponse;
     }
 
     type ReceiveMessagesStream = GrpcStream<pb::ReceiveMessagesResponse>;
@@ -118,6 +119,17 @@ service! {
     ) -> Result<Response<Self::ReceiveMessagesStream>, Status> {
         let (caller, message) = self.caller(request)?;
         Ok(stream(self.api.receive_messages(&caller, message).await.map_err(status)?))
+    }
+
+    type PublishMessagesStream = GrpcStream<pb::PublishMessagesResponse>;
+
+    async fn publish_messages(
+        &self,
+        request: Request<Streaming<pb::PublishMessagesRequest>>,
+    ) -> Result<Response<Self::PublishMessagesStream>, Status> {
+        let (caller, requests) = self.caller(request)?;
+        let requests = Box::pin(requests.map(|request| request.map_err(error_of_status)));
+        Ok(stream(self.api.publish_messages(&caller, requests)))
     }
 }
 

@@ -197,7 +197,13 @@ pub async fn record(State(metrics): State<Arc<RequestMetrics>>, mut request: Req
 }
 
 fn is_streaming_rpc(path: &str) -> bool {
-    ["/ReceiveMessages", "/WatchSessions", "/Watch", "/ServerReflectionInfo"]
-        .iter()
-        .any(|method| path.ends_with(method))
+    [
+        "/ReceiveMessages",
+        "/PublishMessages",
+        "/WatchSessions",
+        "/Watch",
+        "/ServerReflectionInfo",
+    ]
+    .iter()
+    .any(|method| path.ends_with(method))
 }

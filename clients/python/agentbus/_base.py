@@ -203,6 +203,20 @@ def build_message(
     return msg
 
 
+MessageLike = Union[message_pb2.Message, Mapping[str, Any]]
+
+
+def as_message(message: MessageLike) -> message_pb2.Message:
+    """A ``Message`` as it is, or one built from a dict of
+    :func:`build_message`'s arguments (``{"sender": ..., "recipient": ...,
+    "payload": ..., "message_id": ...}``)."""
+    if isinstance(message, message_pb2.Message):
+        return message
+    if isinstance(message, Mapping):
+        return build_message(**message)
+    raise TypeError(f"expected a Message or a dict of build_message arguments, got {type(message).__name__}")
+
+
 def build_reply(
     to: Union[message_pb2.Message, message_service_pb2.Delivery],
     payload: Any = None,

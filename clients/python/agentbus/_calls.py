@@ -23,9 +23,11 @@ from agentbus._base import (
     _UNSET,
     DEFAULT_REPLY_TIMEOUT,
     AgentLike,
+    MessageLike,
     _expected,
     _message_id,
     _session,
+    as_message,
     build_descriptor,
     build_message,
     build_reply,
@@ -231,6 +233,21 @@ def ack_many(agent_id: str, messages: Sequence[Any]) -> UnaryCall[list[message_s
         agent_id=agent_id, message_ids=[_message_id(m) for m in messages]
     )
     return UnaryCall("MessageService", "AckMessages", req, lambda r: list(r.results))
+
+def send_messages(
+    messages: Iterable[MessageLike], *, timeout: Any = _UNSET
+) -> UnaryCall[list[message_service_pb2.SendResult]]:
+    """Sends 1 to 1000 messages (``Message``s, or dicts of
+    :func:`agentbus.build_message`'s arguments) in one call; the server
+    writes them together, sharing commits.  Returns one ``SendResult`` per
+    message, in order: ``accepted`` with ``message_id`` and ``state``, or
+    the gRPC ``code``, its name (``code_name``, e.g. ``"NOT_FOUND"``) and
+    the ``error`` that :meth:`send` would have raised for that message
+    alone: one refused message leaves the others sent.  SYNC delivery is
+    refused per message.  No message or more than 1000 raises
+    ``InvalidArgumentError``."""
+    req = message_service_pb2.SendMessagesRequest(messages=[as_message(m) for m in messages])
+    return UnaryCall("MessageService", "SendMessages", req, lambda r: list(r.results), timeout)
 
 def get_message(message_id: str) -> UnaryCall[message_pb2.MessageStatus]:
     """Delivery bookkeeping of one message (``MessageStatus``)."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
-from typing import Any, Callable, Concatenate, Coroutine, Optional, ParamSpec, Sequence, TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, Callable, Concatenate, Coroutine, Optional, ParamSpec, Sequence, TypeVar, Union
 
 import grpc
 import grpc.aio
@@ -30,7 +30,9 @@ from agentbus._base import (
     DEFAULT_TIMEOUT,
     RETRYABLE_WATCH_CODES,
     Backoff,
+    MessageLike,
     WatchState,
+    as_message,
     auth_metadata,
     channel_options,
     parse_address,
@@ -157,6 +159,33 @@ class AsyncAgentBusClient:
     ack = unary_method(_calls.ack)
     ack_many = unary_method(_calls.ack_many)
     get_message = unary_method(_calls.get_message)
+    send_messages = unary_method(_calls.send_messages)
+
+    async def publish(
+        self, messages: Union[Iterable[MessageLike], AsyncIterable[MessageLike]]
+    ) -> AsyncIterator[message_service_pb2.SendResult]:
+        """Streams ``messages`` (an iterable or async iterable of
+        ``Message``s or dicts of :func:`agentbus.build_message`'s arguments)
+        over one ``PublishMessages`` call and yields one ``SendResult`` per
+        message, in order, each once its message is durably stored (or
+        refused); see :meth:`agentbus.AgentBusClient.publish`."""
+
+        async def requests() -> AsyncIterator[message_service_pb2.PublishMessagesRequest]:
+            if isinstance(messages, AsyncIterable):
+                async for message in messages:
+                    yield message_service_pb2.PublishMessagesRequest(message=as_message(message))
+            else:
+                for message in messages:
+                    yield message_service_pb2.PublishMessagesRequest(message=as_message(message))
+
+        call = self._stream("MessageService", "PublishMessages", requests())
+        try:
+            async for response in call:
+                yield response.result
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, method="/agentbus.v1.MessageService/PublishMessages") from exc
+        finally:
+            call.cancel()
 
     # ---- sessions ---------------------------------------------------
 

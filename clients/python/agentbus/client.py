@@ -28,7 +28,9 @@ from agentbus._base import (
     DEFAULT_TIMEOUT,
     RETRYABLE_WATCH_CODES,
     Backoff,
+    MessageLike,
     WatchState,
+    as_message,
     auth_metadata,
     channel_options,
     parse_address,
@@ -168,6 +170,32 @@ class AgentBusClient:
     ack = unary_method(_calls.ack)
     ack_many = unary_method(_calls.ack_many)
     get_message = unary_method(_calls.get_message)
+    send_messages = unary_method(_calls.send_messages)
+
+    def publish(self, messages: Iterable[MessageLike]) -> Iterator[message_service_pb2.SendResult]:
+        """Streams ``messages`` (``Message``s or dicts of
+        :func:`agentbus.build_message`'s arguments, from any iterable, even
+        an endless generator) over one ``PublishMessages`` call and yields
+        one ``SendResult`` per message, in order, each once its message is
+        durably stored (or refused: see :meth:`send_messages`).  The server
+        keeps a bounded window of messages in flight and stops reading the
+        iterable while it is full.  Ends when the iterable is exhausted and
+        every result is in; a failure of the stream itself raises
+        ``AgentBusError`` (``UnavailableError`` when the server shuts down).
+
+            for result in client.publish({"sender": orc, "recipient": backend,
+                                          "payload": {"n": n}} for n in range(10_000)):
+                assert result.accepted, result.error
+        """
+        requests = (message_service_pb2.PublishMessagesRequest(message=as_message(m)) for m in messages)
+        call = self._stream("MessageService", "PublishMessages", requests)
+        try:
+            for response in call:
+                yield response.result
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc, method="/agentbus.v1.MessageService/PublishMessages") from exc
+        finally:
+            call.cancel()
 
     # ---- sessions ---------------------------------------------------
 

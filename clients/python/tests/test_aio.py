@@ -148,3 +148,28 @@ def test_watch(server, uid):
                 await bus.watch_sessions(after_sequence=10**12).next_event(timeout=5)
 
     run(main())
+
+
+def test_send_messages_and_publish(server, uid):
+    orc, backend = f"claude-code://porc-{uid}", f"opencode://pback-{uid}"
+
+    async def generated():
+        for n in range(100):
+            yield {"sender": orc, "recipient": backend, "payload": {"n": n}, "message_id": f"ap{n}-{uid}"}
+
+    async def main():
+        async with AsyncAgentBusClient(server.address) as bus:
+            await bus.register_agent(orc)
+            await bus.register_agent(backend)
+            results = await bus.send_messages([
+                {"sender": orc, "recipient": backend, "payload": {}, "message_id": f"ab1-{uid}"},
+                {"sender": orc, "recipient": f"codex://nobody-{uid}", "payload": {}},
+            ])
+            assert [(r.accepted, r.code_name) for r in results] == [(True, "OK"), (False, "NOT_FOUND")]
+            streamed = [r async for r in bus.publish(generated())]
+            assert [r.message_id for r in streamed] == [f"ap{n}-{uid}" for n in range(100)]
+            assert all(r.accepted for r in streamed)
+            plain = [r async for r in bus.publish([agentbus.build_message(orc, backend, payload=1)])]
+            assert len(plain) == 1 and plain[0].accepted and plain[0].message_id.startswith("msg_")
+
+    run(main())

@@ -238,3 +238,41 @@ def test_messages_in_a_session_track_tasks(client, pair, uid):
     client.complete_session(s.session_id, "done")
     with pytest.raises(agentbus.FailedPreconditionError):
         client.send(orc, backend, payload={}, session_id=s.session_id)  # session ended
+
+
+def test_send_messages_answers_each_message_in_order(client, pair, uid):
+    orc, backend = pair
+    results = client.send_messages([
+        agentbus.build_message(orc, backend, payload={"n": 1}, message_id=f"b1-{uid}"),
+        {"sender": orc, "recipient": f"codex://ghost-{uid}", "payload": {}, "message_id": f"b2-{uid}"},
+        {"sender": orc, "recipient": backend, "payload": {}, "message_id": f"b3-{uid}", "delivery_mode": "sync"},
+        {"sender": orc, "recipient": backend, "payload": {"n": 1}, "message_id": f"b1-{uid}"},  # a resend
+    ])
+    assert [(r.message_id, r.accepted, r.code_name) for r in results] == [
+        (f"b1-{uid}", True, "OK"),
+        (f"b2-{uid}", False, "NOT_FOUND"),
+        (f"b3-{uid}", False, "INVALID_ARGUMENT"),
+        (f"b1-{uid}", True, "OK"),
+    ]
+    assert results[0].state == message_pb2.MESSAGE_STATE_QUEUED
+    assert results[1].code == grpc.StatusCode.NOT_FOUND.value[0] and "not registered" in results[1].error
+    assert "SYNC" in results[2].error
+    with pytest.raises(agentbus.InvalidArgumentError):
+        client.send_messages([])
+    with pytest.raises(TypeError):
+        client.send_messages(["not a message"])  # type: ignore[list-item]
+
+
+def test_publish_streams_results_in_order(client, pair, uid):
+    orc, backend = pair
+
+    def messages():
+        for n in range(300):
+            recipient = f"codex://ghost-{uid}" if n % 50 == 7 else backend
+            yield {"sender": orc, "recipient": recipient, "payload": {"n": n}, "message_id": f"p{n}-{uid}"}
+
+    results = list(client.publish(messages()))
+    assert [r.message_id for r in results] == [f"p{n}-{uid}" for n in range(300)]
+    assert [n for n, r in enumerate(results) if not r.accepted] == [7, 57, 107, 157, 207, 257]
+    assert client.get_message(f"p299-{uid}").state == message_pb2.MESSAGE_STATE_QUEUED
+    assert list(client.publish([])) == []

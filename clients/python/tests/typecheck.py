@@ -25,6 +25,9 @@ def sync_client(bus: agentbus.AgentBusClient) -> None:
     assert_type(bus.request("a://x", "b://y", payload=1, reply_timeout=5), message_pb2.Message)
     assert_type(bus.ack("b://y", "m1"), int)
     assert_type(bus.ack_many("b://y", ["m1"]), list[message_service_pb2.AckResult])
+    assert_type(bus.send_messages([{"sender": "a://x", "recipient": "b://y"}]), list[message_service_pb2.SendResult])
+    for result in bus.publish(message_pb2.Message() for _ in range(3)):
+        assert_type(result, message_service_pb2.SendResult)
     assert_type(bus.create_session("a://x", ["b://y"], ["design"]), session_pb2.Session)
     assert_type(bus.merge_shared_context("s", {"k": None}), session_pb2.Session)
     assert_type(bus.get_session_summary("s"), session_service_pb2.GetSessionSummaryResponse)
@@ -44,6 +47,9 @@ async def async_client(bus: AsyncAgentBusClient) -> None:
     assert_type(await bus.send("a://x", "b://y", payload={"q": 1}), message_service_pb2.SendMessageResponse)
     assert_type(await bus.ack("b://y", "m1"), int)
     assert_type(await bus.ack_many("b://y", ["m1"]), list[message_service_pb2.AckResult])
+    assert_type(await bus.send_messages([message_pb2.Message()]), list[message_service_pb2.SendResult])
+    async for sent in bus.publish([{"sender": "a://x", "recipient": "b://y"}]):
+        assert_type(sent, message_service_pb2.SendResult)
     assert_type(await bus.advance_workflow("s", expected_version=3), session_pb2.Session)
     assert_type(
         await bus.aggregate_results("s", strategy="manual"), session_service_pb2.AggregateResultsResponse

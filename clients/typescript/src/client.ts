@@ -2,7 +2,7 @@
 // the three services, plain JSON in and out, short enum names, and
 // async iterators for the inbox and for session events.
 
-import { create, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, isMessage, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -25,7 +25,12 @@ import {
   type MessageState,
   type MessageStatus,
 } from "./gen/agentbus/v1/message_pb.js";
-import { MessageService, type AckResult } from "./gen/agentbus/v1/message_service_pb.js";
+import {
+  MessageService,
+  type AckResult,
+  type PublishMessagesRequestSchema,
+  type SendResult as MessageResult,
+} from "./gen/agentbus/v1/message_service_pb.js";
 import type { Aggregation, ExecutiveSummary, Session, SessionEvent } from "./gen/agentbus/v1/session_pb.js";
 import { SessionService } from "./gen/agentbus/v1/session_service_pb.js";
 import {
@@ -155,6 +160,14 @@ export interface SendResult {
   /** SYNC delivery only: the reply (see `request`). */
   reply?: Message;
 }
+
+/**
+ * What became of one message of `sendMessages` or `publish` (the generated
+ * `SendResult`): `accepted` with `messageId` and `state`, or the gRPC `code`,
+ * its name (`codeName`, e.g. "NOT_FOUND") and the `error` that `send` would
+ * have thrown for that message alone.
+ */
+export type { MessageResult };
 
 export interface ParticipantInput {
   agentId: string;
@@ -611,6 +624,40 @@ export class AgentBusClient {
     return res.results;
   }
 
+  /**
+   * Sends 1 to 1000 messages (`SendInput`s or built `Message`s) in one call;
+   * the server writes them together, sharing commits. One `MessageResult`
+   * per message, in order; one refused message leaves the others sent. SYNC
+   * delivery is refused per message. No message or more than 1000 rejects
+   * with INVALID_ARGUMENT.
+   */
+  async sendMessages(inputs: Array<SendInput | Message>, options?: CallOptions): Promise<MessageResult[]> {
+    const res = await this.messages.sendMessages({ messages: inputs.map(messageOf) }, options);
+    return res.results;
+  }
+
+  /**
+   * Streams messages (from an iterable or async iterable, even an endless
+   * one) over one PublishMessages call and yields one `MessageResult` per
+   * message, in order, each once its message is durably stored (or refused,
+   * as in `sendMessages`). The server keeps a bounded window of messages in
+   * flight and stops reading `inputs` while it is full. Ends when `inputs`
+   * is exhausted and every result is in; a failure of the stream itself
+   * throws (UNAVAILABLE when the server shuts down). Breaking out of the
+   * loop cancels the call; messages already sent may still be stored.
+   */
+  async *publish(
+    inputs: Iterable<SendInput | Message> | AsyncIterable<SendInput | Message>,
+    options?: CallOptions,
+  ): AsyncGenerator<MessageResult, void, undefined> {
+    async function* requests(): AsyncGenerator<MessageInitShape<typeof PublishMessagesRequestSchema>> {
+      for await (const input of inputs) yield { message: messageOf(input) };
+    }
+    for await (const res of this.messages.publishMessages(requests(), options)) {
+      yield required(res.result, "result");
+    }
+  }
+
   /** Delivery bookkeeping of a message. */
   async getMessage(messageId: string, options?: CallOptions): Promise<MessageStatus> {
     const res = await this.messages.getMessage({ messageId }, options);
@@ -943,6 +990,10 @@ function agentRef(ref: AgentRefLike, field: string, sessionId?: string) {
 
 function agentRefOf(ref: AgentRef): AgentRefLike {
   return { agentId: ref.agentId, framework: ref.framework };
+}
+
+function messageOf(input: SendInput | Message): Message {
+  return isMessage(input, MessageSchema) ? input : buildMessage(input);
 }
 
 function buildMessage(input: SendInput): Message {

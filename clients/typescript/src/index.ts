@@ -24,6 +24,7 @@ export type {
   IssuedAgentToken,
   ListAgentsFilter,
   ListSessionsFilter,
+  MessageResult,
   MutationOptions,
   ParticipantInput,
   ReplyInput,

@@ -145,6 +145,53 @@ describe("messages", () => {
     await rejectsWithCode(bus.ackMany(worker, []), Code.InvalidArgument, /message_ids/);
   });
 
+  test("sendMessages answers one result per message, in order", async () => {
+    const worker = await freshAgent("batch");
+    const results = await bus.sendMessages([
+      { messageId: "batch-1", sender: ORCH, recipient: worker, messageType: "task_request", payload: { n: 1 } },
+      { messageId: "batch-2", sender: ORCH, recipient: "codex://nobody", messageType: "task_request" },
+      { messageId: "batch-3", sender: ORCH, recipient: worker, messageType: "task_request", routing: { deliveryMode: "sync" } },
+      { messageId: "batch-1", sender: ORCH, recipient: worker, messageType: "task_request", payload: { n: 1 } },
+    ]);
+    assert.deepEqual(
+      results.map((r) => [r.messageId, r.accepted, r.codeName]),
+      [
+        ["batch-1", true, "OK"],
+        ["batch-2", false, "NOT_FOUND"],
+        ["batch-3", false, "INVALID_ARGUMENT"],
+        ["batch-1", true, "OK"],
+      ],
+    );
+    assert.equal(results[0]?.state, MessageState.QUEUED);
+    assert.equal(results[1]?.code, Code.NotFound);
+    assert.match(results[2]?.error ?? "", /SYNC/);
+    await rejectsWithCode(bus.sendMessages([]), Code.InvalidArgument, /messages/);
+  });
+
+  test("publish streams results in request order", async () => {
+    const worker = await freshAgent("publish");
+    async function* inputs() {
+      for (let i = 0; i < 200; i++) {
+        const recipient = i % 40 === 9 ? "codex://nobody" : worker;
+        yield { messageId: `pub-${i}`, sender: ORCH, recipient, messageType: "task_request" as const, payload: { i } };
+      }
+    }
+    const results = [];
+    for await (const result of bus.publish(inputs())) results.push(result);
+    assert.deepEqual(
+      results.map((r) => r.messageId),
+      Array.from({ length: 200 }, (_, i) => `pub-${i}`),
+    );
+    assert.deepEqual(
+      results.flatMap((r, i) => (r.accepted ? [] : [i])),
+      [9, 49, 89, 129, 169],
+    );
+    assert.equal((await bus.getMessage("pub-199")).state, MessageState.QUEUED);
+    const none = [];
+    for await (const result of bus.publish([])) none.push(result);
+    assert.equal(none.length, 0);
+  });
+
   test("maxInFlight holds deliveries back until the previous one is acked", async () => {
     const worker = await freshAgent("prefetch");
     const ids: string[] = [];

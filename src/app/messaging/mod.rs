@@ -40,6 +40,8 @@ use sweep::DeadLetter;
 
 /// Most ids in one AckMessages call.
 pub const MAX_ACKS: usize = 1000;
+/// Most messages in one SendMessages call.
+pub const MAX_SENDS: usize = 1000;
 /// Retries of a write that lost a race with another writer.
 const MAX_ATTEMPTS: usize = 32;
 /// Due messages handled per sweep query.
@@ -200,6 +202,22 @@ impl Messaging {
             });
         };
         self.wait_for_reply(record, reply_wait, deadline).await
+    }
+
+    /// Accepts one message of a batch (SendMessages, PublishMessages) as
+    /// [`Messaging::send`] does, concurrently with the others, so that their
+    /// writes share the store's commits; each is still its own write set.
+    /// SYNC delivery is refused: a batch answers when its messages are
+    /// stored, and would otherwise wait for replies one by one.
+    pub async fn send_batched(self: &Arc<Self>, new: NewMessage) -> Result<SendOutcome> {
+        if new.routing.delivery_mode == DeliveryMode::Sync {
+            return Err(Error::invalid(
+                "message.routing.delivery_mode",
+                "SYNC is not available in SendMessages or PublishMessages (their results do not wait \
+                 for replies): send this message with SendMessage, or make it ASYNC",
+            ));
+        }
+        self.send(new, None).await
     }
 
     /// Stores a new message atomically with its task and answer bookkeeping.

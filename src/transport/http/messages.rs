@@ -1,4 +1,4 @@
-//! `POST /messages/send` and `GET /messages/{message_id}`.
+//! `POST /messages/send`, `POST /messages/batch` and `GET /messages/{message_id}`.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -6,7 +6,7 @@ use axum::http::HeaderMap;
 use serde_json::{Map, Value as Json};
 
 use super::Gw;
-use super::input::{decode, json_body};
+use super::input::{self, decode, json_body};
 use super::response::{HttpResult, ok};
 use crate::api::Caller;
 use crate::pb;
@@ -17,6 +17,13 @@ pub async fn send_message(State(gw): Gw, caller: Caller, headers: HeaderMap, bod
     let message = json_body(&headers, body, gw.max_body_bytes, true).await?;
     let request: pb::SendMessageRequest = decode(Map::from_iter([("message".to_owned(), Json::Object(message))]))?;
     ok(&gw.api.send_message(&caller, request).await?)
+}
+
+/// `POST /messages/batch`: SendMessages, `{"messages": [...]}` ->
+/// `{"results": [...]}` (200 whatever the results; a result per message).
+pub async fn send_messages(State(gw): Gw, caller: Caller, headers: HeaderMap, request_body: Body) -> HttpResult {
+    let request: pb::SendMessagesRequest = input::body(&headers, request_body, gw.max_body_bytes, true).await?;
+    ok(&gw.api.send_messages(&caller, request).await?)
 }
 
 pub async fn get_message(State(gw): Gw, caller: Caller, Path(message_id): Path<String>) -> HttpResult {

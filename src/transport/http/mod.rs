@@ -86,6 +86,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
                 .post(agents::agent_route),
         )
         .route("/messages/send", post(messages::send_message))
+        .route("/messages/batch", post(messages::send_messages))
         .route("/messages/{message_id}", get(messages::get_message))
         .route("/sessions", post(sessions::create_session).get(sessions::list_sessions))
         .route("/sessions/events", get(sessions::watch_sessions))

@@ -101,6 +101,46 @@ class AckResult(_message.Message):
     code_name: str
     def __init__(self, message_id: _Optional[str] = ..., state: _Optional[_Union[_message_pb2.MessageState, str]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ..., code_name: _Optional[str] = ...) -> None: ...
 
+class SendMessagesRequest(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[_message_pb2.Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[_message_pb2.Message, _Mapping]]] = ...) -> None: ...
+
+class SendMessagesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SendResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SendResult, _Mapping]]] = ...) -> None: ...
+
+class PublishMessagesRequest(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: _message_pb2.Message
+    def __init__(self, message: _Optional[_Union[_message_pb2.Message, _Mapping]] = ...) -> None: ...
+
+class PublishMessagesResponse(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: SendResult
+    def __init__(self, result: _Optional[_Union[SendResult, _Mapping]] = ...) -> None: ...
+
+class SendResult(_message.Message):
+    __slots__ = ("accepted", "message_id", "state", "code", "error", "code_name")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CODE_NAME_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    message_id: str
+    state: _message_pb2.MessageState
+    code: int
+    error: str
+    code_name: str
+    def __init__(self, accepted: bool = ..., message_id: _Optional[str] = ..., state: _Optional[_Union[_message_pb2.MessageState, str]] = ..., code: _Optional[int] = ..., error: _Optional[str] = ..., code_name: _Optional[str] = ...) -> None: ...
+
 class GetMessageRequest(_message.Message):
     __slots__ = ("message_id",)
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]

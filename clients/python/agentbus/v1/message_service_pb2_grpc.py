@@ -41,6 +41,16 @@ class MessageServiceStub(object):
                 request_serializer=agentbus_dot_v1_dot_message__service__pb2.GetMessageRequest.SerializeToString,
                 response_deserializer=agentbus_dot_v1_dot_message__service__pb2.GetMessageResponse.FromString,
                 )
+        self.SendMessages = channel.unary_unary(
+                '/agentbus.v1.MessageService/SendMessages',
+                request_serializer=agentbus_dot_v1_dot_message__service__pb2.SendMessagesRequest.SerializeToString,
+                response_deserializer=agentbus_dot_v1_dot_message__service__pb2.SendMessagesResponse.FromString,
+                )
+        self.PublishMessages = channel.stream_stream(
+                '/agentbus.v1.MessageService/PublishMessages',
+                request_serializer=agentbus_dot_v1_dot_message__service__pb2.PublishMessagesRequest.SerializeToString,
+                response_deserializer=agentbus_dot_v1_dot_message__service__pb2.PublishMessagesResponse.FromString,
+                )
 
 
 class MessageServiceServicer(object):
@@ -83,6 +93,42 @@ class MessageServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendMessages(self, request, context):
+        """Sends 1 to 1000 messages in one call, with the rules of SendMessage for
+        each (validation, the caller as sender, recipient and fallback
+        resolution, idempotent resends by message_id, the inbox limit). The
+        messages are written concurrently, sharing commits, but each is its own
+        unit: one that fails leaves the others stored. The call answers once
+        every result is known, one per message in request order; an accepted
+        one is durable. No message or more than 1000 is INVALID_ARGUMENT for
+        the whole call (as is a request over the server's max_message_bytes).
+        SYNC delivery is not available here: such a message gets its own
+        INVALID_ARGUMENT result; send it with SendMessage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishMessages(self, request_iterator, context):
+        """Streams messages in and one result per message out, in request order.
+        Each result is sent only once its message is durably stored (or
+        refused), with SendMessages' rules per message. The server reads ahead
+        at most a window of messages (1024) beyond the results the client has
+        received: when the window is full it stops reading, so a client that
+        reads its results slowly is slowed down, not buffered for. Messages in
+        flight together share commits; their order of delivery to a recipient
+        follows request order only as far as they are accepted in it, so when
+        order matters, wait for one's result before publishing the next.
+        When the client half-closes, the remaining results follow and the
+        stream ends OK. A client that disconnects cancels nothing: messages it
+        had sent may still be stored (resend them by message_id to find out).
+        When the server shuts down it stops reading, sends the results of the
+        messages it had read, and ends the stream with UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +156,16 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.GetMessage,
                     request_deserializer=agentbus_dot_v1_dot_message__service__pb2.GetMessageRequest.FromString,
                     response_serializer=agentbus_dot_v1_dot_message__service__pb2.GetMessageResponse.SerializeToString,
+            ),
+            'SendMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendMessages,
+                    request_deserializer=agentbus_dot_v1_dot_message__service__pb2.SendMessagesRequest.FromString,
+                    response_serializer=agentbus_dot_v1_dot_message__service__pb2.SendMessagesResponse.SerializeToString,
+            ),
+            'PublishMessages': grpc.stream_stream_rpc_method_handler(
+                    servicer.PublishMessages,
+                    request_deserializer=agentbus_dot_v1_dot_message__service__pb2.PublishMessagesRequest.FromString,
+                    response_serializer=agentbus_dot_v1_dot_message__service__pb2.PublishMessagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -205,5 +261,39 @@ class MessageService(object):
         return grpc.experimental.unary_unary(request, target, '/agentbus.v1.MessageService/GetMessage',
             agentbus_dot_v1_dot_message__service__pb2.GetMessageRequest.SerializeToString,
             agentbus_dot_v1_dot_message__service__pb2.GetMessageResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def SendMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/agentbus.v1.MessageService/SendMessages',
+            agentbus_dot_v1_dot_message__service__pb2.SendMessagesRequest.SerializeToString,
+            agentbus_dot_v1_dot_message__service__pb2.SendMessagesResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def PublishMessages(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/agentbus.v1.MessageService/PublishMessages',
+            agentbus_dot_v1_dot_message__service__pb2.PublishMessagesRequest.SerializeToString,
+            agentbus_dot_v1_dot_message__service__pb2.PublishMessagesResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file agentbus/v1/message_service.proto.
  */
 export const file_agentbus_v1_message_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFhZ2VudGJ1cy92MS9tZXNzYWdlX3NlcnZpY2UucHJvdG8SC2FnZW50YnVzLnYxIjsKElNlbmRNZXNzYWdlUmVxdWVzdBIlCgdtZXNzYWdlGAEgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZSKKAQoTU2VuZE1lc3NhZ2VSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoCBISCgptZXNzYWdlX2lkGAIgASgJEigKBXN0YXRlGAMgASgOMhkuYWdlbnRidXMudjEuTWVzc2FnZVN0YXRlEiMKBXJlcGx5GAQgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZSJBChZSZWNlaXZlTWVzc2FnZXNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhUKDW1heF9pbl9mbGlnaHQYAiABKA0ifgoXUmVjZWl2ZU1lc3NhZ2VzUmVzcG9uc2USKQoIZGVsaXZlcnkYASABKAsyFS5hZ2VudGJ1cy52MS5EZWxpdmVyeUgAEjAKCWhlYXJ0YmVhdBgCIAEoCzIbLmFnZW50YnVzLnYxLkluYm94SGVhcnRiZWF0SABCBgoEa2luZCJ0CghEZWxpdmVyeRIlCgdtZXNzYWdlGAEgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZRIPCgdhdHRlbXB0GAIgASgNEjAKDGFja19kZWFkbGluZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVAoOSW5ib3hIZWFydGJlYXQSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtpbmJveF9kZXB0aBgCIAEoBCI5ChFBY2tNZXNzYWdlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIj4KEkFja01lc3NhZ2VSZXNwb25zZRIoCgVzdGF0ZRgBIAEoDjIZLmFnZW50YnVzLnYxLk1lc3NhZ2VTdGF0ZSI7ChJBY2tNZXNzYWdlc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEwoLbWVzc2FnZV9pZHMYAiADKAkiPgoTQWNrTWVzc2FnZXNSZXNwb25zZRInCgdyZXN1bHRzGAEgAygLMhYuYWdlbnRidXMudjEuQWNrUmVzdWx0InkKCUFja1Jlc3VsdBISCgptZXNzYWdlX2lkGAEgASgJEigKBXN0YXRlGAIgASgOMhkuYWdlbnRidXMudjEuTWVzc2FnZVN0YXRlEgwKBGNvZGUYAyABKAUSDQoFZXJyb3IYBCABKAkSEQoJY29kZV9uYW1lGAUgASgJIicKEUdldE1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkiQAoSR2V0TWVzc2FnZVJlc3BvbnNlEioKBnN0YXR1cxgBIAEoCzIaLmFnZW50YnVzLnYxLk1lc3NhZ2VTdGF0dXMysgMKDk1lc3NhZ2VTZXJ2aWNlElAKC1NlbmRNZXNzYWdlEh8uYWdlbnRidXMudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GiAuYWdlbnRidXMudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJeCg9SZWNlaXZlTWVzc2FnZXMSIy5hZ2VudGJ1cy52MS5SZWNlaXZlTWVzc2FnZXNSZXF1ZXN0GiQuYWdlbnRidXMudjEuUmVjZWl2ZU1lc3NhZ2VzUmVzcG9uc2UwARJNCgpBY2tNZXNzYWdlEh4uYWdlbnRidXMudjEuQWNrTWVzc2FnZVJlcXVlc3QaHy5hZ2VudGJ1cy52MS5BY2tNZXNzYWdlUmVzcG9uc2USUAoLQWNrTWVzc2FnZXMSHy5hZ2VudGJ1cy52MS5BY2tNZXNzYWdlc1JlcXVlc3QaIC5hZ2VudGJ1cy52MS5BY2tNZXNzYWdlc1Jlc3BvbnNlEk0KCkdldE1lc3NhZ2USHi5hZ2VudGJ1cy52MS5HZXRNZXNzYWdlUmVxdWVzdBofLmFnZW50YnVzLnYxLkdldE1lc3NhZ2VSZXNwb25zZWIGcHJvdG8z", [file_agentbus_v1_message, file_google_protobuf_timestamp]);
+  fileDesc("CiFhZ2VudGJ1cy92MS9tZXNzYWdlX3NlcnZpY2UucHJvdG8SC2FnZW50YnVzLnYxIjsKElNlbmRNZXNzYWdlUmVxdWVzdBIlCgdtZXNzYWdlGAEgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZSKKAQoTU2VuZE1lc3NhZ2VSZXNwb25zZRIQCghhY2NlcHRlZBgBIAEoCBISCgptZXNzYWdlX2lkGAIgASgJEigKBXN0YXRlGAMgASgOMhkuYWdlbnRidXMudjEuTWVzc2FnZVN0YXRlEiMKBXJlcGx5GAQgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZSJBChZSZWNlaXZlTWVzc2FnZXNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhUKDW1heF9pbl9mbGlnaHQYAiABKA0ifgoXUmVjZWl2ZU1lc3NhZ2VzUmVzcG9uc2USKQoIZGVsaXZlcnkYASABKAsyFS5hZ2VudGJ1cy52MS5EZWxpdmVyeUgAEjAKCWhlYXJ0YmVhdBgCIAEoCzIbLmFnZW50YnVzLnYxLkluYm94SGVhcnRiZWF0SABCBgoEa2luZCJ0CghEZWxpdmVyeRIlCgdtZXNzYWdlGAEgASgLMhQuYWdlbnRidXMudjEuTWVzc2FnZRIPCgdhdHRlbXB0GAIgASgNEjAKDGFja19kZWFkbGluZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVAoOSW5ib3hIZWFydGJlYXQSLQoJdGltZXN0YW1wGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtpbmJveF9kZXB0aBgCIAEoBCI5ChFBY2tNZXNzYWdlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgptZXNzYWdlX2lkGAIgASgJIj4KEkFja01lc3NhZ2VSZXNwb25zZRIoCgVzdGF0ZRgBIAEoDjIZLmFnZW50YnVzLnYxLk1lc3NhZ2VTdGF0ZSI7ChJBY2tNZXNzYWdlc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEwoLbWVzc2FnZV9pZHMYAiADKAkiPgoTQWNrTWVzc2FnZXNSZXNwb25zZRInCgdyZXN1bHRzGAEgAygLMhYuYWdlbnRidXMudjEuQWNrUmVzdWx0InkKCUFja1Jlc3VsdBISCgptZXNzYWdlX2lkGAEgASgJEigKBXN0YXRlGAIgASgOMhkuYWdlbnRidXMudjEuTWVzc2FnZVN0YXRlEgwKBGNvZGUYAyABKAUSDQoFZXJyb3IYBCABKAkSEQoJY29kZV9uYW1lGAUgASgJIj0KE1NlbmRNZXNzYWdlc1JlcXVlc3QSJgoIbWVzc2FnZXMYASADKAsyFC5hZ2VudGJ1cy52MS5NZXNzYWdlIkAKFFNlbmRNZXNzYWdlc1Jlc3BvbnNlEigKB3Jlc3VsdHMYASADKAsyFy5hZ2VudGJ1cy52MS5TZW5kUmVzdWx0Ij8KFlB1Ymxpc2hNZXNzYWdlc1JlcXVlc3QSJQoHbWVzc2FnZRgBIAEoCzIULmFnZW50YnVzLnYxLk1lc3NhZ2UiQgoXUHVibGlzaE1lc3NhZ2VzUmVzcG9uc2USJwoGcmVzdWx0GAEgASgLMhcuYWdlbnRidXMudjEuU2VuZFJlc3VsdCKMAQoKU2VuZFJlc3VsdBIQCghhY2NlcHRlZBgBIAEoCBISCgptZXNzYWdlX2lkGAIgASgJEigKBXN0YXRlGAMgASgOMhkuYWdlbnRidXMudjEuTWVzc2FnZVN0YXRlEgwKBGNvZGUYBCABKAUSDQoFZXJyb3IYBSABKAkSEQoJY29kZV9uYW1lGAYgASgJIicKEUdldE1lc3NhZ2VSZXF1ZXN0EhIKCm1lc3NhZ2VfaWQYASABKAkiQAoSR2V0TWVzc2FnZVJlc3BvbnNlEioKBnN0YXR1cxgBIAEoCzIaLmFnZW50YnVzLnYxLk1lc3NhZ2VTdGF0dXMy6QQKDk1lc3NhZ2VTZXJ2aWNlElAKC1NlbmRNZXNzYWdlEh8uYWdlbnRidXMudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GiAuYWdlbnRidXMudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJeCg9SZWNlaXZlTWVzc2FnZXMSIy5hZ2VudGJ1cy52MS5SZWNlaXZlTWVzc2FnZXNSZXF1ZXN0GiQuYWdlbnRidXMudjEuUmVjZWl2ZU1lc3NhZ2VzUmVzcG9uc2UwARJNCgpBY2tNZXNzYWdlEh4uYWdlbnRidXMudjEuQWNrTWVzc2FnZVJlcXVlc3QaHy5hZ2VudGJ1cy52MS5BY2tNZXNzYWdlUmVzcG9uc2USUAoLQWNrTWVzc2FnZXMSHy5hZ2VudGJ1cy52MS5BY2tNZXNzYWdlc1JlcXVlc3QaIC5hZ2VudGJ1cy52MS5BY2tNZXNzYWdlc1Jlc3BvbnNlEk0KCkdldE1lc3NhZ2USHi5hZ2VudGJ1cy52MS5HZXRNZXNzYWdlUmVxdWVzdBofLmFnZW50YnVzLnYxLkdldE1lc3NhZ2VSZXNwb25zZRJTCgxTZW5kTWVzc2FnZXMSIC5hZ2VudGJ1cy52MS5TZW5kTWVzc2FnZXNSZXF1ZXN0GiEuYWdlbnRidXMudjEuU2VuZE1lc3NhZ2VzUmVzcG9uc2USYAoPUHVibGlzaE1lc3NhZ2VzEiMuYWdlbnRidXMudjEuUHVibGlzaE1lc3NhZ2VzUmVxdWVzdBokLmFnZW50YnVzLnYxLlB1Ymxpc2hNZXNzYWdlc1Jlc3BvbnNlKAEwAWIGcHJvdG8z", [file_agentbus_v1_message, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message agentbus.v1.SendMessageRequest
@@ -303,6 +303,137 @@ export const AckResultSchema: GenMessage<AckResult> = /*@__PURE__*/
   messageDesc(file_agentbus_v1_message_service, 10);
 
 /**
+ * @generated from message agentbus.v1.SendMessagesRequest
+ */
+export type SendMessagesRequest = Message<"agentbus.v1.SendMessagesRequest"> & {
+  /**
+   * @generated from field: repeated agentbus.v1.Message messages = 1;
+   */
+  messages: Message$1[];
+};
+
+/**
+ * Describes the message agentbus.v1.SendMessagesRequest.
+ * Use `create(SendMessagesRequestSchema)` to create a new message.
+ */
+export const SendMessagesRequestSchema: GenMessage<SendMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_message_service, 11);
+
+/**
+ * @generated from message agentbus.v1.SendMessagesResponse
+ */
+export type SendMessagesResponse = Message<"agentbus.v1.SendMessagesResponse"> & {
+  /**
+   * One per message, in request order.
+   *
+   * @generated from field: repeated agentbus.v1.SendResult results = 1;
+   */
+  results: SendResult[];
+};
+
+/**
+ * Describes the message agentbus.v1.SendMessagesResponse.
+ * Use `create(SendMessagesResponseSchema)` to create a new message.
+ */
+export const SendMessagesResponseSchema: GenMessage<SendMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_message_service, 12);
+
+/**
+ * @generated from message agentbus.v1.PublishMessagesRequest
+ */
+export type PublishMessagesRequest = Message<"agentbus.v1.PublishMessagesRequest"> & {
+  /**
+   * @generated from field: agentbus.v1.Message message = 1;
+   */
+  message?: Message$1 | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.PublishMessagesRequest.
+ * Use `create(PublishMessagesRequestSchema)` to create a new message.
+ */
+export const PublishMessagesRequestSchema: GenMessage<PublishMessagesRequest> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_message_service, 13);
+
+/**
+ * @generated from message agentbus.v1.PublishMessagesResponse
+ */
+export type PublishMessagesResponse = Message<"agentbus.v1.PublishMessagesResponse"> & {
+  /**
+   * The result of the request at the same position in the stream.
+   *
+   * @generated from field: agentbus.v1.SendResult result = 1;
+   */
+  result?: SendResult | undefined;
+};
+
+/**
+ * Describes the message agentbus.v1.PublishMessagesResponse.
+ * Use `create(PublishMessagesResponseSchema)` to create a new message.
+ */
+export const PublishMessagesResponseSchema: GenMessage<PublishMessagesResponse> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_message_service, 14);
+
+/**
+ * What became of one message of SendMessages or PublishMessages.
+ *
+ * @generated from message agentbus.v1.SendResult
+ */
+export type SendResult = Message<"agentbus.v1.SendResult"> & {
+  /**
+   * True once the message is durably stored (`code` 0).
+   *
+   * @generated from field: bool accepted = 1;
+   */
+  accepted: boolean;
+
+  /**
+   * The stored message's id (the server's if the client gave none); on an
+   * error, the id the client gave, if any.
+   *
+   * @generated from field: string message_id = 2;
+   */
+  messageId: string;
+
+  /**
+   * The state after the call, when accepted (QUEUED, or a resend's current
+   * state).
+   *
+   * @generated from field: agentbus.v1.MessageState state = 3;
+   */
+  state: MessageState;
+
+  /**
+   * A gRPC status code (0 OK, 3 INVALID_ARGUMENT, 5 NOT_FOUND, 6
+   * ALREADY_EXISTS, 7 PERMISSION_DENIED, 8 RESOURCE_EXHAUSTED, ...) and its
+   * message, as SendMessage would have failed for this message alone.
+   *
+   * @generated from field: int32 code = 4;
+   */
+  code: number;
+
+  /**
+   * @generated from field: string error = 5;
+   */
+  error: string;
+
+  /**
+   * The name of `code` ("OK", "NOT_FOUND", ...), the same names as the
+   * `code` of the HTTP gateway's errors.
+   *
+   * @generated from field: string code_name = 6;
+   */
+  codeName: string;
+};
+
+/**
+ * Describes the message agentbus.v1.SendResult.
+ * Use `create(SendResultSchema)` to create a new message.
+ */
+export const SendResultSchema: GenMessage<SendResult> = /*@__PURE__*/
+  messageDesc(file_agentbus_v1_message_service, 15);
+
+/**
  * @generated from message agentbus.v1.GetMessageRequest
  */
 export type GetMessageRequest = Message<"agentbus.v1.GetMessageRequest"> & {
@@ -317,7 +448,7 @@ export type GetMessageRequest = Message<"agentbus.v1.GetMessageRequest"> & {
  * Use `create(GetMessageRequestSchema)` to create a new message.
  */
 export const GetMessageRequestSchema: GenMessage<GetMessageRequest> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_message_service, 11);
+  messageDesc(file_agentbus_v1_message_service, 16);
 
 /**
  * @generated from message agentbus.v1.GetMessageResponse
@@ -334,7 +465,7 @@ export type GetMessageResponse = Message<"agentbus.v1.GetMessageResponse"> & {
  * Use `create(GetMessageResponseSchema)` to create a new message.
  */
 export const GetMessageResponseSchema: GenMessage<GetMessageResponse> = /*@__PURE__*/
-  messageDesc(file_agentbus_v1_message_service, 12);
+  messageDesc(file_agentbus_v1_message_service, 17);
 
 /**
  * Sends, receives and acknowledges messages. Delivery is at least once:
@@ -389,6 +520,48 @@ export const MessageService: GenService<{
     methodKind: "unary";
     input: typeof GetMessageRequestSchema;
     output: typeof GetMessageResponseSchema;
+  },
+  /**
+   * Sends 1 to 1000 messages in one call, with the rules of SendMessage for
+   * each (validation, the caller as sender, recipient and fallback
+   * resolution, idempotent resends by message_id, the inbox limit). The
+   * messages are written concurrently, sharing commits, but each is its own
+   * unit: one that fails leaves the others stored. The call answers once
+   * every result is known, one per message in request order; an accepted
+   * one is durable. No message or more than 1000 is INVALID_ARGUMENT for
+   * the whole call (as is a request over the server's max_message_bytes).
+   * SYNC delivery is not available here: such a message gets its own
+   * INVALID_ARGUMENT result; send it with SendMessage.
+   *
+   * @generated from rpc agentbus.v1.MessageService.SendMessages
+   */
+  sendMessages: {
+    methodKind: "unary";
+    input: typeof SendMessagesRequestSchema;
+    output: typeof SendMessagesResponseSchema;
+  },
+  /**
+   * Streams messages in and one result per message out, in request order.
+   * Each result is sent only once its message is durably stored (or
+   * refused), with SendMessages' rules per message. The server reads ahead
+   * at most a window of messages (1024) beyond the results the client has
+   * received: when the window is full it stops reading, so a client that
+   * reads its results slowly is slowed down, not buffered for. Messages in
+   * flight together share commits; their order of delivery to a recipient
+   * follows request order only as far as they are accepted in it, so when
+   * order matters, wait for one's result before publishing the next.
+   * When the client half-closes, the remaining results follow and the
+   * stream ends OK. A client that disconnects cancels nothing: messages it
+   * had sent may still be stored (resend them by message_id to find out).
+   * When the server shuts down it stops reading, sends the results of the
+   * messages it had read, and ends the stream with UNAVAILABLE.
+   *
+   * @generated from rpc agentbus.v1.MessageService.PublishMessages
+   */
+  publishMessages: {
+    methodKind: "bidi_streaming";
+    input: typeof PublishMessagesRequestSchema;
+    output: typeof PublishMessagesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_agentbus_v1_message_service, 0);
