@@ -190,7 +190,11 @@ fn publish_reports_the_stream_and_the_batches() {
     assert_eq!(reports[0]["target"], "agentbus (memory, 1 node) PublishMessages");
     assert_eq!(reports[1]["target"], "agentbus (memory, 1 node) SendMessages x8");
     // Every message sent on either path was acked by the receivers.
-    assert!(reports[1]["extra"]["acked_by_receivers"].as_u64().unwrap() > 0, "{}", reports[1]);
+    assert!(
+        reports[1]["extra"]["acked_by_receivers"].as_u64().unwrap() > 0,
+        "{}",
+        reports[1]
+    );
 }
 
 #[test]
