@@ -45,22 +45,12 @@ async fn bus_with_agents(args: &[&str]) -> (Bus, Agents, Messages) {
 
 fn message(id: &str, from: &str, to: &str) -> pb::Message {
     pb::Message {
-        message_id: id.into(),
-        sender: Some(pb::AgentRef {
-            agent_id: from.into(),
-            ..Default::default()
-        }),
-        recipient: Some(pb::AgentRef {
-            agent_id: to.into(),
-            ..Default::default()
-        }),
-        message_type: pb::MessageType::TaskRequest as i32,
         payload: Some(prost_types::Value {
             kind: Some(prost_types::value::Kind::StructValue(object(
                 j!({"task_type": "implementation", "id": id}),
             ))),
         }),
-        ..Default::default()
+        ..common::task_request(id, from, to)
     }
 }
 

@@ -156,19 +156,7 @@ async fn register(agents: &mut Agents, id: &str) {
 }
 
 fn message(id: &str) -> pb::Message {
-    pb::Message {
-        message_id: id.into(),
-        sender: Some(pb::AgentRef {
-            agent_id: SENDER.into(),
-            ..Default::default()
-        }),
-        recipient: Some(pb::AgentRef {
-            agent_id: RECIPIENT.into(),
-            ..Default::default()
-        }),
-        message_type: pb::MessageType::TaskRequest as i32,
-        ..Default::default()
-    }
+    common::task_request(id, SENDER, RECIPIENT)
 }
 
 async fn next_delivery(inbox: &mut Streaming<pb::ReceiveMessagesResponse>) -> pb::Message {

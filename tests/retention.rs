@@ -17,19 +17,7 @@ const ORCHESTRATOR: &str = "claude-code://orchestrator";
 const BACKEND: &str = "opencode://backend";
 
 fn message(id: &str) -> pb::Message {
-    pb::Message {
-        message_id: id.into(),
-        sender: Some(pb::AgentRef {
-            agent_id: ORCHESTRATOR.into(),
-            ..Default::default()
-        }),
-        recipient: Some(pb::AgentRef {
-            agent_id: BACKEND.into(),
-            ..Default::default()
-        }),
-        message_type: pb::MessageType::TaskRequest as i32,
-        ..Default::default()
-    }
+    common::task_request(id, ORCHESTRATOR, BACKEND)
 }
 
 /// Polls `done` every 100 ms for up to 15 s.

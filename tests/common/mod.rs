@@ -273,6 +273,23 @@ fn from_value(value: &prost_types::Value) -> serde_json::Value {
     }
 }
 
+/// A TASK_REQUEST `id` from `from` to `to`, with no payload.
+pub fn task_request(id: &str, from: &str, to: &str) -> pb::Message {
+    pb::Message {
+        message_id: id.into(),
+        sender: Some(pb::AgentRef {
+            agent_id: from.into(),
+            ..Default::default()
+        }),
+        recipient: Some(pb::AgentRef {
+            agent_id: to.into(),
+            ..Default::default()
+        }),
+        message_type: pb::MessageType::TaskRequest as i32,
+        ..Default::default()
+    }
+}
+
 /// The tutorial's session: orchestrator, three participants, three steps.
 pub fn tutorial_session(session_id: &str) -> pb::CreateSessionRequest {
     pb::CreateSessionRequest {

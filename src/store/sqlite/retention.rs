@@ -3,7 +3,7 @@
 //! batch delays the writes beside it by a few milliseconds at most), and
 //! the incremental vacuum that gives the freed pages back.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::backend;
 use super::rows::{parse_session, state_code, to_i64};
@@ -102,10 +102,6 @@ pub(super) fn reclaim(conn: &Connection) -> Result<u64, StoreError> {
 
 /// The oldest event kept, if any.
 pub(super) fn oldest_event(conn: &Connection) -> Result<Option<u64>, StoreError> {
-    conn.query_row("SELECT MIN(seq) FROM session_events", [], |r| {
-        r.get::<_, Option<u64>>(0)
-    })
-    .optional()
-    .map(Option::flatten)
-    .map_err(backend)
+    conn.query_row("SELECT MIN(seq) FROM session_events", [], |r| r.get(0))
+        .map_err(backend)
 }
