@@ -736,6 +736,78 @@ async fn leases_are_version_checked_and_seen_by_writes(store: Arc<dyn Store>) {
     ));
 }
 
+/// Several updates in one set (a stream's claims, a batch of acks): one
+/// stale version refuses the set with that message's conflict, and none of
+/// them land; whether it is a write or a lease.
+async fn updates_of_several_messages_are_all_or_nothing(store: Arc<dyn Store>) {
+    let records: Vec<MessageRecord> = (0..3)
+        .map(|i| message(&format!("several-{i}"), "opencode://backend", Priority::Medium, 10 + i))
+        .collect();
+    for record in &records {
+        store.write(insert(record).into()).await.unwrap();
+    }
+    let claims: Vec<MessageWrite> = records.iter().map(|r| next(r, MessageState::Delivered)).collect();
+    let mut stale = claims.clone();
+    stale[1].expected = Some(records[1].version + 5);
+    let conflict = store.lease(stale.clone()).await.unwrap_err();
+    assert!(
+        matches!(&conflict, StoreError::Conflict { record: Record::Message(id), .. } if id == records[1].id()),
+        "{conflict:?}"
+    );
+    let refused = store
+        .write(WriteSet {
+            session: None,
+            messages: stale,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused, conflict);
+    let mut missing = claims.clone();
+    missing[2].record = next(
+        &message("nowhere", "opencode://backend", Priority::Medium, 1),
+        MessageState::Delivered,
+    )
+    .record;
+    let refused = store
+        .write(WriteSet {
+            session: None,
+            messages: missing,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        StoreError::NotFound(Record::Message(
+            MessageId::parse_field("message_id", "nowhere").unwrap()
+        ))
+    );
+    for record in &records {
+        assert_eq!(store.get_message(record.id()).await.unwrap().as_ref(), Some(record));
+    }
+    let mut asked: Vec<MessageId> = records.iter().rev().map(|r| r.id().clone()).collect();
+    asked.push(MessageId::parse_field("message_id", "nowhere").unwrap());
+    let mut found = store.get_messages(&asked).await.unwrap();
+    found.sort_by(|a, b| a.id().as_str().cmp(b.id().as_str()));
+    assert_eq!(found, records, "each stored one, the missing one left out");
+
+    store.lease(claims.clone()).await.unwrap();
+    let acks: Vec<MessageWrite> = claims.iter().map(|c| next(&c.record, MessageState::Acked)).collect();
+    store
+        .write(WriteSet {
+            session: None,
+            messages: acks.clone(),
+        })
+        .await
+        .unwrap();
+    for ack in &acks {
+        assert_eq!(
+            store.get_message(ack.record.id()).await.unwrap(),
+            Some(ack.record.clone())
+        );
+    }
+    assert_eq!(store.inbox_depth(&agent("opencode://backend")).await.unwrap(), 0);
+}
+
 fn token(id: &str, agent_id: &str) -> AgentToken {
     AgentToken {
         token_id: id.into(),
@@ -953,6 +1025,7 @@ macro_rules! conformance {
             writes_can_require_a_registered_recipient,
             message_checks_run_in_one_order,
             leases_are_version_checked_and_seen_by_writes,
+            updates_of_several_messages_are_all_or_nothing,
             tokens_put_list_touch_delete,
             closed_store_refuses_writes,
             retention_removes_closed_messages_oldest_first,

@@ -217,6 +217,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError>;
 
+    /// The messages with these ids, each once, in no particular order (a
+    /// missing id is left out): one read for a batch of acks.
+    async fn get_messages(&self, ids: &[MessageId]) -> Result<Vec<MessageRecord>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.get_message(id).await?);
+        }
+        Ok(found)
+    }
+
     /// Messages with `in_reply_to == id`, oldest first, at most `limit`.
     async fn replies(&self, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
 

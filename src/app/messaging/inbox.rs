@@ -5,15 +5,18 @@ use super::*;
 
 impl Messaging {
     /// Claims the next deliverable messages for `agent`, up to `most`, in
-    /// delivery order; empty when nothing is deliverable.
-    async fn claim(&self, agent: &AgentId, guard: &StreamGuard, most: usize) -> Result<Vec<MessageRecord>> {
+    /// delivery order; empty when nothing is deliverable. Also answers
+    /// whether the inbox read found fewer than it asked for: then nothing
+    /// more was deliverable when it was read.
+    async fn claim(&self, agent: &AgentId, guard: &StreamGuard, most: usize) -> Result<(Vec<MessageRecord>, bool)> {
         let mut batch = most;
         for _ in 0..MAX_ATTEMPTS {
             let now = self.tick();
             let candidates = self.store.inbox(agent, now, batch).await?;
             if candidates.is_empty() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), true));
             }
+            let drained = candidates.len() < batch;
             let mut writes = Vec::with_capacity(candidates.len());
             for record in candidates {
                 if record.expires_at <= now {
@@ -43,7 +46,7 @@ impl Messaging {
                     claimed
                         .iter()
                         .for_each(|record| self.metrics.delivered(record.attempts));
-                    return Ok(claimed);
+                    return Ok((claimed, drained));
                 }
                 Err(e) => {
                     claimed.iter().for_each(|record| guard.forget(record.id()));
@@ -56,7 +59,7 @@ impl Messaging {
                 }
             }
         }
-        Ok(Vec::new())
+        Ok((Vec::new(), false))
     }
 
     /// An agent's inbox: queued messages first, then live ones, with
@@ -116,12 +119,12 @@ impl Messaging {
                     },
                 };
                 let claims = if room == 0 {
-                    Ok(Vec::new())
+                    Ok((Vec::new(), false))
                 } else {
                     messaging.claim(&agent, &guard, room).await
                 };
                 match claims {
-                    Ok(claimed) if !claimed.is_empty() => {
+                    Ok((claimed, drained)) if !claimed.is_empty() => {
                         idle.reset();
                         for record in claimed {
                             yield Ok(InboxItem::Delivery {
@@ -130,7 +133,12 @@ impl Messaging {
                                 message: Box::new(record.message),
                             });
                         }
-                        continue;
+                        // Drained: what arrives from now on wakes `woken`
+                        // (enabled before the read), so the stream can wait
+                        // without reading the inbox once more.
+                        if !drained {
+                            continue;
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => {

@@ -157,10 +157,7 @@ impl Messaging {
     }
 
     pub async fn get(&self, id: &MessageId) -> Result<MessageRecord> {
-        self.store
-            .get_message(id)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("message {id} not found")))
+        self.store.get_message(id).await?.ok_or_else(|| missing(id))
     }
 
     /// Accepts a message. With SYNC delivery waits for the reply, at most
@@ -248,8 +245,15 @@ impl Messaging {
     }
 
     async fn insert(&self, message: &Message, print: u64) -> std::result::Result<MessageRecord, Accepted> {
-        for _ in 0..MAX_ATTEMPTS {
-            let target = self.resolve_recipient(message).await?;
+        for attempt in 0..MAX_ATTEMPTS {
+            // The first attempt addresses the recipient without looking it
+            // up: the store refuses it if it is not registered (a read less
+            // per send where reads cost a round trip), and only then are the
+            // fallback agents resolved.
+            let target = match attempt {
+                0 => (message.recipient.agent_id.clone(), 0),
+                _ => self.resolve_recipient(message).await?,
+            };
             let session = self.check_session(message).await?;
             let now = self.tick();
             let timeout = message.routing.timeout.unwrap_or(self.config.message_timeout);
@@ -669,14 +673,19 @@ impl Messaging {
         let mut records = Vec::new();
         // Each id is written once; a repeat shares the write's result.
         let mut writing: HashSet<&MessageId> = HashSet::new();
+        // One read for all.
+        let stored: HashMap<MessageId, MessageRecord> = match self.store.get_messages(ids).await {
+            Ok(found) => found.into_iter().map(|record| (record.id().clone(), record)).collect(),
+            Err(e) => return ids.iter().map(|_| Err(e.clone().into())).collect(),
+        };
         for id in ids {
             if writing.contains(id) {
                 results.push(None);
                 continue;
             }
-            let step = match self.get(id).await {
-                Ok(record) => ack_write(actor, agent, &record, now).map(|write| (write, record)),
-                Err(e) => Err(e),
+            let step = match stored.get(id) {
+                Some(record) => ack_write(actor, agent, record, now).map(|write| (write, record.clone())),
+                None => Err(missing(id)),
             };
             results.push(match step {
                 Ok((Some(write), record)) => {
@@ -723,6 +732,10 @@ impl Messaging {
         // A stream at its prefetch limit has room again.
         self.presence.acked(agent);
     }
+}
+
+fn missing(id: &MessageId) -> Error {
+    Error::not_found(format!("message {id} not found"))
 }
 
 /// The write that acknowledges `record`; `None` if it already is.

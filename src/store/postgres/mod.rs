@@ -40,7 +40,8 @@ use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AgentPresence, EventFeed, EventFilter, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet,
+    AgentPresence, EventFeed, EventFilter, MessageWrite, SessionPage, SessionQuery, Store, StoreCounts, StoreError,
+    WriteSet,
 };
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
@@ -51,6 +52,7 @@ use crate::domain::{AgentId, SessionId, Timestamp};
 mod cluster;
 mod counts;
 mod feed;
+mod inserts;
 mod reads;
 mod retention;
 mod rows;
@@ -95,6 +97,8 @@ pub struct PostgresStore {
     announcer: Arc<Announcer>,
     cluster: Arc<Cluster>,
     counts: Arc<OpenCounts>,
+    /// New messages, committed in groups ([`inserts`]).
+    inserts: inserts::Queue,
     /// Cancelled by [`Store::close`]; stops the feed's follower.
     closed: CancellationToken,
 }
@@ -167,19 +171,98 @@ impl PostgresStore {
             announcer.clone(),
             closed.clone(),
         ));
+        let counts = Arc::new(OpenCounts::default());
+        // A quarter of the pool at most writes new messages: reads,
+        // deliveries and acks keep connections while batches commit.
+        let inserts = inserts::start(pool.clone(), cluster.clone(), counts.clone(), options.pool_size / 4);
         tracing::info!(database = %target, schema, pool_size = options.pool_size, "PostgreSQL store open");
         Ok(Self {
             pool,
             feed,
             announcer,
             cluster,
-            counts: Arc::default(),
+            counts,
+            inserts,
             closed,
         })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// A new message outside a session, committed with others ([`inserts`]).
+    async fn insert(&self, write: MessageWrite) -> Result<(), StoreError> {
+        let body = encode(&write.record)?;
+        let mut notices = Vec::new();
+        self.cluster.message_payloads(&write.record, true, &mut notices);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let insert = inserts::Insert {
+            write,
+            body,
+            notices,
+            answer,
+        };
+        self.inserts.send(insert).map_err(|_| StoreError::Closed)?;
+        answered.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Applies the set in a transaction of its own.
+    async fn transaction(&self, set: WriteSet, commit: Commit) -> Result<Option<Arc<SessionEvent>>, StoreError> {
+        let session = match set.session {
+            Some(change) => {
+                let body = encode(&change.session)?;
+                Some((change, body))
+            }
+            None => None,
+        };
+        let mut notices = Vec::new();
+        for write in &set.messages {
+            self.cluster
+                .message_payloads(&write.record, write.expected.is_none(), &mut notices);
+        }
+        let messages = set
+            .messages
+            .into_iter()
+            .map(|write| encode(&write.record).map(|body| (write, body)))
+            .collect::<Result<_, _>>()?;
+        let set = EncodedSet { session, messages };
+        let (pool, announcer, cluster, counts) = (
+            self.pool.clone(),
+            self.announcer.clone(),
+            self.cluster.clone(),
+            self.counts.clone(),
+        );
+        // A task of its own: a caller that gives up (a client hanging up)
+        // must not abandon a transaction in its COMMIT, nor leave a
+        // committed event unannounced and the feed stalled behind it.
+        let task = tokio::spawn(async move {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            if commit == Commit::Lazy {
+                tx.batch_execute("SET LOCAL synchronous_commit = off")
+                    .await
+                    .map_err(db_error)?;
+            }
+            let applied = writes::apply(&tx, set, &announcer, &counts).await?;
+            if let Some((event, _)) = &applied {
+                notices.push(cluster.event_payload(event.sequence));
+            }
+            tx.commit().await.map_err(db_error)?;
+            cluster.notify(notices);
+            Ok::<_, StoreError>(applied.map(|(event, ticket)| {
+                ticket.committed(event.clone());
+                event
+            }))
+        });
+        let event = task
+            .await
+            .map_err(|e| StoreError::Backend(format!("write task failed: {e}")))??;
+        if let Some(event) = &event {
+            // Whoever gets sequence N may watch from N at once.
+            self.announcer.announced(event.sequence).await;
+        }
+        Ok(event)
     }
 
     /// A client for a write, unless the store is closed.
@@ -189,6 +272,14 @@ impl PostgresStore {
         }
         self.client().await
     }
+}
+
+/// Whether a commit waits for its WAL flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    Durable,
+    /// Lost if the database crashes: only for what may be (claims).
+    Lazy,
 }
 
 /// `postgres://user@host:port/database`: the URL without its password.
@@ -256,61 +347,32 @@ fn corrupt(what: impl std::fmt::Display) -> StoreError {
 
 #[async_trait]
 impl Store for PostgresStore {
-    /// Claims are durable here (the default [`Store::lease`], a write): with
-    /// several nodes, the row is the only place a claim can live.
-    async fn write(&self, set: WriteSet) -> Result<Option<Arc<SessionEvent>>, StoreError> {
+    async fn write(&self, mut set: WriteSet) -> Result<Option<Arc<SessionEvent>>, StoreError> {
         if self.closed.is_cancelled() {
             return Err(StoreError::Closed);
         }
-        let session = match set.session {
-            Some(change) => {
-                let body = encode(&change.session)?;
-                Some((change, body))
-            }
-            None => None,
+        if set.session.is_none() && set.messages.len() == 1 && set.messages[0].expected.is_none() {
+            let write = set.messages.pop().expect("one message");
+            return self.insert(write).await.map(|()| None);
+        }
+        self.transaction(set, Commit::Durable).await
+    }
+
+    /// Claims are rows here, so that any node sees them and can deliver
+    /// the message again, but their commits do not wait for the WAL flush
+    /// (`synchronous_commit = off`): a database that crashes may forget the
+    /// last claims, and their messages are delivered again, as the
+    /// contract allows. Other nodes see a claim as soon as it commits, and
+    /// a later durable commit (the ack) flushes it first.
+    async fn lease(&self, writes: Vec<MessageWrite>) -> Result<(), StoreError> {
+        if self.closed.is_cancelled() {
+            return Err(StoreError::Closed);
+        }
+        let set = WriteSet {
+            session: None,
+            messages: writes,
         };
-        let mut notices = Vec::new();
-        for write in &set.messages {
-            self.cluster
-                .message_payloads(&write.record, write.expected.is_none(), &mut notices);
-        }
-        let messages = set
-            .messages
-            .into_iter()
-            .map(|write| encode(&write.record).map(|body| (write, body)))
-            .collect::<Result<_, _>>()?;
-        let set = EncodedSet { session, messages };
-        let (pool, announcer, cluster, counts) = (
-            self.pool.clone(),
-            self.announcer.clone(),
-            self.cluster.clone(),
-            self.counts.clone(),
-        );
-        // A task of its own: a caller that gives up (a client hanging up)
-        // must not abandon a transaction in its COMMIT, nor leave a
-        // committed event unannounced and the feed stalled behind it.
-        let task = tokio::spawn(async move {
-            let mut client = pool.get().await.map_err(pool_error)?;
-            let tx = client.transaction().await.map_err(db_error)?;
-            let applied = writes::apply(&tx, set, &announcer, &counts).await?;
-            if let Some((event, _)) = &applied {
-                notices.push(cluster.event_payload(event.sequence));
-            }
-            tx.commit().await.map_err(db_error)?;
-            cluster.notify(notices);
-            Ok::<_, StoreError>(applied.map(|(event, ticket)| {
-                ticket.committed(event.clone());
-                event
-            }))
-        });
-        let event = task
-            .await
-            .map_err(|e| StoreError::Backend(format!("write task failed: {e}")))??;
-        if let Some(event) = &event {
-            // Whoever gets sequence N may watch from N at once.
-            self.announcer.announced(event.sequence).await;
-        }
-        Ok(event)
+        self.transaction(set, Commit::Lazy).await.map(drop)
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {
@@ -422,6 +484,10 @@ impl Store for PostgresStore {
 
     async fn get_message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
         reads::message(&self.client().await?, id).await
+    }
+
+    async fn get_messages(&self, ids: &[MessageId]) -> Result<Vec<MessageRecord>, StoreError> {
+        reads::messages(&self.client().await?, ids).await
     }
 
     async fn replies(&self, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {

@@ -191,6 +191,16 @@ pub(super) async fn message(client: &Object, id: &MessageId) -> Result<Option<Me
     .await
 }
 
+pub(super) async fn messages(client: &Object, ids: &[MessageId]) -> Result<Vec<MessageRecord>, StoreError> {
+    let ids: Vec<&str> = ids.iter().map(MessageId::as_str).collect();
+    query_bodies(
+        client,
+        "SELECT body FROM messages WHERE message_id = ANY($1::text[])",
+        &[&ids],
+    )
+    .await
+}
+
 pub(super) async fn replies(client: &Object, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
     query_bodies(
         client,
@@ -216,16 +226,25 @@ pub(super) async fn inbox(
     .await
 }
 
+/// An inbox stream asks after every claim that emptied the inbox, so this
+/// must not read the agent's open messages: it reads the first live entry
+/// of `messages_waiting`. (A plain index scan also marks the entries of
+/// claimed messages dead as it passes them, so later scans skip them; the
+/// partial index of open messages, read by a count, cost about 2,600
+/// entries per call under load.)
 pub(super) async fn next_available(client: &Object, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
     let statement = client
-        .prepare_cached("SELECT min(available_at) FROM messages WHERE recipient = $1 AND state = 1")
+        .prepare_cached(
+            "SELECT available_at FROM messages WHERE recipient = $1 AND state = 1
+             ORDER BY available_at LIMIT 1",
+        )
         .await
         .map_err(db_error)?;
     let row = client
-        .query_one(&statement, &[&agent.as_str()])
+        .query_opt(&statement, &[&agent.as_str()])
         .await
         .map_err(db_error)?;
-    let at: Option<i64> = row.try_get(0).map_err(backend)?;
+    let at: Option<i64> = row.map(|row| row.try_get(0)).transpose().map_err(backend)?;
     Ok(at.map(Timestamp::from_unix_micros))
 }
 

@@ -119,6 +119,12 @@ CREATE TABLE events_removed (
 );
 INSERT INTO events_removed (through) VALUES (0);
 "#,
+    r#"
+-- When an agent's next queued message becomes deliverable, read as the
+-- first entry of this index rather than by reading every open message of
+-- the agent (see `super::reads::next_available`).
+CREATE INDEX messages_waiting ON messages (recipient, available_at) WHERE state = 1;
+"#,
 ];
 
 /// The version this build writes: the number of its last step.

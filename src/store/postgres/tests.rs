@@ -188,3 +188,102 @@ async fn commits_are_synchronous_whatever_the_url_asks() {
     let row = client.query_one("SELECT current_schema()", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), schema.name);
 }
+
+/// Many sends at once share batches ([`super::inserts`]), and each still
+/// gets the answer it would get alone: accepted, a taken id (also when
+/// the message would be refused anyway), an unregistered recipient, a
+/// full inbox; of several sends with one id exactly one is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sends_share_commits_and_each_gets_its_own_answer() {
+    use crate::domain::message::Priority;
+    use crate::store::Record;
+    use crate::store::conformance::{insert, message};
+
+    let schema = TestSchema::create().await;
+    // One batch at a time: the inbox limit is then exact.
+    let store = Arc::new(
+        PostgresStore::open(&PostgresOptions {
+            pool_size: 4,
+            ..schema.options()
+        })
+        .await
+        .unwrap(),
+    );
+    for id in ["codex://a", "codex://b", "codex://limited"] {
+        let agent = Agent::registered(AgentDescriptor::new(AgentId::parse(id).unwrap()), Timestamp::now());
+        store.put_agent(agent, None).await.unwrap();
+    }
+    let send = |id: String, to: &str, limit: Option<u64>| {
+        let mut write = insert(&message(&id, to, Priority::Medium, 1));
+        write.require_recipient = true;
+        write.inbox_limit = limit;
+        write
+    };
+    store
+        .write(send("taken".into(), "codex://a", None).into())
+        .await
+        .unwrap();
+
+    let mut writes = Vec::new();
+    for i in 0..120 {
+        let to = if i % 2 == 0 { "codex://a" } else { "codex://b" };
+        writes.push(("accepted", send(format!("n-{i}"), to, None)));
+    }
+    for i in 0..10 {
+        writes.push(("unregistered", send(format!("ghost-{i}"), "codex://ghost", None)));
+    }
+    writes.push(("taken", send("taken".into(), "codex://b", None)));
+    writes.push(("taken", send("taken".into(), "codex://ghost", None)));
+    for _ in 0..5 {
+        writes.push(("twin", send("twin".into(), "codex://a", None)));
+    }
+    for i in 0..20 {
+        writes.push(("limited", send(format!("l-{i}"), "codex://limited", Some(5))));
+    }
+    let tasks: Vec<_> = writes
+        .into_iter()
+        .map(|(kind, write)| {
+            let store = store.clone();
+            tokio::spawn(async move { (kind, store.write(write.into()).await) })
+        })
+        .collect();
+    let mut twins = 0;
+    let mut limited = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            ("accepted", outcome) => assert_eq!(outcome, Ok(None)),
+            ("unregistered", outcome) => assert!(
+                matches!(&outcome, Err(StoreError::NotFound(Record::Agent(a))) if a.as_str() == "codex://ghost"),
+                "{outcome:?}"
+            ),
+            ("taken", outcome) => assert!(
+                matches!(&outcome, Err(StoreError::AlreadyExists(Record::Message(id))) if id.as_str() == "taken"),
+                "{outcome:?}"
+            ),
+            ("twin", Ok(None)) => twins += 1,
+            ("twin", outcome) => assert!(matches!(outcome, Err(StoreError::AlreadyExists(_))), "{outcome:?}"),
+            ("limited", Ok(None)) => limited += 1,
+            ("limited", outcome) => assert!(
+                matches!(outcome, Err(StoreError::InboxFull { limit: 5, .. })),
+                "{outcome:?}"
+            ),
+            (kind, outcome) => panic!("{kind}: {outcome:?}"),
+        }
+    }
+    assert_eq!(twins, 1, "one of the sends with one id is accepted");
+    assert_eq!(limited, 5, "the inbox takes as many as its limit");
+    let depth = |id: &str| {
+        let store = store.clone();
+        let id = AgentId::parse(id).unwrap();
+        async move { store.inbox_depth(&id).await.unwrap() }
+    };
+    assert_eq!(depth("codex://a").await, 1 + 60 + 1);
+    assert_eq!(depth("codex://b").await, 60);
+    assert_eq!(depth("codex://limited").await, 5);
+    let stored = store
+        .get_message(&crate::domain::message::MessageId::parse_field("message_id", "n-7").unwrap())
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.recipient.as_str(), "codex://b");
+}

@@ -61,8 +61,12 @@ pub(super) async fn apply(
         Some((change, _)) => check_session(tx, change).await?,
         None => None,
     };
-    for (write, body) in &set.messages {
-        apply_message(tx, write, body, counts).await?;
+    if updates_only(&set.messages) {
+        update_all(tx, &set.messages).await?;
+    } else {
+        for (write, body) in &set.messages {
+            apply_message(tx, write, body, counts).await?;
+        }
     }
     match set.session {
         Some((change, body)) => write_session(tx, change, &body, created_seq, announcer).await.map(Some),
@@ -269,6 +273,83 @@ async fn apply_message(
             Ok(())
         }
     }
+}
+
+/// Whether the writes are several updates of distinct messages that need
+/// no check beyond their versions (claims, acks): those are written by one
+/// statement.
+fn updates_only(messages: &[(MessageWrite, String)]) -> bool {
+    let mut ids = std::collections::HashSet::with_capacity(messages.len());
+    messages.len() > 1
+        && messages
+            .iter()
+            .all(|(write, _)| write.expected.is_some() && !write.require_recipient && ids.insert(write.record.id()))
+}
+
+/// Updates every message whose stored version is the one expected, in one
+/// statement; if one is not, fails as the first such write would alone
+/// (the transaction is then rolled back whole).
+async fn update_all(tx: &Transaction<'_>, messages: &[(MessageWrite, String)]) -> Result<(), StoreError> {
+    // Rows are locked in the arrays' order: by id, the same order for every
+    // such statement, so two of them sharing messages wait for each other
+    // rather than deadlock.
+    let mut sorted: Vec<&(MessageWrite, String)> = messages.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.record.id().as_str().cmp(b.0.record.id().as_str()));
+    let records = || sorted.iter().map(|(write, _)| &write.record);
+    let ids: Vec<&str> = records().map(|record| record.id().as_str()).collect();
+    let recipients: Vec<&str> = records().map(|record| record.recipient.as_str()).collect();
+    let states: Vec<i32> = records().map(|record| message_state_code(record.state)).collect();
+    let available: Vec<i64> = records().map(|record| record.available_at.unix_micros()).collect();
+    let expires: Vec<i64> = records().map(|record| record.expires_at.unix_micros()).collect();
+    let due: Vec<Option<i64>> = records().map(due_at).collect();
+    let versions: Vec<i64> = records().map(|record| to_i64(record.version)).collect();
+    let bodies: Vec<&str> = sorted.iter().map(|(_, body)| body.as_str()).collect();
+    let expected: Vec<i64> = sorted
+        .iter()
+        .map(|(write, _)| to_i64(write.expected.unwrap_or(0)))
+        .collect();
+    let update = tx
+        .prepare_cached(
+            "UPDATE messages AS m SET recipient = u.recipient, state = u.state, available_at = u.available_at,
+                 expires_at = u.expires_at, due_at = u.due_at, version = u.version, body = u.body
+             FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[], $6::int8[], $7::int8[],
+                 $8::text[], $9::int8[])
+                 AS u(message_id, recipient, state, available_at, expires_at, due_at, version, body, expected)
+             WHERE m.message_id = u.message_id AND m.version = u.expected
+             RETURNING m.message_id",
+        )
+        .await
+        .map_err(db_error)?;
+    let params: [&(dyn ToSql + Sync); 9] = [
+        &ids,
+        &recipients,
+        &states,
+        &available,
+        &expires,
+        &due,
+        &versions,
+        &bodies,
+        &expected,
+    ];
+    let rows = tx.query(&update, &params).await.map_err(db_error)?;
+    if rows.len() == messages.len() {
+        return Ok(());
+    }
+    let updated = rows
+        .iter()
+        .map(|row| row.try_get::<_, String>(0).map_err(backend))
+        .collect::<Result<std::collections::HashSet<_>, _>>()?;
+    let (write, _) = messages
+        .iter()
+        .find(|(write, _)| !updated.contains(write.record.id().as_str()))
+        .ok_or_else(|| StoreError::Backend("an update returned a message twice".into()))?;
+    let expected = write.expected.unwrap_or(0);
+    let stored = stored_version(tx, write.record.id()).await?;
+    check_version(message_record(&write.record), Some(expected), stored)?;
+    Err(StoreError::Backend(format!(
+        "message {} at version {expected} was not updated",
+        write.record.id()
+    )))
 }
 
 async fn stored_version(tx: &Transaction<'_>, id: &MessageId) -> Result<Option<u64>, StoreError> {

@@ -1,0 +1,338 @@
+//! Group commit of new messages: concurrent sends share one transaction.
+//!
+//! A send outside a session is one new message. Written alone it is a
+//! transaction of its own: BEGIN, the recipient's lock and check, the
+//! INSERT, and a COMMIT that waits for its WAL flush, each a round trip on
+//! a connection held throughout, and five statements for the database to
+//! run per message. Here new messages queue while earlier batches commit
+//! (at most [`MAX_BATCH`] per batch, a few batches at a time); a batch locks
+//! and checks all its recipients with one statement each, inserts every
+//! message it accepts with one `INSERT ... SELECT FROM unnest(...)`, and
+//! commits once. Under load that is a handful of statements for dozens of
+//! messages; alone, a message costs what it did before.
+//!
+//! Each message still gets its own answer, in the order of checks of
+//! [`MessageWrite::expected`]: a refused message (unregistered recipient,
+//! full inbox) is left out of the INSERT and answered `AlreadyExists` if
+//! its id is taken, and `ON CONFLICT DO NOTHING RETURNING` tells which of
+//! the inserted ids were taken. Two messages with one id never share a
+//! batch, so that answer is unambiguous. A batch the database fails for a
+//! reason of its own (not a lost connection) is tried again one message at
+//! a time: no message fails for another's sake.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+
+use super::cluster::Cluster;
+use super::counts::OpenCounts;
+use super::rows::{due_at, message_state_code, to_i64};
+use super::writes::{REGISTRATION_LOCKS, open_count};
+use super::{backend, db_error, pool_error};
+use crate::domain::AgentId;
+use crate::domain::message::MessageId;
+use crate::store::{MessageWrite, Record, StoreError, message_record};
+
+/// Messages in one batch, at most.
+const MAX_BATCH: usize = 256;
+
+/// A new message waiting for its batch.
+pub(super) struct Insert {
+    /// `expected` is `None`.
+    pub(super) write: MessageWrite,
+    /// The record's JSON body.
+    pub(super) body: String,
+    /// Sent to the other nodes once committed.
+    pub(super) notices: Vec<String>,
+    pub(super) answer: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Where new messages queue for their batch.
+pub(super) type Queue = mpsc::UnboundedSender<Insert>;
+
+struct Shared {
+    pool: Pool,
+    cluster: Arc<Cluster>,
+    counts: Arc<OpenCounts>,
+}
+
+/// Starts taking batches off the queue, at most `batches` at a time (each
+/// holds a connection while it runs). Stops when the queue's senders are
+/// gone; messages queued by then are still written.
+pub(super) fn start(pool: Pool, cluster: Arc<Cluster>, counts: Arc<OpenCounts>, batches: usize) -> Queue {
+    let (queue, queued) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared { pool, cluster, counts });
+    tokio::spawn(dispatch(queued, shared, Arc::new(Semaphore::new(batches.max(1)))));
+    queue
+}
+
+async fn dispatch(mut queued: mpsc::UnboundedReceiver<Insert>, shared: Arc<Shared>, running: Arc<Semaphore>) {
+    // Messages whose id was already in the batch being made: the next one
+    // takes them first.
+    let mut held: VecDeque<Insert> = VecDeque::new();
+    loop {
+        let Ok(permit) = running.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match held.pop_front() {
+            Some(insert) => insert,
+            None => match queued.recv().await {
+                Some(insert) => insert,
+                None => return,
+            },
+        };
+        let mut ids: HashSet<MessageId> = HashSet::from([first.write.record.id().clone()]);
+        let mut batch = vec![first];
+        let mut later = VecDeque::new();
+        let mut from_held = held.len();
+        while batch.len() < MAX_BATCH {
+            let next = if from_held > 0 {
+                from_held -= 1;
+                held.pop_front()
+            } else {
+                queued.try_recv().ok()
+            };
+            let Some(insert) = next else { break };
+            if ids.insert(insert.write.record.id().clone()) {
+                batch.push(insert);
+            } else {
+                later.push_back(insert);
+            }
+        }
+        later.extend(held.drain(..));
+        held = later;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            run(&shared, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Writes the batch and answers each message.
+async fn run(shared: &Shared, batch: Vec<Insert>) {
+    match write(shared, &batch).await {
+        Ok(outcomes) => {
+            for (insert, outcome) in batch.into_iter().zip(outcomes) {
+                finish(shared, insert, outcome);
+            }
+        }
+        Err(StoreError::Backend(error)) if batch.len() > 1 => {
+            tracing::debug!(%error, messages = batch.len(), "a batch of new messages failed; writing them one by one");
+            for insert in batch {
+                let outcome = match write(shared, std::slice::from_ref(&insert)).await {
+                    Ok(mut outcomes) => outcomes
+                        .pop()
+                        .unwrap_or(Err(StoreError::Backend("a batch of one message had no outcome".into()))),
+                    Err(error) => Err(error),
+                };
+                finish(shared, insert, outcome);
+            }
+        }
+        Err(error) => {
+            for insert in batch {
+                finish(shared, insert, Err(error.clone()));
+            }
+        }
+    }
+}
+
+fn finish(shared: &Shared, insert: Insert, outcome: Result<(), StoreError>) {
+    if outcome.is_ok() {
+        shared.cluster.notify(insert.notices);
+    }
+    // A caller that gave up is not waiting: its message is written anyway.
+    let _ = insert.answer.send(outcome);
+}
+
+/// One transaction for the batch: the outcome of each message, in order,
+/// or the error that failed them all.
+async fn write(shared: &Shared, batch: &[Insert]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut client = shared.pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    let registered = lock_recipients(&tx, batch).await?;
+    let mut refusals = Vec::with_capacity(batch.len());
+    // Recipients counted in this batch: open messages, with those admitted
+    // since.
+    let mut open: HashMap<&AgentId, u64> = HashMap::new();
+    for insert in batch {
+        let write = &insert.write;
+        let recipient = &write.record.recipient;
+        let refusal = if write.require_recipient && !registered.contains(recipient.as_str()) {
+            Some(StoreError::NotFound(Record::Agent(recipient.clone())))
+        } else if let Some(limit) = write.inbox_limit {
+            let counted = match open.get_mut(recipient) {
+                Some(counted) => Some(counted),
+                None if shared.counts.clearly_within(recipient, limit) => None,
+                None => {
+                    let counted = open_count(&tx, recipient).await?;
+                    Some(open.entry(recipient).or_insert(counted))
+                }
+            };
+            match counted {
+                Some(counted) if *counted >= limit => Some(StoreError::InboxFull {
+                    agent: recipient.clone(),
+                    limit,
+                }),
+                Some(counted) => {
+                    *counted += 1;
+                    None
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        refusals.push(refusal);
+    }
+    // The next batches start from these counts, this batch's included.
+    for (recipient, counted) in open {
+        shared.counts.counted(recipient, counted);
+    }
+    let taken = taken_ids(&tx, batch, &refusals).await?;
+    let inserted = insert(&tx, batch, &refusals).await?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(batch
+        .iter()
+        .zip(refusals)
+        .map(|(insert, refusal)| {
+            let id = insert.write.record.id().as_str();
+            let already = || StoreError::AlreadyExists(message_record(&insert.write.record)());
+            match refusal {
+                // A taken id is the first refusal of the contract.
+                Some(_) if taken.contains(id) => Err(already()),
+                Some(refusal) => Err(refusal),
+                None if inserted.contains(id) => Ok(()),
+                None => Err(already()),
+            }
+        })
+        .collect())
+}
+
+/// Takes the registration lock of every recipient that must be registered,
+/// shared (see [`super::writes`]), then reads which of them are: the
+/// answer, read after the locks, sees an unregistration that committed
+/// meanwhile.
+async fn lock_recipients(tx: &Transaction<'_>, batch: &[Insert]) -> Result<HashSet<String>, StoreError> {
+    let mut recipients: Vec<&str> = batch
+        .iter()
+        .filter(|insert| insert.write.require_recipient)
+        .map(|insert| insert.write.record.recipient.as_str())
+        .collect();
+    if recipients.is_empty() {
+        return Ok(HashSet::new());
+    }
+    recipients.sort_unstable();
+    recipients.dedup();
+    let lock = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock_shared($1, hashtext(agent_id)) FROM unnest($2::text[]) AS agent_id",
+        )
+        .await
+        .map_err(db_error)?;
+    let registered = tx
+        .prepare_cached("SELECT agent_id FROM agents WHERE agent_id = ANY($1::text[])")
+        .await
+        .map_err(db_error)?;
+    let (lock_params, check_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
+        ([&REGISTRATION_LOCKS, &recipients], [&recipients]);
+    // Pipelined: one round trip for both.
+    let (locked, found) = tokio::join!(tx.execute(&lock, &lock_params), tx.query(&registered, &check_params));
+    locked.map_err(db_error)?;
+    ids_of(found.map_err(db_error)?)
+}
+
+/// Which of the refused messages' ids are taken already.
+async fn taken_ids(
+    tx: &Transaction<'_>,
+    batch: &[Insert],
+    refusals: &[Option<StoreError>],
+) -> Result<HashSet<String>, StoreError> {
+    let refused: Vec<&str> = batch
+        .iter()
+        .zip(refusals)
+        .filter(|(_, refusal)| refusal.is_some())
+        .map(|(insert, _)| insert.write.record.id().as_str())
+        .collect();
+    if refused.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let select = tx
+        .prepare_cached("SELECT message_id FROM messages WHERE message_id = ANY($1::text[])")
+        .await
+        .map_err(db_error)?;
+    ids_of(tx.query(&select, &[&refused]).await.map_err(db_error)?)
+}
+
+/// Inserts the messages not refused, one statement for all; answers the
+/// ids inserted (the others were taken).
+async fn insert(
+    tx: &Transaction<'_>,
+    batch: &[Insert],
+    refusals: &[Option<StoreError>],
+) -> Result<HashSet<String>, StoreError> {
+    let accepted: Vec<&Insert> = batch
+        .iter()
+        .zip(refusals)
+        .filter(|(_, refusal)| refusal.is_none())
+        .map(|(insert, _)| insert)
+        .collect();
+    if accepted.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let column = |f: &dyn Fn(&Insert) -> i64| accepted.iter().map(|insert| f(insert)).collect::<Vec<i64>>();
+    let ids: Vec<&str> = accepted.iter().map(|i| i.write.record.id().as_str()).collect();
+    let recipients: Vec<&str> = accepted.iter().map(|i| i.write.record.recipient.as_str()).collect();
+    let states: Vec<i32> = accepted
+        .iter()
+        .map(|i| message_state_code(i.write.record.state))
+        .collect();
+    let priorities: Vec<i32> = accepted
+        .iter()
+        .map(|i| i.write.record.message.priority as i32)
+        .collect();
+    let accepted_at = column(&|i| i.write.record.accepted_at.unix_micros());
+    let available = column(&|i| i.write.record.available_at.unix_micros());
+    let expires = column(&|i| i.write.record.expires_at.unix_micros());
+    let versions = column(&|i| to_i64(i.write.record.version));
+    let due: Vec<Option<i64>> = accepted.iter().map(|i| due_at(&i.write.record)).collect();
+    let replies: Vec<Option<&str>> = accepted
+        .iter()
+        .map(|i| i.write.record.message.in_reply_to.as_ref().map(MessageId::as_str))
+        .collect();
+    let bodies: Vec<&str> = accepted.iter().map(|i| i.body.as_str()).collect();
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO messages (message_id, recipient, state, priority, accepted_at, available_at,
+                 expires_at, due_at, in_reply_to, version, body)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[], $5::int8[], $6::int8[],
+                 $7::int8[], $8::int8[], $9::text[], $10::int8[], $11::text[])
+             ON CONFLICT (message_id) DO NOTHING
+             RETURNING message_id",
+        )
+        .await
+        .map_err(db_error)?;
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &ids,
+        &recipients,
+        &states,
+        &priorities,
+        &accepted_at,
+        &available,
+        &expires,
+        &due,
+        &replies,
+        &versions,
+        &bodies,
+    ];
+    ids_of(tx.query(&statement, &params).await.map_err(db_error)?)
+}
+
+fn ids_of(rows: Vec<tokio_postgres::Row>) -> Result<HashSet<String>, StoreError> {
+    rows.iter()
+        .map(|row| row.try_get::<_, String>(0).map_err(backend))
+        .collect()
+}
