@@ -97,6 +97,9 @@ pub struct PostgresStore {
     announcer: Arc<Announcer>,
     cluster: Arc<Cluster>,
     counts: Arc<OpenCounts>,
+    /// Connections whose commits do not wait for the WAL flush, for
+    /// delivery claims (see [`Store::lease`] below).
+    lazy: Pool,
     /// New messages, committed in groups ([`inserts`]).
     inserts: inserts::Queue,
     /// Cancelled by [`Store::close`]; stops the feed's follower.
@@ -118,29 +121,15 @@ impl PostgresStore {
         }
         // An OK answers a commit that is on disk, whatever the database's
         // or the role's default (a setting given last wins).
-        let settings = match config.get_options() {
-            Some(given) => format!("{given} -c synchronous_commit=on"),
-            None => "-c synchronous_commit=on".to_owned(),
-        };
-        config.options(&settings);
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                // A connection the server closed is noticed by the client
-                // (`is_closed`); a check query per checkout would cost a
-                // round trip on every call.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .recycle_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))?;
+        let given = config
+            .get_options()
+            .map(|given| format!("{given} "))
+            .unwrap_or_default();
+        let mut lazy_config = config.clone();
+        lazy_config.options(format!("{given}-c synchronous_commit=off"));
+        config.options(format!("{given}-c synchronous_commit=on"));
+        let pool = build_pool(&config, options.pool_size)?;
+        let lazy = build_pool(&lazy_config, lazy_pool_size(options.pool_size))?;
         let at_target = |error: StoreError| match error {
             StoreError::Unavailable(detail) => {
                 StoreError::Unavailable(format!("cannot reach PostgreSQL at {target}: {detail}"))
@@ -182,6 +171,7 @@ impl PostgresStore {
             announcer,
             cluster,
             counts,
+            lazy,
             inserts,
             closed,
         })
@@ -207,8 +197,9 @@ impl PostgresStore {
         answered.await.unwrap_or(Err(StoreError::Closed))
     }
 
-    /// Applies the set in a transaction of its own.
-    async fn transaction(&self, set: WriteSet, commit: Commit) -> Result<Option<Arc<SessionEvent>>, StoreError> {
+    /// Applies the set in a transaction of its own, on a connection of
+    /// `pool`.
+    async fn transaction(&self, set: WriteSet, pool: &Pool) -> Result<Option<Arc<SessionEvent>>, StoreError> {
         let session = match set.session {
             Some(change) => {
                 let body = encode(&change.session)?;
@@ -228,7 +219,7 @@ impl PostgresStore {
             .collect::<Result<_, _>>()?;
         let set = EncodedSet { session, messages };
         let (pool, announcer, cluster, counts) = (
-            self.pool.clone(),
+            pool.clone(),
             self.announcer.clone(),
             self.cluster.clone(),
             self.counts.clone(),
@@ -239,11 +230,6 @@ impl PostgresStore {
         let task = tokio::spawn(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(db_error)?;
-            if commit == Commit::Lazy {
-                tx.batch_execute("SET LOCAL synchronous_commit = off")
-                    .await
-                    .map_err(db_error)?;
-            }
             let applied = writes::apply(&tx, set, &announcer, &counts).await?;
             if let Some((event, _)) = &applied {
                 notices.push(cluster.event_payload(event.sequence));
@@ -274,12 +260,31 @@ impl PostgresStore {
     }
 }
 
-/// Whether a commit waits for its WAL flush.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Commit {
-    Durable,
-    /// Lost if the database crashes: only for what may be (claims).
-    Lazy,
+fn build_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            // A connection the server closed is noticed by the client
+            // (`is_closed`); a check query per checkout would cost a
+            // round trip on every call.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))
+}
+
+/// Connections for delivery claims, beside the pool's: a quarter as many,
+/// at least one.
+fn lazy_pool_size(pool_size: usize) -> usize {
+    (pool_size / 4).max(1)
 }
 
 /// `postgres://user@host:port/database`: the URL without its password.
@@ -355,7 +360,7 @@ impl Store for PostgresStore {
             let write = set.messages.pop().expect("one message");
             return self.insert(write).await.map(|()| None);
         }
-        self.transaction(set, Commit::Durable).await
+        self.transaction(set, &self.pool).await
     }
 
     /// Claims are rows here, so that any node sees them and can deliver
@@ -363,16 +368,32 @@ impl Store for PostgresStore {
     /// (`synchronous_commit = off`): a database that crashes may forget the
     /// last claims, and their messages are delivered again, as the
     /// contract allows. Other nodes see a claim as soon as it commits, and
-    /// a later durable commit (the ack) flushes it first.
+    /// a later durable commit (the ack) flushes it first. A stream's claims
+    /// are one statement, on a connection of the lazy pool, with no
+    /// transaction around it.
     async fn lease(&self, writes: Vec<MessageWrite>) -> Result<(), StoreError> {
         if self.closed.is_cancelled() {
             return Err(StoreError::Closed);
+        }
+        if writes::plain_updates(&writes) {
+            let encoded = writes
+                .into_iter()
+                .map(|write| encode(&write.record).map(|body| (write, body)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut client = self.lazy.get().await.map_err(pool_error)?;
+            if encoded.len() == 1 {
+                // One row: the statement is all or nothing by itself.
+                return writes::update_all(&client, &encoded).await;
+            }
+            let tx = client.transaction().await.map_err(db_error)?;
+            writes::update_all(&tx, &encoded).await?;
+            return tx.commit().await.map_err(db_error);
         }
         let set = WriteSet {
             session: None,
             messages: writes,
         };
-        self.transaction(set, Commit::Lazy).await.map(drop)
+        self.transaction(set, &self.lazy).await.map(drop)
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {

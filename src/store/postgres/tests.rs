@@ -187,6 +187,12 @@ async fn commits_are_synchronous_whatever_the_url_asks() {
     // The URL's other options still hold.
     let row = client.query_one("SELECT current_schema()", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), schema.name);
+    // Delivery claims alone do not wait for the flush (see `Store::lease`).
+    let lazy = store.lazy.get().await.unwrap();
+    let row = lazy.query_one("SHOW synchronous_commit", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "off");
+    let row = lazy.query_one("SELECT current_schema()", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), schema.name);
 }
 
 /// Many sends at once share batches ([`super::inserts`]), and each still

@@ -61,7 +61,7 @@ pub(super) async fn apply(
         Some((change, _)) => check_session(tx, change).await?,
         None => None,
     };
-    if updates_only(&set.messages) {
+    if set.messages.len() > 1 && plain_updates(set.messages.iter().map(|(write, _)| write)) {
         update_all(tx, &set.messages).await?;
     } else {
         for (write, body) in &set.messages {
@@ -275,21 +275,23 @@ async fn apply_message(
     }
 }
 
-/// Whether the writes are several updates of distinct messages that need
-/// no check beyond their versions (claims, acks): those are written by one
-/// statement.
-fn updates_only(messages: &[(MessageWrite, String)]) -> bool {
-    let mut ids = std::collections::HashSet::with_capacity(messages.len());
-    messages.len() > 1
-        && messages
-            .iter()
-            .all(|(write, _)| write.expected.is_some() && !write.require_recipient && ids.insert(write.record.id()))
+/// Whether the writes are updates of distinct messages that need no check
+/// beyond their versions (claims, acks): those can be written by one
+/// statement, [`update_all`].
+pub(super) fn plain_updates<'a>(writes: impl IntoIterator<Item = &'a MessageWrite>) -> bool {
+    let mut ids = std::collections::HashSet::new();
+    writes
+        .into_iter()
+        .all(|write| write.expected.is_some() && !write.require_recipient && ids.insert(write.record.id()))
 }
 
 /// Updates every message whose stored version is the one expected, in one
 /// statement; if one is not, fails as the first such write would alone
 /// (the transaction is then rolled back whole).
-async fn update_all(tx: &Transaction<'_>, messages: &[(MessageWrite, String)]) -> Result<(), StoreError> {
+pub(super) async fn update_all(
+    tx: &impl deadpool_postgres::GenericClient,
+    messages: &[(MessageWrite, String)],
+) -> Result<(), StoreError> {
     // Rows are locked in the arrays' order: by id, the same order for every
     // such statement, so two of them sharing messages wait for each other
     // rather than deadlock.
@@ -352,7 +354,7 @@ async fn update_all(tx: &Transaction<'_>, messages: &[(MessageWrite, String)]) -
     )))
 }
 
-async fn stored_version(tx: &Transaction<'_>, id: &MessageId) -> Result<Option<u64>, StoreError> {
+async fn stored_version(tx: &impl deadpool_postgres::GenericClient, id: &MessageId) -> Result<Option<u64>, StoreError> {
     let select = tx
         .prepare_cached("SELECT version FROM messages WHERE message_id = $1")
         .await
