@@ -283,26 +283,19 @@ async fn insert(
     if accepted.is_empty() {
         return Ok(HashSet::new());
     }
-    let column = |f: &dyn Fn(&Insert) -> i64| accepted.iter().map(|insert| f(insert)).collect::<Vec<i64>>();
-    let ids: Vec<&str> = accepted.iter().map(|i| i.write.record.id().as_str()).collect();
-    let recipients: Vec<&str> = accepted.iter().map(|i| i.write.record.recipient.as_str()).collect();
-    let states: Vec<i32> = accepted
-        .iter()
-        .map(|i| message_state_code(i.write.record.state))
+    let records = || accepted.iter().map(|insert| &insert.write.record);
+    let ids: Vec<&str> = records().map(|record| record.id().as_str()).collect();
+    let recipients: Vec<&str> = records().map(|record| record.recipient.as_str()).collect();
+    let states: Vec<i32> = records().map(|record| message_state_code(record.state)).collect();
+    let priorities: Vec<i32> = records().map(|record| record.message.priority as i32).collect();
+    let accepted_at: Vec<i64> = records().map(|record| record.accepted_at.unix_micros()).collect();
+    let available: Vec<i64> = records().map(|record| record.available_at.unix_micros()).collect();
+    let expires: Vec<i64> = records().map(|record| record.expires_at.unix_micros()).collect();
+    let due: Vec<Option<i64>> = records().map(due_at).collect();
+    let replies: Vec<Option<&str>> = records()
+        .map(|record| record.message.in_reply_to.as_ref().map(MessageId::as_str))
         .collect();
-    let priorities: Vec<i32> = accepted
-        .iter()
-        .map(|i| i.write.record.message.priority as i32)
-        .collect();
-    let accepted_at = column(&|i| i.write.record.accepted_at.unix_micros());
-    let available = column(&|i| i.write.record.available_at.unix_micros());
-    let expires = column(&|i| i.write.record.expires_at.unix_micros());
-    let versions = column(&|i| to_i64(i.write.record.version));
-    let due: Vec<Option<i64>> = accepted.iter().map(|i| due_at(&i.write.record)).collect();
-    let replies: Vec<Option<&str>> = accepted
-        .iter()
-        .map(|i| i.write.record.message.in_reply_to.as_ref().map(MessageId::as_str))
-        .collect();
+    let versions: Vec<i64> = records().map(|record| to_i64(record.version)).collect();
     let bodies: Vec<&str> = accepted.iter().map(|i| i.body.as_str()).collect();
     let statement = tx
         .prepare_cached(

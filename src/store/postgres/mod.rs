@@ -356,8 +356,11 @@ impl Store for PostgresStore {
         if self.closed.is_cancelled() {
             return Err(StoreError::Closed);
         }
-        if set.session.is_none() && set.messages.len() == 1 && set.messages[0].expected.is_none() {
-            let write = set.messages.pop().expect("one message");
+        if set.session.is_none()
+            && set.messages.len() == 1
+            && set.messages[0].expected.is_none()
+            && let Some(write) = set.messages.pop()
+        {
             return self.insert(write).await.map(|()| None);
         }
         self.transaction(set, &self.pool).await
