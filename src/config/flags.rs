@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// postgres://user@host:5432/agentbus (a password in it stays out of logs).
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
-    /// Connections to PostgreSQL at most, plus a quarter as many for delivery claims [default: 16].
+    /// Connections to PostgreSQL at most, plus a quarter as many for claims and notifications [default: 16].
     #[arg(long)]
     pub database_pool_size: Option<usize>,
     /// e.g. 30s

@@ -202,18 +202,19 @@ pub(super) async fn send(cluster: Arc<Cluster>, pool: Pool, mut queued: Outbox, 
 /// Notifications sent per transaction, at most.
 const MAX_BATCH: usize = 1000;
 
+/// One statement, committed on its own, on a connection of the pool whose
+/// commits do not wait for the WAL flush (a notification is a nudge).
 async fn send_batch(pool: &Pool, channel: &str, payloads: &[String]) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(super::pool_error)?;
-    let tx = client.transaction().await.map_err(db_error)?;
-    tx.batch_execute("SET LOCAL synchronous_commit = off")
-        .await
-        .map_err(db_error)?;
-    let statement = tx
+    let client = pool.get().await.map_err(super::pool_error)?;
+    let statement = client
         .prepare_cached("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
         .await
         .map_err(db_error)?;
-    tx.execute(&statement, &[&channel, &payloads]).await.map_err(db_error)?;
-    tx.commit().await.map_err(db_error)
+    client
+        .execute(&statement, &[&channel, &payloads])
+        .await
+        .map_err(db_error)
+        .map(drop)
 }
 
 /// Listens for other nodes' notifications and competes for the background

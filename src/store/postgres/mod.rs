@@ -98,7 +98,7 @@ pub struct PostgresStore {
     cluster: Arc<Cluster>,
     counts: Arc<OpenCounts>,
     /// Connections whose commits do not wait for the WAL flush, for
-    /// delivery claims (see [`Store::lease`] below).
+    /// delivery claims (see [`Store::lease`] below) and notifications.
     lazy: Pool,
     /// New messages, committed in groups ([`inserts`]).
     inserts: inserts::Queue,
@@ -153,7 +153,7 @@ impl PostgresStore {
         let (cluster, outbox) = Cluster::new(&schema);
         let cluster = Arc::new(cluster);
         tokio::spawn(feed::follow(announcer.clone(), pool.clone(), closed.clone()));
-        tokio::spawn(cluster::send(cluster.clone(), pool.clone(), outbox, closed.clone()));
+        tokio::spawn(cluster::send(cluster.clone(), lazy.clone(), outbox, closed.clone()));
         tokio::spawn(cluster::listen(
             cluster.clone(),
             config,
@@ -229,6 +229,15 @@ impl PostgresStore {
         // committed event unannounced and the feed stalled behind it.
         let task = tokio::spawn(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
+            if let (None, [write]) = (&set.session, set.messages.as_slice())
+                && writes::plain_updates([&write.0])
+            {
+                // One row changed by one statement (an ack, a claim): all
+                // or nothing by itself, no transaction needed around it.
+                writes::update_all(&client, &set.messages).await?;
+                cluster.notify(notices);
+                return Ok(None);
+            }
             let tx = client.transaction().await.map_err(db_error)?;
             let applied = writes::apply(&tx, set, &announcer, &counts).await?;
             if let Some((event, _)) = &applied {
@@ -281,8 +290,8 @@ fn build_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, Stor
         .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))
 }
 
-/// Connections for delivery claims, beside the pool's: a quarter as many,
-/// at least one.
+/// Connections for delivery claims and notifications, beside the pool's:
+/// a quarter as many, at least one.
 fn lazy_pool_size(pool_size: usize) -> usize {
     (pool_size / 4).max(1)
 }
@@ -371,26 +380,10 @@ impl Store for PostgresStore {
     /// (`synchronous_commit = off`): a database that crashes may forget the
     /// last claims, and their messages are delivered again, as the
     /// contract allows. Other nodes see a claim as soon as it commits, and
-    /// a later durable commit (the ack) flushes it first. A stream's claims
-    /// are one statement, on a connection of the lazy pool, with no
-    /// transaction around it.
+    /// a later durable commit (the ack) flushes it first.
     async fn lease(&self, writes: Vec<MessageWrite>) -> Result<(), StoreError> {
         if self.closed.is_cancelled() {
             return Err(StoreError::Closed);
-        }
-        if writes::plain_updates(&writes) {
-            let encoded = writes
-                .into_iter()
-                .map(|write| encode(&write.record).map(|body| (write, body)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut client = self.lazy.get().await.map_err(pool_error)?;
-            if encoded.len() == 1 {
-                // One row: the statement is all or nothing by itself.
-                return writes::update_all(&client, &encoded).await;
-            }
-            let tx = client.transaction().await.map_err(db_error)?;
-            writes::update_all(&tx, &encoded).await?;
-            return tx.commit().await.map_err(db_error);
         }
         let set = WriteSet {
             session: None,

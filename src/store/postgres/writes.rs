@@ -1,4 +1,5 @@
-//! What each write checks and changes, inside one transaction per call.
+//! What each write checks and changes, inside one transaction per call
+//! (a lone one-row update is a statement of its own: atomic by itself).
 //!
 //! Version checks are compare-and-swap statements (`UPDATE ... WHERE
 //! version = $expected`, `INSERT ... ON CONFLICT DO NOTHING`): a row lock
