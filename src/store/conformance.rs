@@ -598,6 +598,19 @@ async fn writes_can_require_a_registered_recipient(store: Arc<dyn Store>) {
     write.require_recipient = true;
     let missing = store.write(write.clone().into()).await.unwrap_err();
     assert_eq!(missing, StoreError::NotFound(Record::Agent(agent(to))));
+    // Also within a set of several writes: the set is refused whole.
+    let mut second = insert(&message("needs-agent-too", to, Priority::Medium, 1));
+    second.require_recipient = true;
+    let lone = insert(&message("beside-it", "codex://frontend", Priority::Medium, 1));
+    let pair = WriteSet {
+        session: None,
+        messages: vec![lone.clone(), second],
+    };
+    assert_eq!(
+        store.write(pair).await.unwrap_err(),
+        StoreError::NotFound(Record::Agent(agent(to)))
+    );
+    assert_eq!(store.get_message(lone.record.id()).await.unwrap(), None);
     store.put_agent(agent_record(to, 1), None).await.unwrap();
     store.write(write.into()).await.unwrap();
     // The inbox limit also counts messages added earlier in the same set.

@@ -29,9 +29,9 @@ use tokio_postgres::types::ToSql;
 
 use super::cluster::Cluster;
 use super::counts::OpenCounts;
-use super::rows::{due_at, message_state_code, to_i64};
-use super::writes::{REGISTRATION_LOCKS, open_count};
-use super::{backend, db_error, pool_error};
+use super::rows::{due_at, ids_of, message_state_code, to_i64};
+use super::writes::{lock_registered, open_count};
+use super::{db_error, pool_error};
 use crate::domain::AgentId;
 use crate::domain::message::MessageId;
 use crate::store::{MessageWrite, Record, StoreError, message_record};
@@ -212,10 +212,8 @@ async fn write(shared: &Shared, batch: &[Insert]) -> Result<Vec<Result<(), Store
         .collect())
 }
 
-/// Takes the registration lock of every recipient that must be registered,
-/// shared (see [`super::writes`]), then reads which of them are: the
-/// answer, read after the locks, sees an unregistration that committed
-/// meanwhile.
+/// Locks every recipient that must be registered (see
+/// [`lock_registered`]); answers those that are.
 async fn lock_recipients(tx: &Transaction<'_>, batch: &[Insert]) -> Result<HashSet<String>, StoreError> {
     let mut recipients: Vec<&str> = batch
         .iter()
@@ -227,22 +225,20 @@ async fn lock_recipients(tx: &Transaction<'_>, batch: &[Insert]) -> Result<HashS
     }
     recipients.sort_unstable();
     recipients.dedup();
-    let lock = tx
-        .prepare_cached(
-            "SELECT pg_advisory_xact_lock_shared($1, hashtext(agent_id)) FROM unnest($2::text[]) AS agent_id",
-        )
-        .await
-        .map_err(db_error)?;
-    let registered = tx
-        .prepare_cached("SELECT agent_id FROM agents WHERE agent_id = ANY($1::text[])")
-        .await
-        .map_err(db_error)?;
-    let (lock_params, check_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
-        ([&REGISTRATION_LOCKS, &recipients], [&recipients]);
-    // Pipelined: one round trip for both.
-    let (locked, found) = tokio::join!(tx.execute(&lock, &lock_params), tx.query(&registered, &check_params));
-    locked.map_err(db_error)?;
-    ids_of(found.map_err(db_error)?)
+    lock_registered(tx, &recipients).await
+}
+
+/// The messages of the batch that were refused (`refused`) or not.
+fn by_refusal<'a>(
+    batch: &'a [Insert],
+    refusals: &'a [Option<StoreError>],
+    refused: bool,
+) -> impl Iterator<Item = &'a Insert> {
+    batch
+        .iter()
+        .zip(refusals)
+        .filter(move |(_, refusal)| refusal.is_some() == refused)
+        .map(|(insert, _)| insert)
 }
 
 /// Which of the refused messages' ids are taken already.
@@ -251,20 +247,17 @@ async fn taken_ids(
     batch: &[Insert],
     refusals: &[Option<StoreError>],
 ) -> Result<HashSet<String>, StoreError> {
-    let refused: Vec<&str> = batch
-        .iter()
-        .zip(refusals)
-        .filter(|(_, refusal)| refusal.is_some())
-        .map(|(insert, _)| insert.write.record.id().as_str())
+    let ids: Vec<&str> = by_refusal(batch, refusals, true)
+        .map(|insert| insert.write.record.id().as_str())
         .collect();
-    if refused.is_empty() {
+    if ids.is_empty() {
         return Ok(HashSet::new());
     }
     let select = tx
         .prepare_cached("SELECT message_id FROM messages WHERE message_id = ANY($1::text[])")
         .await
         .map_err(db_error)?;
-    ids_of(tx.query(&select, &[&refused]).await.map_err(db_error)?)
+    ids_of(tx.query(&select, &[&ids]).await.map_err(db_error)?)
 }
 
 /// Inserts the messages not refused, one statement for all; answers the
@@ -274,12 +267,7 @@ async fn insert(
     batch: &[Insert],
     refusals: &[Option<StoreError>],
 ) -> Result<HashSet<String>, StoreError> {
-    let accepted: Vec<&Insert> = batch
-        .iter()
-        .zip(refusals)
-        .filter(|(_, refusal)| refusal.is_none())
-        .map(|(insert, _)| insert)
-        .collect();
+    let accepted: Vec<&Insert> = by_refusal(batch, refusals, false).collect();
     if accepted.is_empty() {
         return Ok(HashSet::new());
     }
@@ -322,10 +310,4 @@ async fn insert(
         &bodies,
     ];
     ids_of(tx.query(&statement, &params).await.map_err(db_error)?)
-}
-
-fn ids_of(rows: Vec<tokio_postgres::Row>) -> Result<HashSet<String>, StoreError> {
-    rows.iter()
-        .map(|row| row.try_get::<_, String>(0).map_err(backend))
-        .collect()
 }

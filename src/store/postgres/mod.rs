@@ -438,7 +438,7 @@ impl Store for PostgresStore {
     async fn delete_agent(&self, id: &AgentId) -> Result<bool, StoreError> {
         let mut client = self.writer().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        // Waits for sends to the agent under way (see `writes::refusal`).
+        // Waits for sends to the agent under way (see `writes::lock_registered`).
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
             &[&writes::REGISTRATION_LOCKS, &id.as_str()],

@@ -73,6 +73,13 @@ pub(super) fn to_u64(row: &Row, index: usize) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| corrupt(format!("negative count or version {value}")))
 }
 
+/// The text in the first column of each row (ids), as a set.
+pub(super) fn ids_of(rows: Vec<Row>) -> Result<std::collections::HashSet<String>, StoreError> {
+    rows.iter()
+        .map(|row| row.try_get::<_, String>(0).map_err(backend))
+        .collect()
+}
+
 pub(super) fn session(row: &Row, index: usize) -> Result<Session, StoreError> {
     body(row, index)
 }

@@ -25,6 +25,7 @@
 //! lock would serialise every send to a busy agent. Far below the limit a
 //! recent count stands in (see [`super::counts`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use deadpool_postgres::Transaction;
@@ -33,7 +34,7 @@ use tokio_postgres::types::ToSql;
 
 use super::counts::OpenCounts;
 use super::feed::{Announcer, Ticket};
-use super::rows::{due_at, message_state_code, state_code, to_i64, to_u64};
+use super::rows::{due_at, ids_of, message_state_code, state_code, to_i64, to_u64};
 use super::{backend, db_error};
 use crate::domain::AgentId;
 use crate::domain::message::MessageId;
@@ -280,7 +281,7 @@ async fn apply_message(
 /// beyond their versions (claims, acks): those can be written by one
 /// statement, [`update_all`].
 pub(super) fn plain_updates<'a>(writes: impl IntoIterator<Item = &'a MessageWrite>) -> bool {
-    let mut ids = std::collections::HashSet::new();
+    let mut ids = HashSet::new();
     writes
         .into_iter()
         .all(|write| write.expected.is_some() && !write.require_recipient && ids.insert(write.record.id()))
@@ -338,10 +339,7 @@ pub(super) async fn update_all(
     if rows.len() == messages.len() {
         return Ok(());
     }
-    let updated = rows
-        .iter()
-        .map(|row| row.try_get::<_, String>(0).map_err(backend))
-        .collect::<Result<std::collections::HashSet<_>, _>>()?;
+    let updated = ids_of(rows)?;
     let (write, _) = messages
         .iter()
         .find(|(write, _)| !updated.contains(write.record.id().as_str()))
@@ -369,6 +367,33 @@ async fn stored_version(tx: &impl deadpool_postgres::GenericClient, id: &Message
 /// the one-key locks of migrations and the background work).
 pub(super) const REGISTRATION_LOCKS: i32 = 0x6162_7573; // "abus"
 
+/// Takes the registration lock of each agent, shared, then answers which
+/// of them are registered. The lock: an unregistration (which takes it
+/// exclusively) waits for this commit, so it cannot miss the message, and a
+/// send after it sees the agent gone. Not a row lock (`FOR KEY SHARE`, as a
+/// foreign key takes): concurrent sends to one agent would share the row
+/// through a MultiXact, rewritten with every locker, which cost several
+/// times a send's own work. The check is a statement of its own, after the
+/// lock, so its snapshot sees an unregistration that committed meanwhile.
+pub(super) async fn lock_registered(tx: &Transaction<'_>, agents: &[&str]) -> Result<HashSet<String>, StoreError> {
+    let lock = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock_shared($1, hashtext(agent_id)) FROM unnest($2::text[]) AS agent_id",
+        )
+        .await
+        .map_err(db_error)?;
+    let registered = tx
+        .prepare_cached("SELECT agent_id FROM agents WHERE agent_id = ANY($1::text[])")
+        .await
+        .map_err(db_error)?;
+    let (lock_params, check_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
+        ([&REGISTRATION_LOCKS, &agents], [&agents]);
+    // Pipelined: one round trip for both.
+    let (locked, found) = tokio::join!(tx.execute(&lock, &lock_params), tx.query(&registered, &check_params));
+    locked.map_err(db_error)?;
+    ids_of(found.map_err(db_error)?)
+}
+
 /// Why the write may not commit once its id or version checked out: its
 /// recipient is not registered, or that inbox is full.
 async fn refusal(
@@ -377,35 +402,8 @@ async fn refusal(
     counts: &OpenCounts,
 ) -> Result<Option<StoreError>, StoreError> {
     let recipient = &write.record.recipient;
-    if write.require_recipient {
-        // The agent's registration lock, shared: an unregistration (which
-        // takes it exclusively) waits for this commit, so it cannot miss
-        // the message, and a send after it sees the agent gone. Not a row
-        // lock (`FOR KEY SHARE`, as a foreign key takes): concurrent
-        // sends to one agent would share the row through a MultiXact,
-        // rewritten with every locker, which cost several times a send's
-        // own work. The check is a statement of its own, after the lock, so
-        // its snapshot sees an unregistration that committed meanwhile.
-        let lock = tx
-            .prepare_cached("SELECT pg_advisory_xact_lock_shared($1, hashtext($2))")
-            .await
-            .map_err(db_error)?;
-        let registered = tx
-            .prepare_cached("SELECT 1 FROM agents WHERE agent_id = $1")
-            .await
-            .map_err(db_error)?;
-        let id = recipient.as_str();
-        let (lock_params, check_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
-            ([&REGISTRATION_LOCKS, &id], [&id]);
-        // Pipelined: one round trip for both.
-        let (locked, found) = tokio::join!(
-            tx.execute(&lock, &lock_params),
-            tx.query_opt(&registered, &check_params)
-        );
-        locked.map_err(db_error)?;
-        if found.map_err(db_error)?.is_none() {
-            return Ok(Some(StoreError::NotFound(Record::Agent(recipient.clone()))));
-        }
+    if write.require_recipient && lock_registered(tx, &[recipient.as_str()]).await?.is_empty() {
+        return Ok(Some(StoreError::NotFound(Record::Agent(recipient.clone()))));
     }
     if let (None, Some(limit)) = (write.expected, write.inbox_limit)
         && !counts.clearly_within(recipient, limit)
