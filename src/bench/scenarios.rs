@@ -366,6 +366,10 @@ impl Receivers {
         let latency = Arc::new(Mutex::new(histogram()));
         let arrivals = Arc::new(Mutex::new(Vec::new()));
         let received = Arc::new(Mutex::new(HashSet::new()));
+        // A message sent before these receivers started belongs to an earlier
+        // round (e2e's rates): one its receivers were delivered but had not
+        // acknowledged when they stopped comes again, and is not this round's.
+        let since = now_micros();
         let mut tasks = Vec::new();
         for (i, agent) in agents.iter().enumerate() {
             let client = bus.messages(bus.stream_channel(i));
@@ -396,6 +400,7 @@ impl Receivers {
                     if mode == OnDelivery::Time
                         && let (Some(Kind::NumberValue(sent_at)), Some(Kind::BoolValue(true))) =
                             (field(&message, "sent_at"), field(&message, "measured"))
+                        && sent_at as u64 >= since
                     {
                         let elapsed = now_micros().saturating_sub(sent_at as u64).max(1);
                         let _ = latency.lock().unwrap_or_else(PoisonError::into_inner).record(elapsed);
