@@ -465,16 +465,23 @@ async fn inbox_orders_by_priority_then_age(store: Arc<dyn Store>) {
     let agent_id = agent(to);
     let now = Timestamp::from_unix_micros(100);
     assert_eq!(
-        ids(&store.inbox(&agent_id, now, 10).await.unwrap()),
+        ids(&store.inbox(&agent_id, now, 10).await.unwrap().records),
         ["high-1", "high-2", "medium-1", "low-1"]
     );
     assert_eq!(
-        ids(&store.inbox(&agent_id, now, 2).await.unwrap()),
+        ids(&store.inbox(&agent_id, now, 2).await.unwrap().records),
         ["high-1", "high-2"]
     );
+    // Not deliverable yet: only when it will be.
+    let inbox = store.inbox(&agent_id, now, 10).await.unwrap();
+    assert_eq!(inbox.later, Some(Timestamp::from_unix_micros(5_000)));
     assert_eq!(
-        store.next_available(&agent_id).await.unwrap(),
-        Some(Timestamp::from_unix_micros(10))
+        store
+            .inbox(&agent_id, Timestamp::from_unix_micros(5_000), 10)
+            .await
+            .unwrap()
+            .later,
+        None
     );
     assert_eq!(store.inbox_depth(&agent_id).await.unwrap(), 5);
     assert_eq!(store.open_messages(&agent_id, 100).await.unwrap().len(), 5);
@@ -497,7 +504,7 @@ async fn inbox_orders_by_priority_then_age(store: Arc<dyn Store>) {
     ));
     assert_eq!(store.get_message(claimed.id()).await.unwrap(), Some(claimed));
     assert_eq!(
-        ids(&store.inbox(&agent_id, now, 10).await.unwrap()),
+        ids(&store.inbox(&agent_id, now, 10).await.unwrap().records),
         ["high-2", "medium-1", "low-1"]
     );
 
@@ -724,6 +731,7 @@ async fn leases_are_version_checked_and_seen_by_writes(store: Arc<dyn Store>) {
             .inbox(&agent("opencode://backend"), Timestamp::from_unix_micros(i64::MAX), 10)
             .await
             .unwrap()
+            .records
             .is_empty()
     );
     // A second claim of the same version loses, as a write would.
@@ -922,7 +930,11 @@ async fn retention_removes_closed_messages_oldest_first(store: Arc<dyn Store>) {
     assert_eq!(store.prune_messages(everything, 10).await.unwrap(), 1, "only `new`");
     assert_eq!(store.get_message(open.id()).await.unwrap(), Some(open.clone()));
     assert_eq!(
-        ids(&store.inbox(&agent("opencode://backend"), everything, 10).await.unwrap()),
+        ids(&store
+            .inbox(&agent("opencode://backend"), everything, 10)
+            .await
+            .unwrap()
+            .records),
         ["open"]
     );
     // A removed id can be used again: it is a new message.
@@ -1098,6 +1110,7 @@ async fn sqlite_forgets_leases_on_reopen() {
     let ready = store
         .inbox(&agent("opencode://backend"), Timestamp::from_unix_micros(i64::MAX), 10)
         .await
-        .unwrap();
+        .unwrap()
+        .records;
     assert_eq!(ids(&ready), ["claimed"]);
 }

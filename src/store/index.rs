@@ -6,6 +6,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use super::Inbox;
 use crate::domain::message::{MessageId, MessageRecord, MessageState, Priority};
 use crate::domain::{AgentId, Timestamp};
 
@@ -93,35 +94,27 @@ impl MessageIndex {
         self.open.get(agent).map_or(0, HashSet::len)
     }
 
-    /// Queued messages for `agent` available at `now`, in delivery order.
+    /// Queued messages for `agent` available at `now`, in delivery order,
+    /// and when the next one not available yet will be.
     pub fn inbox<'a>(
         &self,
         agent: &AgentId,
         now: Timestamp,
         limit: usize,
         get: impl Fn(&MessageId) -> Option<&'a MessageRecord>,
-    ) -> Vec<MessageRecord> {
+    ) -> Inbox {
+        let mut inbox = Inbox::default();
         let Some(queue) = self.queued.get(agent) else {
-            return Vec::new();
+            return inbox;
         };
-        let ready = queue
-            .iter()
-            .filter_map(|(_, _, id)| get(id))
-            .filter(|m| m.available_at <= now);
-        ready.take(limit).cloned().collect()
-    }
-
-    pub fn next_available<'a>(
-        &self,
-        agent: &AgentId,
-        get: impl Fn(&MessageId) -> Option<&'a MessageRecord>,
-    ) -> Option<Timestamp> {
-        let queue = self.queued.get(agent)?;
-        queue
-            .iter()
-            .filter_map(|(_, _, id)| get(id))
-            .map(|m| m.available_at)
-            .min()
+        for m in queue.iter().filter_map(|(_, _, id)| get(id)) {
+            if m.available_at > now {
+                inbox.later = Some(inbox.later.map_or(m.available_at, |later| later.min(m.available_at)));
+            } else if inbox.records.len() < limit {
+                inbox.records.push(m.clone());
+            }
+        }
+        inbox
     }
 
     /// Delivered messages past their ack deadline and open ones past their

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::index::MessageIndex;
 use super::{
-    EventFeed, EventFilter, Record, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet, agent_record,
-    check_version, event_of, message_record, session_record,
+    EventFeed, EventFilter, Inbox, Record, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet,
+    agent_record, check_version, event_of, message_record, session_record,
 };
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
@@ -296,14 +296,9 @@ impl Store for MemoryStore {
         Ok(inner.index.replies(id, limit, |id| inner.messages.get(id)))
     }
 
-    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Inbox, StoreError> {
         let inner = self.lock();
         Ok(inner.index.inbox(agent, now, limit, |id| inner.messages.get(id)))
-    }
-
-    async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
-        let inner = self.lock();
-        Ok(inner.index.next_available(agent, |id| inner.messages.get(id)))
     }
 
     async fn due_messages(&self, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {

@@ -82,6 +82,15 @@ impl From<MessageWrite> for WriteSet {
 }
 
 /// Gauges read from the store, for metrics.
+/// What [`Store::inbox`] read.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    pub records: Vec<MessageRecord>,
+    /// The earliest time after `now` at which a QUEUED message of the
+    /// agent becomes deliverable; `None` if none waits for a later time.
+    pub later: Option<Timestamp>,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreCounts {
     pub active_sessions: u64,
@@ -230,12 +239,12 @@ pub trait Store: Send + Sync + 'static {
     /// Messages with `in_reply_to == id`, oldest first, at most `limit`.
     async fn replies(&self, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
 
-    /// QUEUED messages for `agent` deliverable at `now`: higher priority
-    /// first, then oldest first.
-    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError>;
-
-    /// When the next QUEUED message for `agent` becomes deliverable.
-    async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError>;
+    /// QUEUED messages for `agent` deliverable at `now` (higher priority
+    /// first, then oldest first, at most `limit`), and when the next one
+    /// that is not deliverable yet will be. One read, so that an inbox
+    /// stream that drained the inbox knows how long it may sleep without
+    /// asking again.
+    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Inbox, StoreError>;
 
     /// Open messages whose ack deadline (DELIVERED) or routing timeout
     /// passed by `now`.

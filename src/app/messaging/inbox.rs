@@ -5,18 +5,21 @@ use super::*;
 
 impl Messaging {
     /// Claims the next deliverable messages for `agent`, up to `most`, in
-    /// delivery order; empty when nothing is deliverable. Also answers
-    /// whether the inbox read found fewer than it asked for: then nothing
-    /// more was deliverable when it was read.
-    async fn claim(&self, agent: &AgentId, guard: &StreamGuard, most: usize) -> Result<(Vec<MessageRecord>, bool)> {
+    /// delivery order; empty when nothing is deliverable.
+    async fn claim(&self, agent: &AgentId, guard: &StreamGuard, most: usize) -> Result<Claimed> {
         let mut batch = most;
         for _ in 0..MAX_ATTEMPTS {
             let now = self.tick();
-            let candidates = self.store.inbox(agent, now, batch).await?;
-            if candidates.is_empty() {
-                return Ok((Vec::new(), true));
-            }
+            let inbox = self.store.inbox(agent, now, batch).await?;
+            let (candidates, later) = (inbox.records, inbox.later);
             let drained = candidates.len() < batch;
+            if candidates.is_empty() {
+                return Ok(Claimed {
+                    records: Vec::new(),
+                    drained,
+                    later,
+                });
+            }
             let mut writes = Vec::with_capacity(candidates.len());
             for record in candidates {
                 if record.expires_at <= now {
@@ -46,7 +49,11 @@ impl Messaging {
                     claimed
                         .iter()
                         .for_each(|record| self.metrics.delivered(record.attempts));
-                    return Ok((claimed, drained));
+                    return Ok(Claimed {
+                        records: claimed,
+                        drained,
+                        later,
+                    });
                 }
                 Err(e) => {
                     claimed.iter().for_each(|record| guard.forget(record.id()));
@@ -59,7 +66,12 @@ impl Messaging {
                 }
             }
         }
-        Ok((Vec::new(), false))
+        // Lost every race: look again shortly.
+        Ok(Claimed {
+            records: Vec::new(),
+            drained: false,
+            later: Some(Timestamp::now()),
+        })
     }
 
     /// An agent's inbox: queued messages first, then live ones, with
@@ -83,9 +95,12 @@ impl Messaging {
             let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
             idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let (waker, acks) = messaging.presence.wakers(&agent);
-            // Registration was checked when the stream opened; after each
+            // Registration was checked when the stream opened; after a
             // wake-up (unregistering wakes the agent) it is checked again
-            // before anything more is claimed.
+            // once a claim finds nothing: unregistering dead-letters the
+            // inbox and new messages are refused, so an unregistered
+            // agent's claims soon find nothing. Not before every claim: on
+            // a shared database that is a query per delivery.
             let mut check_registration = false;
             loop {
                 let woken = waker.notified();
@@ -94,19 +109,6 @@ impl Messaging {
                 woken.as_mut().enable();
                 if max_in_flight.is_some() {
                     acked.as_mut().enable();
-                }
-                if check_registration {
-                    match messaging.is_registered(&agent).await {
-                        Ok(true) => check_registration = false,
-                        Ok(false) => {
-                            yield Err(Error::not_found(format!("agent {agent} was unregistered")));
-                            return;
-                        }
-                        Err(e) => {
-                            yield Err(e);
-                            return;
-                        }
-                    }
                 }
                 let room = match max_in_flight {
                     None => CLAIM_BATCH,
@@ -119,14 +121,18 @@ impl Messaging {
                     },
                 };
                 let claims = if room == 0 {
-                    Ok((Vec::new(), false))
+                    Ok(Claimed {
+                        records: Vec::new(),
+                        drained: false,
+                        later: guard.earliest_deadline(),
+                    })
                 } else {
                     messaging.claim(&agent, &guard, room).await
                 };
-                match claims {
-                    Ok((claimed, drained)) if !claimed.is_empty() => {
+                let later = match claims {
+                    Ok(claimed) if !claimed.records.is_empty() => {
                         idle.reset();
-                        for record in claimed {
+                        for record in claimed.records {
                             yield Ok(InboxItem::Delivery {
                                 attempt: record.attempts,
                                 ack_deadline: record.available_at,
@@ -136,31 +142,36 @@ impl Messaging {
                         // Drained: what arrives from now on wakes `woken`
                         // (enabled before the read), so the stream can wait
                         // without reading the inbox once more.
-                        if !drained {
+                        if !claimed.drained {
                             continue;
                         }
+                        claimed.later
                     }
-                    Ok(_) => {}
+                    Ok(claimed) => {
+                        if check_registration {
+                            match messaging.is_registered(&agent).await {
+                                Ok(true) => check_registration = false,
+                                Ok(false) => {
+                                    yield Err(Error::not_found(format!("agent {agent} was unregistered")));
+                                    return;
+                                }
+                                Err(e) => {
+                                    yield Err(e);
+                                    return;
+                                }
+                            }
+                        }
+                        claimed.later
+                    }
                     Err(e) => {
                         yield Err(e);
                         return;
                     }
-                }
+                };
                 // Sleep until something is due, arrives, or the heartbeat;
                 // at the prefetch limit, until an ack wakes us or one of our
                 // deliveries reaches its ack deadline.
-                let next = if room == 0 {
-                    guard.earliest_deadline()
-                } else {
-                    match messaging.store.next_available(&agent).await {
-                        Ok(next) => next,
-                        Err(e) => {
-                            yield Err(e.into());
-                            return;
-                        }
-                    }
-                };
-                let until_next = next
+                let until_next = later
                     .map(|at| at.unix_micros() - Timestamp::now().unix_micros())
                     .map(|micros| Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
                     .unwrap_or(heartbeat)
@@ -215,6 +226,19 @@ impl Messaging {
     }
 }
 
+/// What one claim took.
+struct Claimed {
+    records: Vec<MessageRecord>,
+    /// The inbox read found fewer than it asked for: nothing more was
+    /// deliverable when it was read, and whatever arrives since wakes the
+    /// stream.
+    drained: bool,
+    /// When the next message that was not deliverable yet will be (at the
+    /// prefetch limit: the earliest ack deadline of the stream's
+    /// deliveries).
+    later: Option<Timestamp>,
+}
+
 enum Wake {
     Shutdown,
     Work,
@@ -248,10 +272,12 @@ impl StreamGuard {
     fn claimed(&self, record: &MessageRecord) {
         self.lock()
             .insert(record.id().clone(), (record.version, record.available_at));
+        self.messaging.delivered().insert(record.id().clone(), record.clone());
     }
 
     fn forget(&self, id: &MessageId) {
         self.lock().remove(id);
+        self.messaging.delivered().remove(id);
     }
 
     /// How many deliveries of this stream still await their ack; forgets
@@ -283,7 +309,14 @@ impl StreamGuard {
     /// Forgets claims whose ack deadline passed: the sweeper owns them now.
     fn prune(&self) {
         let now = Timestamp::now();
-        self.lock().retain(|_, (_, deadline)| *deadline > now);
+        let mut delivered = self.messaging.delivered();
+        self.lock().retain(|id, (_, deadline)| {
+            let keep = *deadline > now;
+            if !keep {
+                delivered.remove(id);
+            }
+            keep
+        });
     }
 }
 
@@ -291,6 +324,9 @@ impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.messaging.presence.disconnect(&self.agent);
         let claims: Vec<(MessageId, u64)> = self.lock().drain().map(|(id, (version, _))| (id, version)).collect();
+        let mut delivered = self.messaging.delivered();
+        claims.iter().for_each(|(id, _)| drop(delivered.remove(id)));
+        drop(delivered);
         if claims.is_empty() {
             return;
         }

@@ -122,6 +122,13 @@ pub struct Messaging {
     replies: Mutex<HashMap<MessageId, Vec<oneshot::Sender<Message>>>>,
     /// Last `accepted_at` handed out, so FIFO order follows accept order.
     clock: AtomicI64,
+    /// Deliveries this node's inbox streams hold, as claimed: an ack of
+    /// one starts from it rather than reading the message again (a read
+    /// per message on a shared database). Entries live while the stream's
+    /// claim does. A stale one (the sweeper took the delivery back) only
+    /// loses the ack's compare-and-swap, after which the ack reads the
+    /// stored message.
+    delivered: Mutex<HashMap<MessageId, MessageRecord>>,
 }
 
 impl Messaging {
@@ -133,7 +140,21 @@ impl Messaging {
             config,
             replies: Mutex::new(HashMap::new()),
             clock: AtomicI64::new(0),
+            delivered: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn delivered(&self) -> std::sync::MutexGuard<'_, HashMap<MessageId, MessageRecord>> {
+        self.delivered.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The delivery of `id` to `agent` as this node's stream claimed it,
+    /// if one did and it may still be open.
+    fn delivered_to(&self, agent: &AgentId, id: &MessageId) -> Option<MessageRecord> {
+        self.delivered()
+            .get(id)
+            .filter(|record| &record.recipient == agent && record.state == MessageState::Delivered)
+            .cloned()
     }
 
     /// A timestamp later than every one handed out before.
@@ -645,8 +666,12 @@ impl Messaging {
     /// Acknowledges a message addressed to `agent`. For an agent `actor`,
     /// a message addressed to another is NOT_FOUND, as if it did not exist.
     pub async fn ack(&self, actor: &Actor, agent: &AgentId, id: &MessageId) -> Result<MessageState> {
+        let mut claimed = self.delivered_to(agent, id);
         for _ in 0..MAX_ATTEMPTS {
-            let record = self.get(id).await?;
+            let record = match claimed.take() {
+                Some(record) => record,
+                None => self.get(id).await?,
+            };
             let now = self.tick();
             let Some(write) = ack_write(actor, agent, &record, now)? else {
                 return Ok(record.state);
@@ -656,7 +681,10 @@ impl Messaging {
                     self.acked(agent, &record, now);
                     return Ok(MessageState::Acked);
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => {
+                    self.delivered().remove(id);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -673,11 +701,19 @@ impl Messaging {
         let mut records = Vec::new();
         // Each id is written once; a repeat shares the write's result.
         let mut writing: HashSet<&MessageId> = HashSet::new();
-        // One read for all.
-        let stored: HashMap<MessageId, MessageRecord> = match self.store.get_messages(ids).await {
-            Ok(found) => found.into_iter().map(|record| (record.id().clone(), record)).collect(),
-            Err(e) => return ids.iter().map(|_| Err(e.clone().into())).collect(),
-        };
+        // This node's deliveries as claimed, and one read for the rest.
+        let mut stored: HashMap<MessageId, MessageRecord> = ids
+            .iter()
+            .filter_map(|id| self.delivered_to(agent, id))
+            .map(|record| (record.id().clone(), record))
+            .collect();
+        let unknown: Vec<MessageId> = ids.iter().filter(|id| !stored.contains_key(*id)).cloned().collect();
+        if !unknown.is_empty() {
+            match self.store.get_messages(&unknown).await {
+                Ok(found) => stored.extend(found.into_iter().map(|record| (record.id().clone(), record))),
+                Err(e) => return ids.iter().map(|_| Err(e.clone().into())).collect(),
+            }
+        }
         for id in ids {
             if writing.contains(id) {
                 results.push(None);
@@ -707,8 +743,14 @@ impl Messaging {
             };
             self.store.write(set).await
         };
-        if outcome.is_ok() {
-            records.iter().for_each(|record| self.acked(agent, record, now));
+        match &outcome {
+            Ok(_) => records.iter().for_each(|record| self.acked(agent, record, now)),
+            // Each is tried again below from what is stored.
+            Err(StoreError::Conflict { .. }) => {
+                let mut delivered = self.delivered();
+                records.iter().for_each(|record| drop(delivered.remove(record.id())));
+            }
+            Err(_) => {}
         }
         let mut answered = Vec::with_capacity(ids.len());
         for (id, result) in ids.iter().zip(results) {
@@ -725,6 +767,7 @@ impl Messaging {
     }
 
     fn acked(&self, agent: &AgentId, record: &MessageRecord, now: Timestamp) {
+        self.delivered().remove(record.id());
         let latency = now.unix_micros().saturating_sub(record.accepted_at.unix_micros());
         let latency = Duration::from_micros(u64::try_from(latency).unwrap_or(0));
         self.metrics.acked(record.message.message_type, latency);

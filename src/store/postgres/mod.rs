@@ -40,8 +40,8 @@ use tokio_postgres::error::SqlState;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AgentPresence, EventFeed, EventFilter, MessageWrite, SessionPage, SessionQuery, Store, StoreCounts, StoreError,
-    WriteSet,
+    AgentPresence, EventFeed, EventFilter, Inbox, MessageWrite, SessionPage, SessionQuery, Store, StoreCounts,
+    StoreError, WriteSet,
 };
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
@@ -511,12 +511,8 @@ impl Store for PostgresStore {
         reads::replies(&self.client().await?, id, limit).await
     }
 
-    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Inbox, StoreError> {
         reads::inbox(&self.client().await?, agent, now, limit).await
-    }
-
-    async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
-        reads::next_available(&self.client().await?, agent).await
     }
 
     async fn due_messages(&self, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {

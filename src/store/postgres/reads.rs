@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use deadpool_postgres::Object;
 
-use super::rows::{bodies, body, event, session, state_code, to_i64, to_u64};
+use super::rows::{bodies, body, decode, event, session, state_code, to_i64, to_u64};
 use super::{backend, db_error};
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::{Session, SessionEvent, SessionState};
 use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
-use crate::store::{AgentPresence, EventFilter, SessionPage, SessionQuery, StoreCounts, StoreError};
+use crate::store::{AgentPresence, EventFilter, Inbox, SessionPage, SessionQuery, StoreCounts, StoreError};
 
 /// Sessions fetched per round trip while a list page fills: the byte
 /// budget stops the loading, not only the answer.
@@ -210,42 +210,45 @@ pub(super) async fn replies(client: &Object, id: &MessageId, limit: usize) -> Re
     .await
 }
 
-pub(super) async fn inbox(
-    client: &Object,
-    agent: &AgentId,
-    now: Timestamp,
-    limit: usize,
-) -> Result<Vec<MessageRecord>, StoreError> {
-    query_bodies(
-        client,
-        "SELECT body FROM messages
-         WHERE recipient = $1 AND state = 1 AND available_at <= $2
-         ORDER BY priority DESC, accepted_at, message_id LIMIT $3",
-        &[&agent.as_str(), &now.unix_micros(), &to_i64(limit as u64)],
-    )
-    .await
-}
-
-/// An inbox stream asks after every claim that emptied the inbox, so this
-/// must not read the agent's open messages: it reads the first live entry
-/// of `messages_waiting`. (A plain index scan also marks the entries of
-/// claimed messages dead as it passes them, so later scans skip them; the
-/// partial index of open messages, read by a count, cost about 2,600
-/// entries per call under load.)
-pub(super) async fn next_available(client: &Object, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
+/// The deliverable messages, and the first entry of `messages_waiting`
+/// after `now`, in one statement: an inbox stream asks after every claim
+/// that emptied the inbox, so the second part must not read the agent's
+/// open messages. (A plain index scan also marks the entries of claimed
+/// messages dead as it passes them, so later scans skip them; the partial
+/// index of open messages, read by a count, cost about 2,600 entries per
+/// call under load.) Rows with a body are the messages; a row without one
+/// carries the time.
+pub(super) async fn inbox(client: &Object, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Inbox, StoreError> {
     let statement = client
         .prepare_cached(
-            "SELECT available_at FROM messages WHERE recipient = $1 AND state = 1
-             ORDER BY available_at LIMIT 1",
+            "(SELECT body, NULL::bigint FROM messages
+              WHERE recipient = $1 AND state = 1 AND available_at <= $2
+              ORDER BY priority DESC, accepted_at, message_id LIMIT $3)
+             UNION ALL
+             (SELECT NULL, available_at FROM messages
+              WHERE recipient = $1 AND state = 1 AND available_at > $2
+              ORDER BY available_at LIMIT 1)",
         )
         .await
         .map_err(db_error)?;
-    let row = client
-        .query_opt(&statement, &[&agent.as_str()])
+    let rows = client
+        .query(
+            &statement,
+            &[&agent.as_str(), &now.unix_micros(), &to_i64(limit as u64)],
+        )
         .await
         .map_err(db_error)?;
-    let at: Option<i64> = row.map(|row| row.try_get(0)).transpose().map_err(backend)?;
-    Ok(at.map(Timestamp::from_unix_micros))
+    let mut inbox = Inbox::default();
+    for row in &rows {
+        match row.try_get::<_, Option<&str>>(0).map_err(backend)? {
+            Some(text) => inbox.records.push(decode(text)?),
+            None => {
+                let at: i64 = row.try_get(1).map_err(backend)?;
+                inbox.later = Some(Timestamp::from_unix_micros(at));
+            }
+        }
+    }
+    Ok(inbox)
 }
 
 pub(super) async fn due(client: &Object, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {

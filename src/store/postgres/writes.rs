@@ -312,29 +312,49 @@ pub(super) async fn update_all(
         .iter()
         .map(|(write, _)| to_i64(write.expected.unwrap_or(0)))
         .collect();
-    let update = tx
-        .prepare_cached(
-            "UPDATE messages AS m SET recipient = u.recipient, state = u.state, available_at = u.available_at,
+    // One row (a claim, a lone ack) has a statement of its own: over
+    // `unnest` arrays PostgreSQL's plan cache finds a custom plan cheaper
+    // than the generic one every time and plans the statement again on
+    // each execution, which cost as much as running it.
+    let sql = if sorted.len() == 1 {
+        "UPDATE messages AS m SET recipient = $2, state = $3, available_at = $4, expires_at = $5, due_at = $6,
+             version = $7, body = $8
+         WHERE m.message_id = $1 AND m.version = $9
+         RETURNING m.message_id"
+    } else {
+        "UPDATE messages AS m SET recipient = u.recipient, state = u.state, available_at = u.available_at,
                  expires_at = u.expires_at, due_at = u.due_at, version = u.version, body = u.body
              FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[], $6::int8[], $7::int8[],
                  $8::text[], $9::int8[])
                  AS u(message_id, recipient, state, available_at, expires_at, due_at, version, body, expected)
              WHERE m.message_id = u.message_id AND m.version = u.expected
-             RETURNING m.message_id",
-        )
-        .await
-        .map_err(db_error)?;
-    let params: [&(dyn ToSql + Sync); 9] = [
-        &ids,
-        &recipients,
-        &states,
-        &available,
-        &expires,
-        &due,
-        &versions,
-        &bodies,
-        &expected,
-    ];
+             RETURNING m.message_id"
+    };
+    let update = tx.prepare_cached(sql).await.map_err(db_error)?;
+    let params: [&(dyn ToSql + Sync); 9] = match sorted.as_slice() {
+        [(_, body)] => [
+            &ids[0],
+            &recipients[0],
+            &states[0],
+            &available[0],
+            &expires[0],
+            &due[0],
+            &versions[0],
+            body,
+            &expected[0],
+        ],
+        _ => [
+            &ids,
+            &recipients,
+            &states,
+            &available,
+            &expires,
+            &due,
+            &versions,
+            &bodies,
+            &expected,
+        ],
+    };
     let rows = tx.query(&update, &params).await.map_err(db_error)?;
     if rows.len() == messages.len() {
         return Ok(());
@@ -382,12 +402,20 @@ pub(super) async fn lock_registered(tx: &Transaction<'_>, agents: &[&str]) -> Re
         )
         .await
         .map_err(db_error)?;
+    // One agent by equality: PostgreSQL plans `= ANY($1)` again on every
+    // execution (see `update_all`).
     let registered = tx
-        .prepare_cached("SELECT agent_id FROM agents WHERE agent_id = ANY($1::text[])")
+        .prepare_cached(match agents {
+            [_] => "SELECT agent_id FROM agents WHERE agent_id = $1",
+            _ => "SELECT agent_id FROM agents WHERE agent_id = ANY($1::text[])",
+        })
         .await
         .map_err(db_error)?;
-    let (lock_params, check_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
-        ([&REGISTRATION_LOCKS, &agents], [&agents]);
+    let check_params: [&(dyn ToSql + Sync); 1] = match agents {
+        [agent] => [agent],
+        _ => [&agents],
+    };
+    let lock_params: [&(dyn ToSql + Sync); 2] = [&REGISTRATION_LOCKS, &agents];
     // Pipelined: one round trip for both.
     let (locked, found) = tokio::join!(tx.execute(&lock, &lock_params), tx.query(&registered, &check_params));
     locked.map_err(db_error)?;

@@ -28,7 +28,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    EventFeed, EventFilter, MessageWrite, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet,
+    EventFeed, EventFilter, Inbox, MessageWrite, SessionPage, SessionQuery, Store, StoreCounts, StoreError, WriteSet,
 };
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
@@ -357,14 +357,9 @@ impl Store for SqliteStore {
         self.read(move |conn| reads::replies(conn, &id, limit)).await
     }
 
-    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+    async fn inbox(&self, agent: &AgentId, now: Timestamp, limit: usize) -> Result<Inbox, StoreError> {
         let hot = self.hot();
         Ok(hot.index.inbox(agent, now, limit, |id| hot.open.get(id)))
-    }
-
-    async fn next_available(&self, agent: &AgentId) -> Result<Option<Timestamp>, StoreError> {
-        let hot = self.hot();
-        Ok(hot.index.next_available(agent, |id| hot.open.get(id)))
     }
 
     async fn due_messages(&self, now: Timestamp, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
