@@ -23,8 +23,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{Object, Pool};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
 use super::cluster::Cluster;
@@ -150,10 +151,34 @@ fn finish(shared: &Shared, insert: Insert, outcome: Result<(), StoreError>) {
 
 /// One transaction for the batch: the outcome of each message, in order,
 /// or the error that failed them all.
+///
+/// Two round trips when nothing is refused: BEGIN goes out with the
+/// recipients' lock and check, the INSERT with the COMMIT (statements on
+/// one connection run in the order sent, and a COMMIT after a failed
+/// statement only rolls back). Whatever fails, the transaction is rolled
+/// back before the connection goes back to the pool.
 async fn write(shared: &Shared, batch: &[Insert]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let mut client = shared.pool.get().await.map_err(pool_error)?;
-    let tx = client.transaction().await.map_err(db_error)?;
-    let registered = lock_recipients(&tx, batch).await?;
+    let client = shared.pool.get().await.map_err(pool_error)?;
+    // Prepared (once per connection) before BEGIN, so that nothing waits
+    // for a statement's preparation inside the transaction.
+    let statement = client.prepare_cached(INSERT).await.map_err(db_error)?;
+    let outcome = transaction(shared, &client, &statement, batch).await;
+    if outcome.is_err() {
+        // A broken connection fails this too, and the pool drops it.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    outcome
+}
+
+async fn transaction(
+    shared: &Shared,
+    tx: &Object,
+    statement: &Statement,
+    batch: &[Insert],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let (begun, registered) = tokio::join!(tx.batch_execute("BEGIN"), lock_recipients(tx, batch));
+    begun.map_err(db_error)?;
+    let registered = registered?;
     let mut refusals = Vec::with_capacity(batch.len());
     // Recipients counted in this batch: open messages, with those admitted
     // since.
@@ -168,7 +193,7 @@ async fn write(shared: &Shared, batch: &[Insert]) -> Result<Vec<Result<(), Store
                 Some(counted) => Some(counted),
                 None if shared.counts.clearly_within(recipient, limit) => None,
                 None => {
-                    let counted = open_count(&tx, recipient).await?;
+                    let counted = open_count(tx, recipient).await?;
                     Some(open.entry(recipient).or_insert(counted))
                 }
             };
@@ -192,9 +217,8 @@ async fn write(shared: &Shared, batch: &[Insert]) -> Result<Vec<Result<(), Store
     for (recipient, counted) in open {
         shared.counts.counted(recipient, counted);
     }
-    let taken = taken_ids(&tx, batch, &refusals).await?;
-    let inserted = insert(&tx, batch, &refusals).await?;
-    tx.commit().await.map_err(db_error)?;
+    let taken = taken_ids(tx, batch, &refusals).await?;
+    let inserted = insert(tx, statement, batch, &refusals).await?;
     Ok(batch
         .iter()
         .zip(refusals)
@@ -214,7 +238,7 @@ async fn write(shared: &Shared, batch: &[Insert]) -> Result<Vec<Result<(), Store
 
 /// Locks every recipient that must be registered (see
 /// [`lock_registered`]); answers those that are.
-async fn lock_recipients(tx: &Transaction<'_>, batch: &[Insert]) -> Result<HashSet<String>, StoreError> {
+async fn lock_recipients(tx: &Object, batch: &[Insert]) -> Result<HashSet<String>, StoreError> {
     let mut recipients: Vec<&str> = batch
         .iter()
         .filter(|insert| insert.write.require_recipient)
@@ -243,7 +267,7 @@ fn by_refusal<'a>(
 
 /// Which of the refused messages' ids are taken already.
 async fn taken_ids(
-    tx: &Transaction<'_>,
+    tx: &Object,
     batch: &[Insert],
     refusals: &[Option<StoreError>],
 ) -> Result<HashSet<String>, StoreError> {
@@ -260,15 +284,25 @@ async fn taken_ids(
     ids_of(tx.query(&select, &[&ids]).await.map_err(db_error)?)
 }
 
-/// Inserts the messages not refused, one statement for all; answers the
-/// ids inserted (the others were taken).
+const INSERT: &str = "INSERT INTO messages (message_id, recipient, state, priority, accepted_at, available_at,
+         expires_at, due_at, in_reply_to, version, body)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[], $5::int8[], $6::int8[],
+         $7::int8[], $8::int8[], $9::text[], $10::int8[], $11::text[])
+     ON CONFLICT (message_id) DO NOTHING
+     RETURNING message_id";
+
+/// Inserts the messages not refused with `statement` ([`INSERT`]), one
+/// statement for all, and commits; answers the ids inserted (the others
+/// were taken).
 async fn insert(
-    tx: &Transaction<'_>,
+    tx: &Object,
+    statement: &Statement,
     batch: &[Insert],
     refusals: &[Option<StoreError>],
 ) -> Result<HashSet<String>, StoreError> {
     let accepted: Vec<&Insert> = by_refusal(batch, refusals, false).collect();
     if accepted.is_empty() {
+        tx.batch_execute("COMMIT").await.map_err(db_error)?;
         return Ok(HashSet::new());
     }
     let records = || accepted.iter().map(|insert| &insert.write.record);
@@ -285,17 +319,6 @@ async fn insert(
         .collect();
     let versions: Vec<i64> = records().map(|record| to_i64(record.version)).collect();
     let bodies: Vec<&str> = accepted.iter().map(|i| i.body.as_str()).collect();
-    let statement = tx
-        .prepare_cached(
-            "INSERT INTO messages (message_id, recipient, state, priority, accepted_at, available_at,
-                 expires_at, due_at, in_reply_to, version, body)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[], $5::int8[], $6::int8[],
-                 $7::int8[], $8::int8[], $9::text[], $10::int8[], $11::text[])
-             ON CONFLICT (message_id) DO NOTHING
-             RETURNING message_id",
-        )
-        .await
-        .map_err(db_error)?;
     let params: [&(dyn ToSql + Sync); 11] = [
         &ids,
         &recipients,
@@ -309,5 +332,9 @@ async fn insert(
         &versions,
         &bodies,
     ];
-    ids_of(tx.query(&statement, &params).await.map_err(db_error)?)
+    // Both sent before either answers: one round trip.
+    let (inserted, committed) = tokio::join!(tx.query(statement, &params), tx.batch_execute("COMMIT"));
+    let inserted = inserted.map_err(db_error)?;
+    committed.map_err(db_error)?;
+    ids_of(inserted)
 }

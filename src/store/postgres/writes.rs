@@ -395,7 +395,10 @@ pub(super) const REGISTRATION_LOCKS: i32 = 0x6162_7573; // "abus"
 /// through a MultiXact, rewritten with every locker, which cost several
 /// times a send's own work. The check is a statement of its own, after the
 /// lock, so its snapshot sees an unregistration that committed meanwhile.
-pub(super) async fn lock_registered(tx: &Transaction<'_>, agents: &[&str]) -> Result<HashSet<String>, StoreError> {
+pub(super) async fn lock_registered(
+    tx: &impl deadpool_postgres::GenericClient,
+    agents: &[&str],
+) -> Result<HashSet<String>, StoreError> {
     let lock = tx
         .prepare_cached(
             "SELECT pg_advisory_xact_lock_shared($1, hashtext(agent_id)) FROM unnest($2::text[]) AS agent_id",
