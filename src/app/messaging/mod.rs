@@ -910,8 +910,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn counters_follow_the_message_flow() {
+    async fn messaging() -> (Arc<dyn Store>, Arc<Metrics>, Arc<Messaging>) {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(16));
         for id in ["claude-code://orchestrator", "opencode://backend"] {
             store.put_agent(agent(id), None).await.unwrap();
@@ -931,6 +930,55 @@ mod tests {
             metrics.clone(),
             config,
         ));
+        (store, metrics, messaging)
+    }
+
+    /// An ack starts from the delivery as this node's stream claimed it;
+    /// when the sweeper changed the message since, the ack answers from
+    /// what is stored, not from that copy.
+    #[tokio::test]
+    async fn an_ack_of_a_stale_claim_answers_from_the_stored_message() {
+        let (store, _, messaging) = messaging().await;
+        let backend = AgentId::parse("opencode://backend").unwrap();
+        let mut inbox = messaging
+            .receive(backend.clone(), None, CancellationToken::new())
+            .await
+            .unwrap();
+        for id in ["one", "two"] {
+            messaging.send(request(id, 0), None).await.unwrap();
+            let Some(Ok(InboxItem::Delivery { .. })) = inbox.next().await else {
+                panic!("no delivery")
+            };
+        }
+        let ids = [
+            MessageId::parse_field("message_id", "one").unwrap(),
+            MessageId::parse_field("message_id", "two").unwrap(),
+        ];
+        assert!(messaging.delivered_to(&backend, &ids[0]).is_some());
+        // Past the ack deadline with no retries left: dead-lettered.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(messaging.sweep().await.unwrap(), 2);
+        let dead = |result: Result<MessageState>| {
+            let error = result.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::FailedPrecondition, "{error:?}");
+            assert!(error.message.contains("dead-lettered"), "{error:?}");
+        };
+        dead(messaging.ack(&Actor::Admin, &backend, &ids[0]).await);
+        for result in messaging.ack_many(&Actor::Admin, &backend, &ids).await {
+            dead(result);
+        }
+        for id in &ids {
+            assert_eq!(
+                store.get_message(id).await.unwrap().unwrap().state,
+                MessageState::DeadLettered
+            );
+            assert!(messaging.delivered_to(&backend, id).is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn counters_follow_the_message_flow() {
+        let (store, metrics, messaging) = messaging().await;
         let backend = AgentId::parse("opencode://backend").unwrap();
         let mut inbox = messaging
             .receive(backend.clone(), None, CancellationToken::new())

@@ -122,7 +122,7 @@ INSERT INTO events_removed (through) VALUES (0);
     r#"
 -- When an agent's next queued message becomes deliverable, read as the
 -- first entry of this index rather than by reading every open message of
--- the agent (see `super::reads::next_available`).
+-- the agent (see `super::reads::inbox`).
 CREATE INDEX messages_waiting ON messages (recipient, available_at) WHERE state = 1;
 "#,
 ];
