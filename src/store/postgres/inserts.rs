@@ -183,6 +183,9 @@ async fn transaction(
     // Recipients counted in this batch: open messages, with those admitted
     // since.
     let mut open: HashMap<&AgentId, u64> = HashMap::new();
+    // Admitted by the node's last count (`clearly_within`): not in the
+    // database's count until this batch commits.
+    let mut uncounted: HashMap<&AgentId, u64> = HashMap::new();
     for insert in batch {
         let write = &insert.write;
         let recipient = &write.record.recipient;
@@ -191,9 +194,12 @@ async fn transaction(
         } else if let Some(limit) = write.inbox_limit {
             let counted = match open.get_mut(recipient) {
                 Some(counted) => Some(counted),
-                None if shared.counts.clearly_within(recipient, limit) => None,
+                None if shared.counts.clearly_within(recipient, limit) => {
+                    *uncounted.entry(recipient).or_default() += 1;
+                    None
+                }
                 None => {
-                    let counted = open_count(tx, recipient).await?;
+                    let counted = open_count(tx, recipient).await? + uncounted.get(recipient).copied().unwrap_or(0);
                     Some(open.entry(recipient).or_insert(counted))
                 }
             };

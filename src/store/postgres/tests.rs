@@ -293,3 +293,53 @@ async fn concurrent_sends_share_commits_and_each_gets_its_own_answer() {
         .expect("stored");
     assert_eq!(stored.recipient.as_str(), "codex://b");
 }
+
+/// A batch that admits sends by the node's last count and then counts the
+/// database for the same recipient adds what it admitted to that count:
+/// they are not in the database before the batch commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_counts_what_it_admitted_before_counting() {
+    use crate::store::conformance::{insert, message};
+
+    let schema = TestSchema::create().await;
+    // One batch at a time.
+    let store = Arc::new(
+        PostgresStore::open(&PostgresOptions {
+            pool_size: 4,
+            ..schema.options()
+        })
+        .await
+        .unwrap(),
+    );
+    let to = "codex://limited";
+    let agent = Agent::registered(AgentDescriptor::new(AgentId::parse(to).unwrap()), Timestamp::now());
+    store.put_agent(agent, None).await.unwrap();
+    let send = |id: String| {
+        let mut write = insert(&message(&id, to, crate::domain::message::Priority::Medium, 1));
+        write.inbox_limit = Some(5);
+        write
+    };
+    // Counted: one open message.
+    store.write(send("first".into()).into()).await.unwrap();
+    for round in 0..3 {
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let store = store.clone();
+                let write = send(format!("r{round}-{i}"));
+                tokio::spawn(async move { store.write(write.into()).await })
+            })
+            .collect();
+        for task in tasks {
+            let outcome = task.await.unwrap();
+            assert!(
+                matches!(outcome, Ok(None) | Err(StoreError::InboxFull { limit: 5, .. })),
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(
+            store.inbox_depth(&AgentId::parse(to).unwrap()).await.unwrap(),
+            5,
+            "round {round}"
+        );
+    }
+}
