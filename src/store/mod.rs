@@ -81,7 +81,6 @@ impl From<MessageWrite> for WriteSet {
     }
 }
 
-/// Gauges read from the store, for metrics.
 /// What [`Store::inbox`] read.
 #[derive(Debug, Default)]
 pub struct Inbox {
@@ -91,6 +90,7 @@ pub struct Inbox {
     pub later: Option<Timestamp>,
 }
 
+/// Gauges read from the store, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreCounts {
     pub active_sessions: u64,

@@ -195,6 +195,24 @@ async fn commits_are_synchronous_whatever_the_url_asks() {
     assert_eq!(row.get::<_, String>(0), schema.name);
 }
 
+/// A store whose sends commit one batch at a time (a pool of 4 runs one),
+/// so that an inbox limit is exact, with `agents` registered.
+async fn one_batch_at_a_time(schema: &TestSchema, agents: &[&str]) -> Arc<PostgresStore> {
+    let store = Arc::new(
+        PostgresStore::open(&PostgresOptions {
+            pool_size: 4,
+            ..schema.options()
+        })
+        .await
+        .unwrap(),
+    );
+    for id in agents {
+        let agent = Agent::registered(AgentDescriptor::new(AgentId::parse(id).unwrap()), Timestamp::now());
+        store.put_agent(agent, None).await.unwrap();
+    }
+    store
+}
+
 /// Many sends at once share batches ([`super::inserts`]), and each still
 /// gets the answer it would get alone: accepted, a taken id (also when
 /// the message would be refused anyway), an unregistered recipient, a
@@ -206,19 +224,7 @@ async fn concurrent_sends_share_commits_and_each_gets_its_own_answer() {
     use crate::store::conformance::{insert, message};
 
     let schema = TestSchema::create().await;
-    // One batch at a time: the inbox limit is then exact.
-    let store = Arc::new(
-        PostgresStore::open(&PostgresOptions {
-            pool_size: 4,
-            ..schema.options()
-        })
-        .await
-        .unwrap(),
-    );
-    for id in ["codex://a", "codex://b", "codex://limited"] {
-        let agent = Agent::registered(AgentDescriptor::new(AgentId::parse(id).unwrap()), Timestamp::now());
-        store.put_agent(agent, None).await.unwrap();
-    }
+    let store = one_batch_at_a_time(&schema, &["codex://a", "codex://b", "codex://limited"]).await;
     let send = |id: String, to: &str, limit: Option<u64>| {
         let mut write = insert(&message(&id, to, Priority::Medium, 1));
         write.require_recipient = true;
@@ -302,18 +308,8 @@ async fn a_batch_counts_what_it_admitted_before_counting() {
     use crate::store::conformance::{insert, message};
 
     let schema = TestSchema::create().await;
-    // One batch at a time.
-    let store = Arc::new(
-        PostgresStore::open(&PostgresOptions {
-            pool_size: 4,
-            ..schema.options()
-        })
-        .await
-        .unwrap(),
-    );
     let to = "codex://limited";
-    let agent = Agent::registered(AgentDescriptor::new(AgentId::parse(to).unwrap()), Timestamp::now());
-    store.put_agent(agent, None).await.unwrap();
+    let store = one_batch_at_a_time(&schema, &[to]).await;
     let send = |id: String| {
         let mut write = insert(&message(&id, to, crate::domain::message::Priority::Medium, 1));
         write.inbox_limit = Some(5);
