@@ -30,9 +30,9 @@
 //! ends its session and frees the lock; if this connection breaks, the node
 //! stops sweeping at once, before trying again.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -43,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 use super::db_error;
 use super::feed::Announcer;
 use crate::domain::AgentId;
-use crate::domain::message::{MessageId, MessageRecord, MessageState, stable_hash};
-use crate::store::{Signal, StoreError};
+use crate::domain::message::{MessageId, MessageState, stable_hash};
+use crate::store::{MessageWrite, Signal, StoreError};
 
 /// How often a node that does not run the background work tries to, and
 /// the one that does checks its connection.
@@ -69,6 +69,36 @@ pub(super) struct Cluster {
     signals: broadcast::Sender<Signal>,
     /// Payloads of committed writes, for [`send`].
     outbox: mpsc::UnboundedSender<String>,
+    /// Deliveries this node's streams claimed.
+    claims: LocalClaims,
+}
+
+/// Claims this node committed: message id and the claim's version. At most
+/// [`LocalClaims::CAPACITY`] (claims closed on other nodes are never
+/// forgotten here; when full, all are forgotten, and closing one of those
+/// sends the notification after all, which is only a nudge too many).
+#[derive(Default)]
+struct LocalClaims(Mutex<HashMap<MessageId, u64>>);
+
+impl LocalClaims {
+    const CAPACITY: usize = 65_536;
+
+    fn noted<'a>(&self, claims: impl Iterator<Item = (&'a MessageId, u64)>) {
+        let mut noted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (id, version) in claims {
+            if noted.len() >= Self::CAPACITY {
+                noted.clear();
+            }
+            noted.insert(id.clone(), version);
+        }
+    }
+
+    /// Forgets the message's claim; answers whether it was this node's
+    /// claim at `version`.
+    fn forget(&self, id: &MessageId, version: u64) -> bool {
+        let mut noted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        noted.remove(id) == Some(version)
+    }
 }
 
 /// The receiving end of [`Cluster`]'s outbox.
@@ -87,6 +117,7 @@ impl Cluster {
             leader: AtomicBool::new(false),
             signals: broadcast::channel(SIGNAL_BUFFER).0,
             outbox,
+            claims: LocalClaims::default(),
         };
         (cluster, queued)
     }
@@ -111,20 +142,32 @@ impl Cluster {
         self.signals.subscribe()
     }
 
-    /// The notifications a committed write of `record` sends: work for its
-    /// recipient when it is deliverable, room when a delivery closed, and
-    /// the reply for a waiting SYNC sender when it is a new reply.
-    pub(super) fn message_payloads(&self, record: &MessageRecord, new: bool, out: &mut Vec<String>) {
+    /// The notifications a committed `write` sends: work for its recipient
+    /// when the message is deliverable, room when a delivery closed (unless
+    /// this node made the claim: only its own stream can be waiting for
+    /// that room, and this node wakes it itself), and the reply for a
+    /// waiting SYNC sender when it is a new reply.
+    pub(super) fn message_payloads(&self, write: &MessageWrite, out: &mut Vec<String>) {
+        let record = &write.record;
         let recipient = record.recipient.as_str();
+        let claimed_here = write
+            .expected
+            .is_some_and(|expected| self.claims.forget(record.id(), expected));
         match record.state {
             MessageState::Queued => out.push(self.payload('w', recipient)),
             // A claim: nobody waits for it.
             MessageState::Delivered => {}
+            _ if claimed_here => {}
             _ => out.push(self.payload('a', recipient)),
         }
-        if let (true, Some(original)) = (new, &record.message.in_reply_to) {
+        if let (None, Some(original)) = (write.expected, &record.message.in_reply_to) {
             out.push(self.payload('r', original.as_str()));
         }
+    }
+
+    /// Notes the claims this node committed (see [`Self::message_payloads`]).
+    pub(super) fn claimed<'a>(&self, claims: impl IntoIterator<Item = (&'a MessageId, u64)>) {
+        self.claims.noted(claims.into_iter());
     }
 
     /// An unregistered agent's streams look again, and end.

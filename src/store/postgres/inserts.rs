@@ -20,14 +20,14 @@
 //! reason of its own (not a lost connection) is tried again one message at
 //! a time: no message fails for another's sake.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
+use super::batches::{Pending, Queue};
 use super::cluster::Cluster;
 use super::counts::OpenCounts;
 use super::rows::{due_at, ids_of, message_state_code, to_i64};
@@ -35,24 +35,10 @@ use super::writes::{lock_registered, open_count};
 use super::{db_error, pool_error};
 use crate::domain::AgentId;
 use crate::domain::message::MessageId;
-use crate::store::{MessageWrite, Record, StoreError, message_record};
+use crate::store::{Record, StoreError, message_record};
 
 /// Messages in one batch, at most.
 const MAX_BATCH: usize = 256;
-
-/// A new message waiting for its batch.
-pub(super) struct Insert {
-    /// `expected` is `None`.
-    pub(super) write: MessageWrite,
-    /// The record's JSON body.
-    pub(super) body: String,
-    /// Sent to the other nodes once committed.
-    pub(super) notices: Vec<String>,
-    pub(super) answer: oneshot::Sender<Result<(), StoreError>>,
-}
-
-/// Where new messages queue for their batch.
-pub(super) type Queue = mpsc::UnboundedSender<Insert>;
 
 struct Shared {
     pool: Pool,
@@ -60,65 +46,21 @@ struct Shared {
     counts: Arc<OpenCounts>,
 }
 
-/// Starts taking batches off the queue, at most `batches` at a time (each
-/// holds a connection while it runs). Stops when the queue's senders are
-/// gone; messages queued by then are still written.
+/// Starts taking batches off the queue, at most `batches` at a time.
 pub(super) fn start(pool: Pool, cluster: Arc<Cluster>, counts: Arc<OpenCounts>, batches: usize) -> Queue {
-    let (queue, queued) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared { pool, cluster, counts });
-    tokio::spawn(dispatch(queued, shared, Arc::new(Semaphore::new(batches.max(1)))));
-    queue
-}
-
-async fn dispatch(mut queued: mpsc::UnboundedReceiver<Insert>, shared: Arc<Shared>, running: Arc<Semaphore>) {
-    // Messages whose id was already in the batch being made: the next one
-    // takes them first.
-    let mut held: VecDeque<Insert> = VecDeque::new();
-    loop {
-        let Ok(permit) = running.clone().acquire_owned().await else {
-            return;
-        };
-        let first = match held.pop_front() {
-            Some(insert) => insert,
-            None => match queued.recv().await {
-                Some(insert) => insert,
-                None => return,
-            },
-        };
-        let mut ids: HashSet<MessageId> = HashSet::from([first.write.record.id().clone()]);
-        let mut batch = vec![first];
-        let mut later = VecDeque::new();
-        let mut from_held = held.len();
-        while batch.len() < MAX_BATCH {
-            let next = if from_held > 0 {
-                from_held -= 1;
-                held.pop_front()
-            } else {
-                queued.try_recv().ok()
-            };
-            let Some(insert) = next else { break };
-            if ids.insert(insert.write.record.id().clone()) {
-                batch.push(insert);
-            } else {
-                later.push_back(insert);
-            }
-        }
-        later.extend(held.drain(..));
-        held = later;
+    super::batches::start(batches, MAX_BATCH, move |batch| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            run(&shared, batch).await;
-            drop(permit);
-        });
-    }
+        async move { run(&shared, batch).await }
+    })
 }
 
 /// Writes the batch and answers each message.
-async fn run(shared: &Shared, batch: Vec<Insert>) {
+async fn run(shared: &Shared, batch: Vec<Pending>) {
     match write(shared, &batch).await {
         Ok(outcomes) => {
             for (insert, outcome) in batch.into_iter().zip(outcomes) {
-                finish(shared, insert, outcome);
+                insert.finish(&shared.cluster, outcome);
             }
         }
         Err(StoreError::Backend(error)) if batch.len() > 1 => {
@@ -130,23 +72,15 @@ async fn run(shared: &Shared, batch: Vec<Insert>) {
                         .unwrap_or(Err(StoreError::Backend("a batch of one message had no outcome".into()))),
                     Err(error) => Err(error),
                 };
-                finish(shared, insert, outcome);
+                insert.finish(&shared.cluster, outcome);
             }
         }
         Err(error) => {
             for insert in batch {
-                finish(shared, insert, Err(error.clone()));
+                insert.finish(&shared.cluster, Err(error.clone()));
             }
         }
     }
-}
-
-fn finish(shared: &Shared, insert: Insert, outcome: Result<(), StoreError>) {
-    if outcome.is_ok() {
-        shared.cluster.notify(insert.notices);
-    }
-    // A caller that gave up is not waiting: its message is written anyway.
-    let _ = insert.answer.send(outcome);
 }
 
 /// One transaction for the batch: the outcome of each message, in order,
@@ -157,7 +91,7 @@ fn finish(shared: &Shared, insert: Insert, outcome: Result<(), StoreError>) {
 /// one connection run in the order sent, and a COMMIT after a failed
 /// statement only rolls back). Whatever fails, the transaction is rolled
 /// back before the connection goes back to the pool.
-async fn write(shared: &Shared, batch: &[Insert]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+async fn write(shared: &Shared, batch: &[Pending]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let client = shared.pool.get().await.map_err(pool_error)?;
     // Prepared (once per connection) before BEGIN, so that nothing waits
     // for a statement's preparation inside the transaction.
@@ -174,7 +108,7 @@ async fn transaction(
     shared: &Shared,
     tx: &Object,
     statement: &Statement,
-    batch: &[Insert],
+    batch: &[Pending],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let (begun, registered) = tokio::join!(tx.batch_execute("BEGIN"), lock_recipients(tx, batch));
     begun.map_err(db_error)?;
@@ -244,7 +178,7 @@ async fn transaction(
 
 /// Locks every recipient that must be registered (see
 /// [`lock_registered`]); answers those that are.
-async fn lock_recipients(tx: &Object, batch: &[Insert]) -> Result<HashSet<String>, StoreError> {
+async fn lock_recipients(tx: &Object, batch: &[Pending]) -> Result<HashSet<String>, StoreError> {
     let mut recipients: Vec<&str> = batch
         .iter()
         .filter(|insert| insert.write.require_recipient)
@@ -260,10 +194,10 @@ async fn lock_recipients(tx: &Object, batch: &[Insert]) -> Result<HashSet<String
 
 /// The messages of the batch that were refused (`refused`) or not.
 fn by_refusal<'a>(
-    batch: &'a [Insert],
+    batch: &'a [Pending],
     refusals: &'a [Option<StoreError>],
     refused: bool,
-) -> impl Iterator<Item = &'a Insert> {
+) -> impl Iterator<Item = &'a Pending> {
     batch
         .iter()
         .zip(refusals)
@@ -274,7 +208,7 @@ fn by_refusal<'a>(
 /// Which of the refused messages' ids are taken already.
 async fn taken_ids(
     tx: &Object,
-    batch: &[Insert],
+    batch: &[Pending],
     refusals: &[Option<StoreError>],
 ) -> Result<HashSet<String>, StoreError> {
     let ids: Vec<&str> = by_refusal(batch, refusals, true)
@@ -303,10 +237,10 @@ const INSERT: &str = "INSERT INTO messages (message_id, recipient, state, priori
 async fn insert(
     tx: &Object,
     statement: &Statement,
-    batch: &[Insert],
+    batch: &[Pending],
     refusals: &[Option<StoreError>],
 ) -> Result<HashSet<String>, StoreError> {
-    let accepted: Vec<&Insert> = by_refusal(batch, refusals, false).collect();
+    let accepted: Vec<&Pending> = by_refusal(batch, refusals, false).collect();
     if accepted.is_empty() {
         tx.batch_execute("COMMIT").await.map_err(db_error)?;
         return Ok(HashSet::new());

@@ -49,6 +49,7 @@ use crate::domain::session::{Session, SessionEvent};
 use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
 
+mod batches;
 mod cluster;
 mod counts;
 mod feed;
@@ -57,6 +58,7 @@ mod reads;
 mod retention;
 mod rows;
 mod schema;
+mod updates;
 mod writes;
 
 #[cfg(test)]
@@ -101,7 +103,11 @@ pub struct PostgresStore {
     /// delivery claims (see [`Store::lease`] below) and notifications.
     lazy: Pool,
     /// New messages, committed in groups ([`inserts`]).
-    inserts: inserts::Queue,
+    inserts: batches::Queue,
+    /// Lone updates (acks, releases), committed in groups ([`updates`]).
+    updates: batches::Queue,
+    /// Lone claims, the same on the lazy connections.
+    leases: batches::Queue,
     /// Cancelled by [`Store::close`]; stops the feed's follower.
     closed: CancellationToken,
 }
@@ -164,6 +170,9 @@ impl PostgresStore {
         // A quarter of the pool at most writes new messages: reads,
         // deliveries and acks keep connections while batches commit.
         let inserts = inserts::start(pool.clone(), cluster.clone(), counts.clone(), options.pool_size / 4);
+        let updates = updates::start(pool.clone(), cluster.clone(), options.pool_size / 4);
+        // Half the lazy connections at most: notifications use them too.
+        let leases = updates::start(lazy.clone(), cluster.clone(), lazy_pool_size(options.pool_size) / 2);
         tracing::info!(database = %target, schema, pool_size = options.pool_size, "PostgreSQL store open");
         Ok(Self {
             pool,
@@ -173,6 +182,8 @@ impl PostgresStore {
             counts,
             lazy,
             inserts,
+            updates,
+            leases,
             closed,
         })
     }
@@ -181,19 +192,20 @@ impl PostgresStore {
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// A new message outside a session, committed with others ([`inserts`]).
-    async fn insert(&self, write: MessageWrite) -> Result<(), StoreError> {
+    /// A lone write of a message, committed with others on `queue`'s
+    /// connections ([`inserts`], [`updates`]).
+    async fn enqueue(&self, write: MessageWrite, queue: &batches::Queue) -> Result<(), StoreError> {
         let body = encode(&write.record)?;
         let mut notices = Vec::new();
-        self.cluster.message_payloads(&write.record, true, &mut notices);
+        self.cluster.message_payloads(&write, &mut notices);
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let insert = inserts::Insert {
+        let pending = batches::Pending {
             write,
             body,
             notices,
             answer,
         };
-        self.inserts.send(insert).map_err(|_| StoreError::Closed)?;
+        queue.send(pending).map_err(|_| StoreError::Closed)?;
         answered.await.unwrap_or(Err(StoreError::Closed))
     }
 
@@ -209,8 +221,7 @@ impl PostgresStore {
         };
         let mut notices = Vec::new();
         for write in &set.messages {
-            self.cluster
-                .message_payloads(&write.record, write.expected.is_none(), &mut notices);
+            self.cluster.message_payloads(write, &mut notices);
         }
         let messages = set
             .messages
@@ -229,15 +240,6 @@ impl PostgresStore {
         // committed event unannounced and the feed stalled behind it.
         let task = tokio::spawn(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
-            if let (None, [write]) = (&set.session, set.messages.as_slice())
-                && writes::plain_updates([&write.0])
-            {
-                // One row changed by one statement (an ack, a claim): all
-                // or nothing by itself, no transaction needed around it.
-                writes::update_all(&client, &set.messages).await?;
-                cluster.notify(notices);
-                return Ok(None);
-            }
             let tx = client.transaction().await.map_err(db_error)?;
             let applied = writes::apply(&tx, set, &announcer, &counts).await?;
             if let Some((event, _)) = &applied {
@@ -288,6 +290,15 @@ fn build_pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, Stor
         .recycle_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|e| StoreError::Backend(format!("cannot build the connection pool: {e}")))
+}
+
+/// The set's one message write, taken out of it, if the set is that and
+/// nothing else and `fits` the write.
+fn lone(set: &mut WriteSet, fits: impl FnOnce(&MessageWrite) -> bool) -> Option<MessageWrite> {
+    match (&set.session, set.messages.as_slice()) {
+        (None, [write]) if fits(write) => set.messages.pop(),
+        _ => None,
+    }
 }
 
 /// Connections for delivery claims and notifications, beside the pool's:
@@ -365,12 +376,11 @@ impl Store for PostgresStore {
         if self.closed.is_cancelled() {
             return Err(StoreError::Closed);
         }
-        if set.session.is_none()
-            && set.messages.len() == 1
-            && set.messages[0].expected.is_none()
-            && let Some(write) = set.messages.pop()
-        {
-            return self.insert(write).await.map(|()| None);
+        if let Some(write) = lone(&mut set, |write| write.expected.is_none()) {
+            return self.enqueue(write, &self.inserts).await.map(|()| None);
+        }
+        if let Some(write) = lone(&mut set, |write| writes::plain_updates([write])) {
+            return self.enqueue(write, &self.updates).await.map(|()| None);
         }
         self.transaction(set, &self.pool).await
     }
@@ -385,11 +395,23 @@ impl Store for PostgresStore {
         if self.closed.is_cancelled() {
             return Err(StoreError::Closed);
         }
-        let set = WriteSet {
+        let mut set = WriteSet {
             session: None,
             messages: writes,
         };
-        self.transaction(set, &self.lazy).await.map(drop)
+        let claims: Vec<(MessageId, u64)> = set
+            .messages
+            .iter()
+            .map(|write| (write.record.id().clone(), write.record.version))
+            .collect();
+        let leased = match lone(&mut set, |write| writes::plain_updates([write])) {
+            Some(write) => self.enqueue(write, &self.leases).await,
+            None => self.transaction(set, &self.lazy).await.map(drop),
+        };
+        if leased.is_ok() {
+            self.cluster.claimed(claims.iter().map(|(id, version)| (id, *version)));
+        }
+        leased
     }
 
     async fn get_session(&self, id: &SessionId) -> Result<Option<Session>, StoreError> {

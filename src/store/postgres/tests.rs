@@ -339,3 +339,160 @@ async fn a_batch_counts_what_it_admitted_before_counting() {
         );
     }
 }
+
+/// Many lone updates at once (claims on the lazy connections, acks on the
+/// others) share batches ([`super::updates`]), and each still gets the
+/// answer it would get alone: written, a stale version, a message that is
+/// not there; of several claims of one message exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_share_commits_and_each_gets_its_own_answer() {
+    use crate::domain::message::{MessageState, Priority};
+    use crate::store::Record;
+    use crate::store::conformance::{insert, message, next};
+
+    let schema = TestSchema::create().await;
+    let to = "codex://a";
+    let store = one_batch_at_a_time(&schema, &[to]).await;
+    let mut queued = Vec::new();
+    for i in 0..100 {
+        let record = message(&format!("m-{i}"), to, Priority::Medium, i + 1);
+        store.write(insert(&record).into()).await.unwrap();
+        queued.push(record);
+    }
+    let run = |writes: Vec<(&'static str, MessageWrite, bool)>| {
+        let tasks: Vec<_> = writes
+            .into_iter()
+            .map(|(kind, write, claim)| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let outcome = if claim {
+                        store.lease(vec![write]).await
+                    } else {
+                        store.write(write.into()).await.map(drop)
+                    };
+                    (kind, outcome)
+                })
+            })
+            .collect();
+        async move {
+            let mut outcomes = Vec::new();
+            for task in tasks {
+                outcomes.push(task.await.unwrap());
+            }
+            outcomes
+        }
+    };
+    let claims: Vec<MessageWrite> = queued.iter().map(|r| next(r, MessageState::Delivered)).collect();
+    let mut writes: Vec<_> = claims[..80].iter().map(|w| ("claimed", w.clone(), true)).collect();
+    for _ in 0..5 {
+        writes.push(("twin", claims[95].clone(), true));
+    }
+    let mut twins = 0;
+    for (kind, outcome) in run(writes).await {
+        match (kind, outcome) {
+            ("claimed", outcome) => assert_eq!(outcome, Ok(())),
+            ("twin", Ok(())) => twins += 1,
+            ("twin", outcome) => assert!(
+                matches!(
+                    &outcome,
+                    Err(StoreError::Conflict {
+                        expected: 1,
+                        actual: 2,
+                        ..
+                    })
+                ),
+                "{outcome:?}"
+            ),
+            (kind, outcome) => panic!("{kind}: {outcome:?}"),
+        }
+    }
+    assert_eq!(twins, 1, "one of the claims of one message wins");
+
+    let mut writes: Vec<_> = claims[..80]
+        .iter()
+        .map(|claimed| ("acked", next(&claimed.record, MessageState::Acked), false))
+        .collect();
+    // Stale: written as if the claim had not happened.
+    for claimed in &claims[..10] {
+        writes.push(("stale", next(&claimed.record, MessageState::Acked), false));
+        writes.last_mut().unwrap().1.expected = Some(1);
+    }
+    for i in 0..5 {
+        let ghost = message(&format!("ghost-{i}"), to, Priority::Medium, 1);
+        writes.push(("ghost", next(&ghost, MessageState::Acked), false));
+    }
+    for (kind, outcome) in run(writes).await {
+        match (kind, outcome) {
+            ("acked", outcome) => assert_eq!(outcome, Ok(())),
+            ("stale", outcome) => assert!(
+                matches!(&outcome, Err(StoreError::Conflict { expected: 1, .. })),
+                "{outcome:?}"
+            ),
+            ("ghost", outcome) => assert!(
+                matches!(&outcome, Err(StoreError::NotFound(Record::Message(id))) if id.as_str().starts_with("ghost-")),
+                "{outcome:?}"
+            ),
+            (kind, outcome) => panic!("{kind}: {outcome:?}"),
+        }
+    }
+    let ids: Vec<MessageId> = queued.iter().map(|r| r.id().clone()).collect();
+    let stored = store.get_messages(&ids).await.unwrap();
+    let state_of = |i: usize| {
+        stored
+            .iter()
+            .find(|r| r.id() == &ids[i])
+            .map(|r| (r.state, r.version))
+            .unwrap()
+    };
+    assert_eq!(state_of(0), (MessageState::Acked, 3));
+    assert_eq!(state_of(79), (MessageState::Acked, 3));
+    assert_eq!(state_of(85), (MessageState::Queued, 1));
+    assert_eq!(state_of(95), (MessageState::Delivered, 2));
+    assert_eq!(store.inbox_depth(&AgentId::parse(to).unwrap()).await.unwrap(), 20);
+}
+
+/// Closing a delivery tells the other nodes there is room under a prefetch
+/// limit only when another node made the claim: the claiming node's own
+/// stream is the only one that can be waiting, and that node wakes it
+/// itself (a notification costs every listening database session a
+/// wake-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_is_announced_only_to_the_node_that_claimed() {
+    use crate::domain::message::{MessageState, Priority};
+    use crate::store::Signal;
+    use crate::store::conformance::{insert, message, next};
+
+    let schema = TestSchema::create().await;
+    let (a, b) = (schema.open().await, schema.open().await);
+    let to = "codex://a";
+    let agent = AgentId::parse(to).unwrap();
+    let mut claims = Vec::new();
+    for i in 0..2 {
+        let record = message(&format!("m-{i}"), to, Priority::Medium, i + 1);
+        a.write(insert(&record).into()).await.unwrap();
+        let claim = next(&record, MessageState::Delivered);
+        a.lease(vec![claim.clone()]).await.unwrap();
+        claims.push(claim.record);
+    }
+    let first = |store: &PostgresStore| {
+        let mut signals = store.signals().unwrap();
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), signals.recv())
+                .await
+                .expect("a signal in time")
+                .unwrap()
+        }
+    };
+    // Closed on A, which claimed it: B hears nothing of it, and next of the
+    // new message A stores after it (notifications arrive in order).
+    let heard = first(&b);
+    a.write(next(&claims[0], MessageState::Acked).into()).await.unwrap();
+    a.write(insert(&message("m-2", to, Priority::Medium, 3)).into())
+        .await
+        .unwrap();
+    assert_eq!(heard.await, Signal::Work(agent.clone()));
+    // Closed on B, claimed on A: A hears of the room.
+    let heard = first(&a);
+    b.write(next(&claims[1], MessageState::Acked).into()).await.unwrap();
+    assert_eq!(heard.await, Signal::Room(agent));
+}

@@ -228,11 +228,7 @@ async fn apply_message(
                 &to_i64(expected),
             ];
             if tx.execute(&update, &params).await.map_err(db_error)? == 0 {
-                let stored = stored_version(tx, record.id()).await?;
-                check_version(message_record(record), Some(expected), stored)?;
-                return Err(StoreError::Backend(format!(
-                    "message {id} at version {expected} was not updated"
-                )));
+                return Err(not_updated(tx, write).await);
             }
             match refusal(tx, write, counts).await? {
                 Some(refusal) => Err(refusal),
@@ -294,10 +290,29 @@ pub(super) async fn update_all(
     tx: &impl deadpool_postgres::GenericClient,
     messages: &[(MessageWrite, String)],
 ) -> Result<(), StoreError> {
+    let writes: Vec<(&MessageWrite, &str)> = messages.iter().map(|(write, body)| (write, body.as_str())).collect();
+    let updated = ids_of(update_rows(tx, &writes).await.map_err(db_error)?)?;
+    if updated.len() == writes.len() {
+        return Ok(());
+    }
+    let (write, _) = writes
+        .iter()
+        .find(|(write, _)| !updated.contains(write.record.id().as_str()))
+        .ok_or_else(|| StoreError::Backend("an update returned a message twice".into()))?;
+    Err(not_updated(tx, write).await)
+}
+
+/// Updates, in one statement, every message whose stored version is the
+/// one its write expects (`expected` is set on each); answers the rows
+/// updated, each holding its `message_id`.
+pub(super) async fn update_rows(
+    client: &impl deadpool_postgres::GenericClient,
+    writes: &[(&MessageWrite, &str)],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     // Rows are locked in the arrays' order: by id, the same order for every
     // such statement, so two of them sharing messages wait for each other
     // rather than deadlock.
-    let mut sorted: Vec<&(MessageWrite, String)> = messages.iter().collect();
+    let mut sorted: Vec<&(&MessageWrite, &str)> = writes.iter().collect();
     sorted.sort_unstable_by(|a, b| a.0.record.id().as_str().cmp(b.0.record.id().as_str()));
     let records = || sorted.iter().map(|(write, _)| &write.record);
     let ids: Vec<&str> = records().map(|record| record.id().as_str()).collect();
@@ -307,7 +322,7 @@ pub(super) async fn update_all(
     let expires: Vec<i64> = records().map(|record| record.expires_at.unix_micros()).collect();
     let due: Vec<Option<i64>> = records().map(due_at).collect();
     let versions: Vec<i64> = records().map(|record| to_i64(record.version)).collect();
-    let bodies: Vec<&str> = sorted.iter().map(|(_, body)| body.as_str()).collect();
+    let bodies: Vec<&str> = sorted.iter().map(|(_, body)| *body).collect();
     let expected: Vec<i64> = sorted
         .iter()
         .map(|(write, _)| to_i64(write.expected.unwrap_or(0)))
@@ -330,7 +345,7 @@ pub(super) async fn update_all(
              WHERE m.message_id = u.message_id AND m.version = u.expected
              RETURNING m.message_id"
     };
-    let update = tx.prepare_cached(sql).await.map_err(db_error)?;
+    let update = client.prepare_cached(sql).await?;
     let params: [&(dyn ToSql + Sync); 9] = match sorted.as_slice() {
         [(_, body)] => [
             &ids[0],
@@ -355,22 +370,25 @@ pub(super) async fn update_all(
             &expected,
         ],
     };
-    let rows = tx.query(&update, &params).await.map_err(db_error)?;
-    if rows.len() == messages.len() {
-        return Ok(());
-    }
-    let updated = ids_of(rows)?;
-    let (write, _) = messages
-        .iter()
-        .find(|(write, _)| !updated.contains(write.record.id().as_str()))
-        .ok_or_else(|| StoreError::Backend("an update returned a message twice".into()))?;
+    client.query(&update, &params).await
+}
+
+/// Why an update of [`update_rows`] changed nothing: the message is gone
+/// or at another version.
+pub(super) async fn not_updated(client: &impl deadpool_postgres::GenericClient, write: &MessageWrite) -> StoreError {
     let expected = write.expected.unwrap_or(0);
-    let stored = stored_version(tx, write.record.id()).await?;
-    check_version(message_record(&write.record), Some(expected), stored)?;
-    Err(StoreError::Backend(format!(
-        "message {} at version {expected} was not updated",
-        write.record.id()
-    )))
+    let stored = match stored_version(client, write.record.id()).await {
+        Ok(stored) => stored,
+        Err(error) => return error,
+    };
+    match check_version(message_record(&write.record), Some(expected), stored) {
+        Err(error) => error,
+        // Back at the expected version by now: it changed and changed back.
+        Ok(()) => StoreError::Backend(format!(
+            "message {} at version {expected} was not updated",
+            write.record.id()
+        )),
+    }
 }
 
 async fn stored_version(tx: &impl deadpool_postgres::GenericClient, id: &MessageId) -> Result<Option<u64>, StoreError> {
