@@ -153,3 +153,109 @@ async fn an_unreachable_database_stops_the_server_with_its_address() {
         "{log}"
     );
 }
+
+/// The next delivery on `inbox`, skipping heartbeats.
+async fn next_delivery(inbox: &mut tonic::Streaming<pb::ReceiveMessagesResponse>) -> pb::Delivery {
+    loop {
+        let next = timeout(Duration::from_secs(10), inbox.message())
+            .await
+            .expect("a delivery in time")
+            .unwrap()
+            .expect("the stream is open");
+        if let Some(Kind::Delivery(delivery)) = next.kind {
+            return delivery;
+        }
+    }
+}
+
+/// Sends messages (acking each) until one is handed over to the stream,
+/// which answers DELIVERED at once: the stream waits for hand-overs only
+/// once a read found its inbox empty. Returns that message's id.
+async fn send_until_handed_over(
+    bus: &Bus,
+    inbox: &mut tonic::Streaming<pb::ReceiveMessagesResponse>,
+    tag: &str,
+) -> String {
+    let mut messages = bus.messages().await;
+    for i in 0..100 {
+        let id = format!("{tag}-{i}");
+        let sent = messages
+            .send_message(pb::SendMessageRequest {
+                message: Some(task(&id)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if sent.state() == pb::MessageState::Delivered {
+            return id;
+        }
+        assert_eq!(sent.state(), pb::MessageState::Queued, "{sent:?}");
+        // Not handed over: the stream reads it from the inbox.
+        let delivery = next_delivery(inbox).await;
+        assert_eq!(delivery.message.unwrap().message_id, id);
+        messages
+            .ack_message(pb::AckMessageRequest {
+                agent_id: BACKEND.into(),
+                message_id: id,
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no send was handed over to the waiting stream in 100 tries");
+}
+
+#[tokio::test]
+async fn a_send_hands_its_message_to_a_waiting_stream_and_a_closed_stream_gives_it_back() {
+    let schema = Schema::create("handover").await;
+    let url = schema.url();
+    // Long enough that a delivery given back by the ack timeout could not
+    // pass for one given back by the closing stream.
+    let bus = Bus::start(&["--store", "postgres", "--database-url", &url, "--ack-timeout", "120s"]).await;
+    register(&bus, ORCHESTRATOR).await;
+    register(&bus, BACKEND).await;
+    let mut messages = bus.messages().await;
+    let open = || async {
+        bus.messages()
+            .await
+            .receive_messages(pb::ReceiveMessagesRequest {
+                agent_id: BACKEND.into(),
+                max_in_flight: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+
+    // Handed over: stored claimed, delivered as the first attempt, acked
+    // like any delivery.
+    let mut inbox = open().await;
+    let handed = send_until_handed_over(&bus, &mut inbox, "handed").await;
+    let delivery = next_delivery(&mut inbox).await;
+    assert_eq!(
+        (delivery.message.unwrap().message_id, delivery.attempt),
+        (handed.clone(), 1)
+    );
+    let acked = messages
+        .ack_message(pb::AckMessageRequest {
+            agent_id: BACKEND.into(),
+            message_id: handed,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(acked.state(), pb::MessageState::Acked);
+
+    // Handed over, delivered, never acked: closing the stream gives it
+    // back, and the next stream receives it as the second attempt.
+    let given_back = send_until_handed_over(&bus, &mut inbox, "given-back").await;
+    let delivery = next_delivery(&mut inbox).await;
+    assert_eq!(delivery.message.unwrap().message_id, given_back);
+    drop(inbox);
+    let mut inbox = open().await;
+    let delivery = next_delivery(&mut inbox).await;
+    assert_eq!(
+        (delivery.message.unwrap().message_id, delivery.attempt),
+        (given_back, 2)
+    );
+}

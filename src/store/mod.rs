@@ -289,6 +289,17 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether a send may store its message already claimed for an inbox
+    /// stream of this node that waits with nothing to deliver, and hand it
+    /// over (see `Messaging::insert`). Worth it where a claim is a write of
+    /// its own to the shared store (PostgreSQL): it saves the inbox read and
+    /// the claim's row write. Not where claims live in memory beside a
+    /// queued row (SQLite, memory): nothing to save, and after a restart the
+    /// message would wait out its ack deadline instead of being queued.
+    fn claims_on_send(&self) -> bool {
+        false
+    }
+
     /// Whether this node runs the background work (expiry, redelivery and
     /// dead-letter sweeps). With several nodes on one store, one at a time
     /// does; the work stays correct if two overlap for a moment (every

@@ -27,12 +27,7 @@ impl Messaging {
                     self.dead_letter(record, DeadLetter::Timeout).await?;
                     continue;
                 }
-                let mut claimed = record.clone();
-                claimed.state = MessageState::Delivered;
-                claimed.attempts += 1;
-                claimed.total_attempts += 1;
-                claimed.last_delivered_at = Some(now);
-                claimed.available_at = now.saturating_add(self.config.ack_timeout);
+                let claimed = self.claimed(&record, now);
                 writes.push(swap(&record, claimed));
             }
             if writes.is_empty() {
@@ -74,6 +69,41 @@ impl Messaging {
         })
     }
 
+    /// `record` delivered at `now`, awaiting its ack.
+    pub(super) fn claimed(&self, record: &MessageRecord, now: Timestamp) -> MessageRecord {
+        let mut claimed = record.clone();
+        claimed.state = MessageState::Delivered;
+        claimed.attempts += 1;
+        claimed.total_attempts += 1;
+        claimed.last_delivered_at = Some(now);
+        claimed.available_at = now.saturating_add(self.config.ack_timeout);
+        claimed
+    }
+
+    /// One of this node's inbox streams of `agent` that waits with nothing
+    /// to deliver and takes new messages straight from sends, if any (in
+    /// turn when there are several).
+    pub(super) fn waiting_stream(&self, agent: &AgentId) -> Option<Handover> {
+        let mut waiting = self.waiting();
+        let streams = waiting.get_mut(agent)?;
+        streams.rotate_left(1);
+        streams.last().map(|(_, handover)| handover.clone())
+    }
+
+    /// Hands a message stored claimed over to the stream it was claimed
+    /// for; if that stream has just closed, puts the message back in the
+    /// inbox.
+    pub(super) async fn hand_over(&self, stream: Handover, record: MessageRecord) {
+        if let Err(returned) = stream.send(record) {
+            let record = returned.0;
+            self.release(vec![(record.id().clone(), record.version)]).await;
+        }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<AgentId, Vec<(u64, Handover)>>> {
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// An agent's inbox: queued messages first, then live ones, with
     /// heartbeats while idle. Ends with UNAVAILABLE at shutdown. With
     /// `max_in_flight`, at most that many deliveries await their ack.
@@ -91,6 +121,8 @@ impl Messaging {
         let messaging = self.clone();
         Ok(Box::pin(async_stream::stream! {
             let guard = StreamGuard::open(messaging.clone(), agent.clone());
+            // Dropped before the guard: what it still holds is released.
+            let mut handovers = Handovers::open(messaging.clone(), agent.clone());
             let heartbeat = messaging.config.heartbeat;
             let mut idle = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
             idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -103,6 +135,10 @@ impl Messaging {
             // a shared database that is a query per delivery.
             let mut check_registration = false;
             loop {
+                // Handed over as the stream stopped waiting.
+                while let Ok(record) = handovers.received.try_recv() {
+                    yield Ok(guard.handed(record));
+                }
                 let woken = waker.notified();
                 let acked = acks.notified();
                 tokio::pin!(woken, acked);
@@ -129,6 +165,7 @@ impl Messaging {
                 } else {
                     messaging.claim(&agent, &guard, room).await
                 };
+                let drained;
                 let later = match claims {
                     Ok(claimed) if !claimed.records.is_empty() => {
                         idle.reset();
@@ -145,9 +182,11 @@ impl Messaging {
                         if !claimed.drained {
                             continue;
                         }
+                        drained = true;
                         claimed.later
                     }
                     Ok(claimed) => {
+                        drained = claimed.drained;
                         if check_registration {
                             match messaging.is_registered(&agent).await {
                                 Ok(true) => check_registration = false,
@@ -176,13 +215,36 @@ impl Messaging {
                     .map(|micros| Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
                     .unwrap_or(heartbeat)
                     .clamp(MIN_IDLE_WAIT, heartbeat);
-                let wake = tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => Wake::Shutdown,
-                    () = &mut woken => Wake::Work,
-                    () = &mut acked, if max_in_flight.is_some() => Wake::Acked,
-                    () = tokio::time::sleep(until_next) => Wake::Work,
-                    _ = idle.tick() => Wake::Idle,
+                let wake_at = tokio::time::Instant::now() + until_next;
+                // With nothing deliverable left and no prefetch limit, the
+                // stream takes new messages from this node's sends directly
+                // while it waits (where the store claims on send): they
+                // are the next in its inbox, and anything else that arrives
+                // wakes `woken`, which sends it back to reading the inbox.
+                let takes_handovers = drained && max_in_flight.is_none() && messaging.store.claims_on_send();
+                let wake = loop {
+                    if takes_handovers {
+                        handovers.wait();
+                    }
+                    let wake = tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => Wake::Shutdown,
+                        () = &mut woken => Wake::Work,
+                        Some(record) = handovers.received.recv() => Wake::Handed(Box::new(record)),
+                        () = &mut acked, if max_in_flight.is_some() => Wake::Acked,
+                        () = tokio::time::sleep_until(wake_at) => Wake::Work,
+                        _ = idle.tick() => Wake::Idle,
+                    };
+                    // Not waiting while it delivers (the client may be
+                    // slow to take them): sends queue meanwhile, in
+                    // priority order, and wake `woken`.
+                    handovers.stop_waiting();
+                    let Wake::Handed(record) = wake else { break wake };
+                    idle.reset();
+                    yield Ok(guard.handed(*record));
+                    while let Ok(record) = handovers.received.try_recv() {
+                        yield Ok(guard.handed(record));
+                    }
                 };
                 match wake {
                     Wake::Shutdown => {
@@ -190,7 +252,7 @@ impl Messaging {
                         return;
                     }
                     Wake::Work => check_registration = true,
-                    Wake::Acked => {}
+                    Wake::Acked | Wake::Handed(_) => {}
                     Wake::Idle => {
                         check_registration = true;
                         guard.prune();
@@ -245,6 +307,73 @@ enum Wake {
     /// An ack made room under the prefetch limit.
     Acked,
     Idle,
+    /// A send stored a message claimed for this stream.
+    Handed(Box<MessageRecord>),
+}
+
+/// Where a send hands a message it stored claimed for a waiting stream.
+pub(super) type Handover = mpsc::UnboundedSender<MessageRecord>;
+
+/// A stream's end of the hand-overs: listed among the agent's waiting
+/// streams while it waits (see [`Messaging::waiting_stream`]).
+struct Handovers {
+    messaging: Arc<Messaging>,
+    agent: AgentId,
+    id: u64,
+    handover: Handover,
+    received: mpsc::UnboundedReceiver<MessageRecord>,
+}
+
+impl Handovers {
+    fn open(messaging: Arc<Messaging>, agent: AgentId) -> Self {
+        let id = messaging.streams.fetch_add(1, Ordering::Relaxed);
+        let (handover, received) = mpsc::unbounded_channel();
+        Self {
+            messaging,
+            agent,
+            id,
+            handover,
+            received,
+        }
+    }
+
+    fn wait(&self) {
+        self.messaging
+            .waiting()
+            .entry(self.agent.clone())
+            .or_default()
+            .push((self.id, self.handover.clone()));
+    }
+
+    fn stop_waiting(&self) {
+        let mut waiting = self.messaging.waiting();
+        if let Some(streams) = waiting.get_mut(&self.agent) {
+            streams.retain(|(id, _)| *id != self.id);
+            if streams.is_empty() {
+                waiting.remove(&self.agent);
+            }
+        }
+    }
+}
+
+impl Drop for Handovers {
+    fn drop(&mut self) {
+        self.stop_waiting();
+        // Sends that hand over from now on put their message back
+        // themselves; what was handed over but not delivered goes back too.
+        self.received.close();
+        let mut claims = Vec::new();
+        while let Ok(record) = self.received.try_recv() {
+            claims.push((record.id().clone(), record.version));
+        }
+        if claims.is_empty() {
+            return;
+        }
+        let messaging = self.messaging.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { messaging.release(claims).await });
+        }
+    }
 }
 
 /// Marks the agent online while its stream lives and remembers what the
@@ -273,6 +402,17 @@ impl StreamGuard {
         self.lock()
             .insert(record.id().clone(), (record.version, record.available_at));
         self.messaging.delivered().insert(record.id().clone(), record.clone());
+    }
+
+    /// A delivery a send handed over (see [`Handovers`]).
+    fn handed(&self, record: MessageRecord) -> InboxItem {
+        self.claimed(&record);
+        self.messaging.metrics.delivered(record.attempts);
+        InboxItem::Delivery {
+            attempt: record.attempts,
+            ack_deadline: record.available_at,
+            message: Box::new(record.message),
+        }
     }
 
     fn forget(&self, id: &MessageId) {

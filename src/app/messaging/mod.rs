@@ -8,13 +8,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
@@ -129,6 +129,11 @@ pub struct Messaging {
     /// loses the ack's compare-and-swap, after which the ack reads the
     /// stored message.
     delivered: Mutex<HashMap<MessageId, MessageRecord>>,
+    /// This node's inbox streams that wait with nothing to deliver, by
+    /// agent, with their stream number (see [`Messaging::waiting_stream`]).
+    waiting: Mutex<HashMap<AgentId, Vec<(u64, inbox::Handover)>>>,
+    /// Numbers this node's inbox streams.
+    streams: AtomicU64,
 }
 
 impl Messaging {
@@ -141,6 +146,8 @@ impl Messaging {
             replies: Mutex::new(HashMap::new()),
             clock: AtomicI64::new(0),
             delivered: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
+            streams: AtomicU64::new(0),
         }
     }
 
@@ -278,7 +285,21 @@ impl Messaging {
             let session = self.check_session(message).await?;
             let now = self.tick();
             let timeout = message.routing.timeout.unwrap_or(self.config.message_timeout);
-            let record = MessageRecord::queued(message.clone(), target, now, timeout, print);
+            let queued = MessageRecord::queued(message.clone(), target, now, timeout, print);
+            // Where claims are writes of their own (`Store::claims_on_send`),
+            // a stream of this node that waits with its inbox drained takes
+            // the message as it is stored, claimed: no inbox read and no
+            // claim to write. Ordered as it would be read: nothing else was
+            // deliverable to that stream, and anything that arrived since
+            // woke it (then it is no longer waiting).
+            let handover = match self.store.claims_on_send() {
+                true => self.waiting_stream(&queued.recipient),
+                false => None,
+            };
+            let record = match handover {
+                Some(_) => self.claimed(&queued, now),
+                None => queued,
+            };
             let insert = MessageWrite {
                 record: record.clone(),
                 expected: None,
@@ -298,7 +319,10 @@ impl Messaging {
             match self.store.write(set).await {
                 Ok(_) => {
                     self.metrics.sent(message.message_type);
-                    self.presence.wake(&record.recipient);
+                    match handover {
+                        Some(stream) => self.hand_over(stream, record.clone()).await,
+                        None => self.presence.wake(&record.recipient),
+                    }
                     self.presence.touch(&message.sender.agent_id);
                     if let (true, Some(original)) = (is_reply, &message.in_reply_to) {
                         self.fulfil_reply(original, message);

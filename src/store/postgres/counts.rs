@@ -7,8 +7,11 @@
 //! count of each recipient and counts again only when that count is older
 //! than [`FRESH`] (or [`FRESH_FAR`] while the inbox is under a tenth of
 //! its limit) or, with the sends since, within a tenth of the limit. Sends
-//! through this node are added to the count as they pass; only other
-//! nodes' sends go unseen until the next count.
+//! through this node are added to the count as they pass, and messages it
+//! closes (acks, mostly) taken off; only other nodes' changes go unseen
+//! until the next count. (Without the closes, a busy agent's count
+//! climbed by every send until it neared the limit each second, and was
+//! counted again each second.)
 //!
 //! Counting is dear even for a short inbox: every claim and ack leaves a
 //! dead entry in the index of open messages until vacuum, and a count
@@ -41,6 +44,8 @@ struct Counted {
     at: Instant,
     /// Sends let through on this count since.
     added: u64,
+    /// Open messages this node closed since.
+    closed: u64,
 }
 
 impl OpenCounts {
@@ -51,13 +56,22 @@ impl OpenCounts {
         let Some(counted) = counts.get_mut(agent) else {
             return false;
         };
-        let (age, open) = (counted.at.elapsed(), counted.open + counted.added + 1);
+        let open = (counted.open + counted.added + 1).saturating_sub(counted.closed);
+        let age = counted.at.elapsed();
         let fresh = age < FRESH || (age < FRESH_FAR && open < limit / 10);
         let within = fresh && open < limit - limit / 10;
         if within {
             counted.added += 1;
         }
         within
+    }
+
+    /// This node closed an open message of `agent`.
+    pub(super) fn closed(&self, agent: &AgentId) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(counted) = counts.get_mut(agent) {
+            counted.closed += 1;
+        }
     }
 
     /// What the database counted just now.
@@ -72,6 +86,7 @@ impl OpenCounts {
                 open,
                 at: Instant::now(),
                 added: 0,
+                closed: 0,
             },
         );
     }
@@ -91,6 +106,17 @@ mod tests {
         assert_eq!(let_through, 9, "80 + 9 sends stay under 90, a tenth below the limit");
         counts.counted(&agent, 95);
         assert!(!counts.clearly_within(&agent, 100));
+    }
+
+    #[test]
+    fn messages_closed_through_this_node_make_room_in_the_count() {
+        let counts = OpenCounts::default();
+        let agent = AgentId::parse("opencode://backend").unwrap();
+        counts.counted(&agent, 80);
+        assert_eq!((0..20).take_while(|_| counts.clearly_within(&agent, 100)).count(), 9);
+        (0..5).for_each(|_| counts.closed(&agent));
+        let let_through = (0..20).take_while(|_| counts.clearly_within(&agent, 100)).count();
+        assert_eq!(let_through, 5, "five acked, five more let through");
     }
 
     #[test]

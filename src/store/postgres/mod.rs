@@ -44,7 +44,7 @@ use super::{
     StoreError, WriteSet,
 };
 use crate::domain::agent::Agent;
-use crate::domain::message::{MessageId, MessageRecord};
+use crate::domain::message::{MessageId, MessageRecord, MessageState};
 use crate::domain::session::{Session, SessionEvent};
 use crate::domain::token::AgentToken;
 use crate::domain::{AgentId, SessionId, Timestamp};
@@ -376,13 +376,36 @@ impl Store for PostgresStore {
         if self.closed.is_cancelled() {
             return Err(StoreError::Closed);
         }
-        if let Some(write) = lone(&mut set, |write| write.expected.is_none()) {
-            return self.enqueue(write, &self.inserts).await.map(|()| None);
+        // New messages stored claimed (see `Store::claims_on_send`): their
+        // acks need not tell other nodes about room.
+        let claims: Vec<(MessageId, u64)> = set
+            .messages
+            .iter()
+            .filter(|write| write.expected.is_none() && write.record.state == MessageState::Delivered)
+            .map(|write| (write.record.id().clone(), write.record.version))
+            .collect();
+        let closes: Vec<AgentId> = set
+            .messages
+            .iter()
+            .filter(|write| write.expected.is_some() && !write.record.state.is_open())
+            .map(|write| write.record.recipient.clone())
+            .collect();
+        let written = match lone(&mut set, |write| write.expected.is_none()) {
+            Some(write) => self.enqueue(write, &self.inserts).await.map(|()| None),
+            None => match lone(&mut set, |write| writes::plain_updates([write])) {
+                Some(write) => self.enqueue(write, &self.updates).await.map(|()| None),
+                None => self.transaction(set, &self.pool).await,
+            },
+        };
+        if written.is_ok() {
+            self.cluster.claimed(claims.iter().map(|(id, version)| (id, *version)));
+            closes.iter().for_each(|agent| self.counts.closed(agent));
         }
-        if let Some(write) = lone(&mut set, |write| writes::plain_updates([write])) {
-            return self.enqueue(write, &self.updates).await.map(|()| None);
-        }
-        self.transaction(set, &self.pool).await
+        written
+    }
+
+    fn claims_on_send(&self) -> bool {
+        true
     }
 
     /// Claims are rows here, so that any node sees them and can deliver
