@@ -80,21 +80,25 @@ impl Messaging {
         claimed
     }
 
-    /// One of this node's inbox streams of `agent` that waits with nothing
-    /// to deliver and takes new messages straight from sends, if any (in
-    /// turn when there are several).
+    /// One of this node's inbox streams of `agent` that wait with nothing
+    /// to deliver, to take a message straight from a send, if any has room
+    /// (in turn when there are several).
     pub(super) fn waiting_stream(&self, agent: &AgentId) -> Option<Handover> {
         let mut waiting = self.waiting();
         let streams = waiting.get_mut(agent)?;
-        streams.rotate_left(1);
-        streams.last().map(|(_, handover)| handover.clone())
+        let index = streams.iter().position(|(_, handover)| handover.has_room())?;
+        let stream = streams.remove(index);
+        let handover = stream.1.clone();
+        streams.push(stream);
+        Some(handover)
     }
 
     /// Hands a message stored claimed over to the stream it was claimed
     /// for; if that stream has just closed, puts the message back in the
     /// inbox.
     pub(super) async fn hand_over(&self, stream: Handover, record: MessageRecord) {
-        if let Err(returned) = stream.send(record) {
+        stream.held.fetch_add(1, Ordering::AcqRel);
+        if let Err(returned) = stream.to.send(record) {
             let record = returned.0;
             self.release(vec![(record.id().clone(), record.version)]).await;
         }
@@ -135,10 +139,6 @@ impl Messaging {
             // a shared database that is a query per delivery.
             let mut check_registration = false;
             loop {
-                // Handed over as the stream stopped waiting.
-                while let Ok(record) = handovers.received.try_recv() {
-                    yield Ok(guard.handed(record));
-                }
                 let woken = waker.notified();
                 let acked = acks.notified();
                 tokio::pin!(woken, acked);
@@ -165,16 +165,26 @@ impl Messaging {
                 } else {
                     messaging.claim(&agent, &guard, room).await
                 };
-                let drained;
+                // Whatever was handed over meanwhile goes out with what the
+                // read claimed, in delivery order. With nothing deliverable
+                // left and no prefetch limit, the stream takes new messages
+                // from this node's sends directly (where the store claims on
+                // send) until a read leaves some behind.
+                let claims = claims.map(|mut claimed| {
+                    guard.take_handed(&mut handovers, &mut claimed.records, None);
+                    claimed
+                });
+                match &claims {
+                    Ok(claimed) if claimed.drained && max_in_flight.is_none() && messaging.store.claims_on_send() => {
+                        handovers.wait()
+                    }
+                    _ => handovers.stop_waiting(),
+                }
                 let later = match claims {
                     Ok(claimed) if !claimed.records.is_empty() => {
                         idle.reset();
                         for record in claimed.records {
-                            yield Ok(InboxItem::Delivery {
-                                attempt: record.attempts,
-                                ack_deadline: record.available_at,
-                                message: Box::new(record.message),
-                            });
+                            yield Ok(delivery(record));
                         }
                         // Drained: what arrives from now on wakes `woken`
                         // (enabled before the read), so the stream can wait
@@ -182,11 +192,9 @@ impl Messaging {
                         if !claimed.drained {
                             continue;
                         }
-                        drained = true;
                         claimed.later
                     }
                     Ok(claimed) => {
-                        drained = claimed.drained;
                         if check_registration {
                             match messaging.is_registered(&agent).await {
                                 Ok(true) => check_registration = false,
@@ -216,16 +224,11 @@ impl Messaging {
                     .unwrap_or(heartbeat)
                     .clamp(MIN_IDLE_WAIT, heartbeat);
                 let wake_at = tokio::time::Instant::now() + until_next;
-                // With nothing deliverable left and no prefetch limit, the
-                // stream takes new messages from this node's sends directly
-                // while it waits (where the store claims on send): they
-                // are the next in its inbox, and anything else that arrives
-                // wakes `woken`, which sends it back to reading the inbox.
-                let takes_handovers = drained && max_in_flight.is_none() && messaging.store.claims_on_send();
                 let wake = loop {
-                    if takes_handovers {
-                        handovers.wait();
-                    }
+                    // `woken` first: a message queued since the read (while
+                    // the stream was not waiting, or held `MAX_HANDED`) may be
+                    // older than one handed over, and goes out with it in
+                    // order after the next read.
                     let wake = tokio::select! {
                         biased;
                         () = shutdown.cancelled() => Wake::Shutdown,
@@ -235,15 +238,12 @@ impl Messaging {
                         () = tokio::time::sleep_until(wake_at) => Wake::Work,
                         _ = idle.tick() => Wake::Idle,
                     };
-                    // Not waiting while it delivers (the client may be
-                    // slow to take them): sends queue meanwhile, in
-                    // priority order, and wake `woken`.
-                    handovers.stop_waiting();
                     let Wake::Handed(record) = wake else { break wake };
                     idle.reset();
-                    yield Ok(guard.handed(*record));
-                    while let Ok(record) = handovers.received.try_recv() {
-                        yield Ok(guard.handed(record));
+                    let mut records = Vec::new();
+                    guard.take_handed(&mut handovers, &mut records, Some(*record));
+                    for record in records {
+                        yield Ok(delivery(record));
                     }
                 };
                 match wake {
@@ -311,44 +311,77 @@ enum Wake {
     Handed(Box<MessageRecord>),
 }
 
+fn delivery(record: MessageRecord) -> InboxItem {
+    InboxItem::Delivery {
+        attempt: record.attempts,
+        ack_deadline: record.available_at,
+        message: Box::new(record.message),
+    }
+}
+
+/// Hand-overs a waiting stream holds, not yet delivered, at most (give or
+/// take the sends under way): past that (a client slow to read), sends
+/// queue in the inbox, where order is by priority.
+const MAX_HANDED: usize = 64;
+
 /// Where a send hands a message it stored claimed for a waiting stream.
-pub(super) type Handover = mpsc::UnboundedSender<MessageRecord>;
+#[derive(Clone)]
+pub(super) struct Handover {
+    stream: u64,
+    to: mpsc::UnboundedSender<MessageRecord>,
+    /// Messages handed over that the stream has not taken yet.
+    held: Arc<AtomicUsize>,
+}
+
+impl Handover {
+    fn has_room(&self) -> bool {
+        self.held.load(Ordering::Acquire) < MAX_HANDED
+    }
+}
 
 /// A stream's end of the hand-overs: listed among the agent's waiting
 /// streams while it waits (see [`Messaging::waiting_stream`]).
 struct Handovers {
     messaging: Arc<Messaging>,
     agent: AgentId,
-    id: u64,
     handover: Handover,
     received: mpsc::UnboundedReceiver<MessageRecord>,
+    waiting: bool,
 }
 
 impl Handovers {
     fn open(messaging: Arc<Messaging>, agent: AgentId) -> Self {
-        let id = messaging.streams.fetch_add(1, Ordering::Relaxed);
-        let (handover, received) = mpsc::unbounded_channel();
+        let (to, received) = mpsc::unbounded_channel();
+        let handover = Handover {
+            stream: messaging.streams.fetch_add(1, Ordering::Relaxed),
+            to,
+            held: Arc::default(),
+        };
         Self {
             messaging,
             agent,
-            id,
             handover,
             received,
+            waiting: false,
         }
     }
 
-    fn wait(&self) {
+    fn wait(&mut self) {
+        self.waiting = true;
         self.messaging
             .waiting()
             .entry(self.agent.clone())
             .or_default()
-            .push((self.id, self.handover.clone()));
+            .push((self.handover.stream, self.handover.clone()));
     }
 
-    fn stop_waiting(&self) {
+    fn stop_waiting(&mut self) {
+        if !std::mem::take(&mut self.waiting) {
+            return;
+        }
         let mut waiting = self.messaging.waiting();
         if let Some(streams) = waiting.get_mut(&self.agent) {
-            streams.retain(|(id, _)| *id != self.id);
+            streams.retain(|(stream, _)| *stream != self.handover.stream);
             if streams.is_empty() {
                 waiting.remove(&self.agent);
             }
@@ -404,15 +437,24 @@ impl StreamGuard {
         self.messaging.delivered().insert(record.id().clone(), record.clone());
     }
 
-    /// A delivery a send handed over (see [`Handovers`]).
-    fn handed(&self, record: MessageRecord) -> InboxItem {
-        self.claimed(&record);
-        self.messaging.metrics.delivered(record.attempts);
-        InboxItem::Delivery {
-            attempt: record.attempts,
-            ack_deadline: record.available_at,
-            message: Box::new(record.message),
+    /// Adds the deliveries sends handed over (see [`Handovers`]), `first`
+    /// and those still to receive, to `records`, in delivery order.
+    fn take_handed(&self, handovers: &mut Handovers, records: &mut Vec<MessageRecord>, first: Option<MessageRecord>) {
+        let before = records.len();
+        records.extend(first);
+        while let Ok(record) = handovers.received.try_recv() {
+            records.push(record);
         }
+        let handed = records.len() - before;
+        if handed == 0 {
+            return;
+        }
+        handovers.handover.held.fetch_sub(handed, Ordering::AcqRel);
+        for record in &records[before..] {
+            self.claimed(record);
+            self.messaging.metrics.delivered(record.attempts);
+        }
+        records.sort_by_key(|record| (std::cmp::Reverse(record.message.priority), record.accepted_at));
     }
 
     fn forget(&self, id: &MessageId) {
