@@ -1,5 +1,7 @@
-//! Inbox streams: claiming deliveries for a stream, and giving back what
-//! a closed stream was delivered but never acknowledged.
+//! Inbox streams: claiming deliveries for a stream, taking the messages
+//! sends hand straight to a waiting stream (where the store claims on
+//! send), and giving back what a closed stream was delivered but never
+//! acknowledged.
 
 use super::*;
 
