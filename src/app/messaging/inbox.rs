@@ -521,3 +521,67 @@ impl Drop for StreamGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{messaging, request};
+    use super::*;
+
+    /// Stores a message of `priority` and answers its record, claimed.
+    async fn claimed(messaging: &Arc<Messaging>, id: &str, priority: Priority) -> MessageRecord {
+        let mut new = request(id, 0);
+        new.priority = priority;
+        messaging.send(new, None).await.unwrap();
+        let record = messaging
+            .get(&MessageId::parse_field("message_id", id).unwrap())
+            .await
+            .unwrap();
+        messaging.claimed(&record, Timestamp::now())
+    }
+
+    fn ids(records: &[MessageRecord]) -> Vec<&str> {
+        records.iter().map(|record| record.id().as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn handed_over_messages_go_out_with_a_reads_claims_in_delivery_order() {
+        let (_, _, messaging) = messaging().await;
+        let agent = AgentId::parse("opencode://backend").unwrap();
+        let guard = StreamGuard::open(messaging.clone(), agent.clone());
+        let mut handovers = Handovers::open(messaging.clone(), agent.clone());
+        let first = claimed(&messaging, "m1", Priority::Medium).await;
+        let urgent = claimed(&messaging, "m2", Priority::High).await;
+        let third = claimed(&messaging, "m3", Priority::Medium).await;
+        let last = claimed(&messaging, "m4", Priority::Low).await;
+
+        assert!(messaging.waiting_stream(&agent).is_none(), "not waiting yet");
+        handovers.wait();
+        for record in [third, urgent] {
+            let stream = messaging.waiting_stream(&agent).expect("a waiting stream");
+            messaging.hand_over(stream, record).await;
+        }
+        // What a read claimed, and what was handed over meanwhile.
+        let mut records = vec![first, last];
+        guard.take_handed(&mut handovers, &mut records, None);
+        assert_eq!(
+            ids(&records),
+            ["m2", "m1", "m3", "m4"],
+            "priority first, then acceptance"
+        );
+        assert_eq!(handovers.handover.held.load(Ordering::Acquire), 0, "all taken");
+        let noted: HashSet<String> = guard.lock().keys().map(|id| id.as_str().to_owned()).collect();
+        assert_eq!(
+            noted,
+            HashSet::from(["m2".to_owned(), "m3".to_owned()]),
+            "the handed over, for release"
+        );
+
+        // A stream holding as many as it may take is passed over.
+        handovers.handover.held.store(MAX_HANDED, Ordering::Release);
+        assert!(messaging.waiting_stream(&agent).is_none(), "full");
+        handovers.handover.held.store(0, Ordering::Release);
+        handovers.stop_waiting();
+        assert!(messaging.waiting_stream(&agent).is_none(), "no longer waiting");
+        assert!(messaging.waiting().is_empty(), "nothing left behind for the agent");
+    }
+}

@@ -910,7 +910,7 @@ mod tests {
         Agent::registered(AgentDescriptor::new(AgentId::parse(id).unwrap()), Timestamp::now())
     }
 
-    fn request(id: &str, max_retries: u32) -> NewMessage {
+    pub(super) fn request(id: &str, max_retries: u32) -> NewMessage {
         let end = |id: &str| AgentRef::new(AgentId::parse(id).unwrap(), "", None).unwrap();
         NewMessage {
             message_id: Some(MessageId::parse_field("message_id", id).unwrap()),
@@ -934,7 +934,7 @@ mod tests {
         }
     }
 
-    async fn messaging() -> (Arc<dyn Store>, Arc<Metrics>, Arc<Messaging>) {
+    pub(super) async fn messaging() -> (Arc<dyn Store>, Arc<Metrics>, Arc<Messaging>) {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(16));
         for id in ["claude-code://orchestrator", "opencode://backend"] {
             store.put_agent(agent(id), None).await.unwrap();
