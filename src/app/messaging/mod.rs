@@ -287,11 +287,10 @@ impl Messaging {
             let timeout = message.routing.timeout.unwrap_or(self.config.message_timeout);
             let queued = MessageRecord::queued(message.clone(), target, now, timeout, print);
             // Where claims are writes of their own (`Store::claims_on_send`),
-            // a stream of this node that waits with its inbox drained takes
-            // the message as it is stored, claimed: no inbox read and no
-            // claim to write. Ordered as it would be read: nothing else was
-            // deliverable to that stream, and anything that arrived since
-            // woke it (then it is no longer waiting).
+            // a stream of this node whose inbox was drained takes the
+            // message as it is stored, claimed: no inbox read and no claim
+            // to write. The stream delivers it in order with anything it
+            // reads meanwhile (see `inbox`).
             let handover = match self.store.claims_on_send() {
                 true => self.waiting_stream(&queued.recipient),
                 false => None,
