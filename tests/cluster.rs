@@ -16,7 +16,7 @@ use agentbus::pb;
 use agentbus::pb::receive_messages_response::Kind as InboxKind;
 use agentbus::pb::watch_sessions_response::Kind as WatchKind;
 use common::postgres::{Schema, database_url};
-use common::{Bus, Messages, object, tutorial_session};
+use common::{Bus, Messages, inbox, object, tutorial_session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -111,18 +111,6 @@ async fn send(
         })
         .await
         .map(tonic::Response::into_inner)
-}
-
-async fn inbox(bus: &Bus, agent: &str) -> Streaming<pb::ReceiveMessagesResponse> {
-    bus.messages()
-        .await
-        .receive_messages(pb::ReceiveMessagesRequest {
-            agent_id: agent.into(),
-            max_in_flight: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 /// The next delivery's message id within `wait`, skipping heartbeats;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use agentbus::pb;
 use agentbus::pb::receive_messages_response::Kind;
 use common::postgres::Schema;
-use common::{Bus, object, tutorial_session};
+use common::{Bus, inbox, object, tutorial_session};
 use tokio::time::timeout;
 
 const ORCHESTRATOR: &str = "claude-code://orchestrator";
@@ -77,25 +77,8 @@ async fn a_session_and_a_message_round_trip_on_postgres_and_survive_a_restart() 
         .unwrap()
         .into_inner();
     assert!(sent.accepted, "{sent:?}");
-    let mut inbox = messages
-        .receive_messages(pb::ReceiveMessagesRequest {
-            agent_id: BACKEND.into(),
-            max_in_flight: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let delivery = loop {
-        let next = timeout(Duration::from_secs(10), inbox.message())
-            .await
-            .expect("a delivery in time")
-            .unwrap()
-            .expect("the stream is open");
-        match next.kind {
-            Some(Kind::Delivery(delivery)) => break delivery,
-            _ => continue,
-        }
-    };
+    let mut stream = inbox(&bus, BACKEND).await;
+    let delivery = next_delivery(&mut stream).await;
     assert_eq!(delivery.message.unwrap().message_id, "pg-m1");
     let acked = messages
         .ack_message(pb::AckMessageRequest {
@@ -106,7 +89,7 @@ async fn a_session_and_a_message_round_trip_on_postgres_and_survive_a_restart() 
         .unwrap()
         .into_inner();
     assert_eq!(acked.state(), pb::MessageState::Acked);
-    drop(inbox);
+    drop(stream);
     drop(bus);
 
     // Another process on the same schema sees everything as it was left.
@@ -215,23 +198,12 @@ async fn a_send_hands_its_message_to_a_waiting_stream_and_a_closed_stream_gives_
     register(&bus, ORCHESTRATOR).await;
     register(&bus, BACKEND).await;
     let mut messages = bus.messages().await;
-    let open = || async {
-        bus.messages()
-            .await
-            .receive_messages(pb::ReceiveMessagesRequest {
-                agent_id: BACKEND.into(),
-                max_in_flight: 0,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-    };
 
     // Handed over: stored claimed, delivered as the first attempt, acked
     // like any delivery.
-    let mut inbox = open().await;
-    let handed = send_until_handed_over(&bus, &mut inbox, "handed").await;
-    let delivery = next_delivery(&mut inbox).await;
+    let mut stream = inbox(&bus, BACKEND).await;
+    let handed = send_until_handed_over(&bus, &mut stream, "handed").await;
+    let delivery = next_delivery(&mut stream).await;
     assert_eq!(
         (delivery.message.unwrap().message_id, delivery.attempt),
         (handed.clone(), 1)
@@ -248,12 +220,12 @@ async fn a_send_hands_its_message_to_a_waiting_stream_and_a_closed_stream_gives_
 
     // Handed over, delivered, never acked: closing the stream gives it
     // back, and the next stream receives it as the second attempt.
-    let given_back = send_until_handed_over(&bus, &mut inbox, "given-back").await;
-    let delivery = next_delivery(&mut inbox).await;
+    let given_back = send_until_handed_over(&bus, &mut stream, "given-back").await;
+    let delivery = next_delivery(&mut stream).await;
     assert_eq!(delivery.message.unwrap().message_id, given_back);
-    drop(inbox);
-    let mut inbox = open().await;
-    let delivery = next_delivery(&mut inbox).await;
+    drop(stream);
+    let mut stream = inbox(&bus, BACKEND).await;
+    let delivery = next_delivery(&mut stream).await;
     assert_eq!(
         (delivery.message.unwrap().message_id, delivery.attempt),
         (given_back, 2)

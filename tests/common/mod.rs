@@ -291,6 +291,19 @@ pub fn task_request(id: &str, from: &str, to: &str) -> pb::Message {
 }
 
 /// The tutorial's session: orchestrator, three participants, three steps.
+/// An inbox stream of `agent`, without a prefetch limit.
+pub async fn inbox(bus: &Bus, agent: &str) -> tonic::Streaming<pb::ReceiveMessagesResponse> {
+    bus.messages()
+        .await
+        .receive_messages(pb::ReceiveMessagesRequest {
+            agent_id: agent.into(),
+            max_in_flight: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 pub fn tutorial_session(session_id: &str) -> pb::CreateSessionRequest {
     pb::CreateSessionRequest {
         session_id: session_id.into(),

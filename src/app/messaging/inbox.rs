@@ -401,13 +401,7 @@ impl Drop for Handovers {
         while let Ok(record) = self.received.try_recv() {
             claims.push((record.id().clone(), record.version));
         }
-        if claims.is_empty() {
-            return;
-        }
-        let messaging = self.messaging.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { messaging.release(claims).await });
-        }
+        release_soon(&self.messaging, claims);
     }
 }
 
@@ -511,14 +505,19 @@ impl Drop for StreamGuard {
         let mut delivered = self.messaging.delivered();
         claims.iter().for_each(|(id, _)| drop(delivered.remove(id)));
         drop(delivered);
-        if claims.is_empty() {
-            return;
-        }
-        let messaging = self.messaging.clone();
-        // Drop cannot wait; the release runs on its own.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { messaging.release(claims).await });
-        }
+        release_soon(&self.messaging, claims);
+    }
+}
+
+/// Releases `claims` (see [`Messaging::release`]) from a `drop`, which
+/// cannot wait: the release runs on its own.
+fn release_soon(messaging: &Arc<Messaging>, claims: Vec<(MessageId, u64)>) {
+    if claims.is_empty() {
+        return;
+    }
+    let messaging = messaging.clone();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move { messaging.release(claims).await });
     }
 }
 
