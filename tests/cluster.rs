@@ -16,7 +16,7 @@ use agentbus::pb;
 use agentbus::pb::receive_messages_response::Kind as InboxKind;
 use agentbus::pb::watch_sessions_response::Kind as WatchKind;
 use common::postgres::{Schema, database_url};
-use common::{Bus, Messages, inbox, object, tutorial_session};
+use common::{Bus, Messages, handovers, inbox, object, tutorial_session};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -188,6 +188,24 @@ async fn messages_sent_on_one_node_are_pushed_to_inboxes_on_others_once_each_in_
     let latency = sent_at.elapsed();
     assert!(latency < Duration::from_secs(2), "cross-node delivery took {latency:?}");
     ack(&mut sender, "push-1").await;
+    // The stream waited with nothing to deliver: node 0 offered the message
+    // in its notification and node 1 claimed it without reading the inbox.
+    // Offers keep the order of the sends.
+    assert_eq!(handovers(&nodes[1], "offer").await, 1.0);
+    let offered: Vec<String> = (0..20).map(|i| format!("offer-{i:02}")).collect();
+    for id in &offered {
+        send(&mut sender, id, pb::Priority::Medium).await.unwrap();
+    }
+    let mut received = Vec::new();
+    for _ in &offered {
+        let id = next_delivery(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("a delivery");
+        ack(&mut sender, &id).await;
+        received.push(id);
+    }
+    assert_eq!(received, offered);
+    assert!(handovers(&nodes[1], "offer").await > 1.0);
     drop(stream);
 
     // Priority first, FIFO within a priority, whichever node stored them.

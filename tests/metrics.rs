@@ -102,6 +102,12 @@ const CONTRACT: &[(&str, &str, &str, &[&str])] = &[
         &["transport", "route"],
     ),
     (
+        "agentbus_message_handovers_total",
+        "counter",
+        "Messages handed straight to a waiting inbox stream, without an inbox read (PostgreSQL), from a send on this node or offered by another node.",
+        &["from"],
+    ),
+    (
         "agentbus_retention_removed_total",
         "counter",
         "Rows removed by retention (retain_closed, retain_events), by kind.",

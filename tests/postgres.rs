@@ -9,7 +9,7 @@ use std::time::Duration;
 use agentbus::pb;
 use agentbus::pb::receive_messages_response::Kind;
 use common::postgres::Schema;
-use common::{Bus, inbox, object, tutorial_session};
+use common::{Bus, handovers, inbox, object, tutorial_session};
 use tokio::time::timeout;
 
 const ORCHESTRATOR: &str = "claude-code://orchestrator";
@@ -208,6 +208,7 @@ async fn a_send_hands_its_message_to_a_waiting_stream_and_a_closed_stream_gives_
         (delivery.message.unwrap().message_id, delivery.attempt),
         (handed.clone(), 1)
     );
+    assert_eq!(handovers(&bus, "send").await, 1.0);
     let acked = messages
         .ack_message(pb::AckMessageRequest {
             agent_id: BACKEND.into(),

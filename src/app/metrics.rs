@@ -100,6 +100,12 @@ struct KindLabel {
     kind: &'static str,
 }
 
+/// The label of hand-overs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FromLabel {
+    from: &'static str,
+}
+
 /// The label of refusals.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabel {
@@ -131,6 +137,30 @@ pub struct Metrics {
     store_size: Gauge,
     /// Rows removed by retention, in [`Removed::ALL`] order.
     removed: [Counter; Removed::ALL.len()],
+    /// Messages handed straight to a waiting stream, in [`HandedFrom::ALL`]
+    /// order.
+    handed: [Counter; HandedFrom::ALL.len()],
+}
+
+/// Who handed a message straight to a waiting inbox stream, without an
+/// inbox read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandedFrom {
+    /// A send on the stream's node, which stored the message claimed.
+    Send,
+    /// Another node, whose notification carried the queued message.
+    Offer,
+}
+
+impl HandedFrom {
+    pub const ALL: [HandedFrom; 2] = [HandedFrom::Send, HandedFrom::Offer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandedFrom::Send => "send",
+            HandedFrom::Offer => "offer",
+        }
+    }
 }
 
 /// What retention removes.
@@ -199,6 +229,7 @@ impl Metrics {
         let ack_latency = Family::<TypeLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
         let by_reason = Family::<ReasonLabel, Counter>::default();
         let by_kind = Family::<KindLabel, Counter>::default();
+        let by_source = Family::<FromLabel, Counter>::default();
         let label = |t: MessageType| TypeLabel { r#type: t.as_str() };
         let metrics = Self {
             sent: MessageType::ALL.map(|t| by_type.get_or_create_owned(&label(t))),
@@ -216,6 +247,7 @@ impl Metrics {
             throughput: Gauge::default(),
             store_size: Gauge::default(),
             removed: Removed::ALL.map(|k| by_kind.get_or_create_owned(&KindLabel { kind: k.as_str() })),
+            handed: HandedFrom::ALL.map(|f| by_source.get_or_create_owned(&FromLabel { from: f.as_str() })),
         };
         registry.register(
             "build",
@@ -255,6 +287,14 @@ impl Metrics {
             metrics.redelivered.clone(),
         );
         registry.register(
+            "message_handovers",
+            help(
+                "Messages handed straight to a waiting inbox stream, without an inbox read (PostgreSQL), \
+                 from a send on this node or offered by another node.",
+            ),
+            by_source,
+        );
+        registry.register(
             "messages_acked",
             help("Messages acknowledged by their recipient."),
             metrics.acked.clone(),
@@ -287,6 +327,10 @@ impl Metrics {
             metrics.store_size.clone(),
         );
         metrics
+    }
+
+    pub fn handed(&self, from: HandedFrom) {
+        self.handed[from as usize].inc();
     }
 
     pub fn removed(&self, kind: Removed, rows: u64) {

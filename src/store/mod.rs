@@ -340,11 +340,15 @@ pub struct AgentPresence {
 }
 
 /// A change another node committed, for the streams of this one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Signal {
     /// A message became deliverable to this agent (or it was
     /// unregistered): its inbox streams look again.
     Work(AgentId),
+    /// This message was queued for its recipient, as stored: a stream of
+    /// the recipient that waits with nothing to deliver may claim it
+    /// without reading the inbox; otherwise it is [`Signal::Work`].
+    Offer(Box<MessageRecord>),
     /// A delivery to this agent was acknowledged or closed: room under a
     /// stream's prefetch limit.
     Room(AgentId),

@@ -349,3 +349,21 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code:
         }
     }
 }
+
+/// Messages a node handed straight to a waiting stream, by where they came
+/// from (`agentbus_message_handovers_total`).
+pub async fn handovers(bus: &Bus, from: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", bus.url()))
+        .header("accept", "text/plain;version=0.0.4")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    exposition::Exposition::parse(exposition::Format::Prometheus, &text)
+        .unwrap()
+        .value("agentbus_message_handovers_total", &[("from", from)])
+        .expect("the handovers counter")
+}

@@ -98,11 +98,14 @@ impl Messaging {
     /// Hands a message stored claimed over to the stream it was claimed
     /// for; if that stream has just closed, puts the message back in the
     /// inbox.
-    pub(super) async fn hand_over(&self, stream: Handover, record: MessageRecord) {
+    pub(super) async fn hand_over(&self, stream: Handover, record: MessageRecord, from: HandedFrom) {
         stream.held.fetch_add(1, Ordering::AcqRel);
-        if let Err(returned) = stream.to.send(record) {
-            let record = returned.0;
-            self.release(vec![(record.id().clone(), record.version)]).await;
+        match stream.to.send(record) {
+            Ok(()) => self.metrics.handed(from),
+            Err(returned) => {
+                let record = returned.0;
+                self.release(vec![(record.id().clone(), record.version)]).await;
+            }
         }
     }
 
@@ -557,7 +560,7 @@ mod tests {
         handovers.wait();
         for record in [third, urgent] {
             let stream = messaging.waiting_stream(&agent).expect("a waiting stream");
-            messaging.hand_over(stream, record).await;
+            messaging.hand_over(stream, record, HandedFrom::Send).await;
         }
         // What a read claimed, and what was handed over meanwhile.
         let mut records = vec![first, last];

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::Metrics;
+use super::metrics::{HandedFrom, Metrics};
 use super::presence::Presence;
 use crate::domain::access::Actor;
 use crate::domain::aggregate::TaskResult;
@@ -319,7 +319,7 @@ impl Messaging {
                 Ok(_) => {
                     self.metrics.sent(message.message_type);
                     match handover {
-                        Some(stream) => self.hand_over(stream, record.clone()).await,
+                        Some(stream) => self.hand_over(stream, record.clone(), HandedFrom::Send).await,
                         None => self.presence.wake(&record.recipient),
                     }
                     self.presence.touch(&message.sender.agent_id);

@@ -4,7 +4,10 @@
 //! Signals travel by LISTEN/NOTIFY on one channel per schema. A write that
 //! makes a message deliverable, closes a delivery, stores a reply or
 //! appends a session event sends a notification for each once it has
-//! committed. Not inside the write's transaction: PostgreSQL serialises
+//! committed. A queued message's notification carries the message as
+//! stored (an offer): a node whose stream of the recipient waits with
+//! nothing to deliver claims it by its version and skips the inbox read
+//! (see `app::messaging::signals`). Not inside the write's transaction: PostgreSQL serialises
 //! every committing transaction that notified, database-wide, for the
 //! length of its commit (its WAL flush included), which would undo group
 //! commit for every write. The [`send`] task instead batches what the
@@ -30,7 +33,7 @@
 //! ends its session and frees the lock; if this connection breaks, the node
 //! stops sweeping at once, before trying again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -42,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::db_error;
 use super::feed::Announcer;
+use super::rows::decode;
 use crate::domain::AgentId;
 use crate::domain::message::{MessageId, MessageState, stable_hash};
 use crate::store::{MessageWrite, Signal, StoreError};
@@ -142,18 +146,21 @@ impl Cluster {
         self.signals.subscribe()
     }
 
-    /// The notifications a committed `write` sends: work for its recipient
-    /// when the message is deliverable, room when a delivery closed (unless
-    /// this node made the claim: only its own stream can be waiting for
-    /// that room, and this node wakes it itself), and the reply for a
-    /// waiting SYNC sender when it is a new reply.
-    pub(super) fn message_payloads(&self, write: &MessageWrite, out: &mut Vec<String>) {
+    /// The notifications a committed `write` (whose JSON body is `body`)
+    /// sends: the queued message itself, offered to a waiting stream of its
+    /// recipient (or, when the body is too long for a notification, work
+    /// for the recipient); room when a delivery closed (unless this node
+    /// made the claim: only its own stream can be waiting for that room,
+    /// and this node wakes it itself); and the reply for a waiting SYNC
+    /// sender when it is a new reply.
+    pub(super) fn message_payloads(&self, write: &MessageWrite, body: &str, out: &mut Vec<String>) {
         let record = &write.record;
         let recipient = record.recipient.as_str();
         let claimed_here = write
             .expected
             .is_some_and(|expected| self.claims.forget(record.id(), expected));
         match record.state {
+            MessageState::Queued if body.len() <= MAX_OFFER => out.push(self.payload('o', body)),
             MessageState::Queued => out.push(self.payload('w', recipient)),
             // A claim: nobody waits for it.
             MessageState::Delivered => {}
@@ -200,6 +207,7 @@ impl Cluster {
                 return;
             }
             "w" => AgentId::parse(value).ok().map(Signal::Work),
+            "o" => decode(value).ok().map(|record| Signal::Offer(Box::new(record))),
             "a" => AgentId::parse(value).ok().map(Signal::Room),
             "r" => MessageId::try_from(value.to_owned()).ok().map(Signal::Reply),
             _ => None,
@@ -218,36 +226,42 @@ impl Cluster {
 }
 
 /// Sends queued notifications until `stop`: whatever queued while the
-/// previous batch was sent goes in the next, duplicates once. A batch that
+/// previous batch was sent goes in the next, in the order queued (offers
+/// reach the other nodes in commit order), duplicates once. A batch that
 /// fails is dropped: listeners also look at every heartbeat and backstop.
 pub(super) async fn send(cluster: Arc<Cluster>, pool: Pool, mut queued: Outbox, stop: CancellationToken) {
-    let mut batch = BTreeSet::new();
+    let mut batch = Vec::new();
     loop {
-        let first = tokio::select! {
+        let received = tokio::select! {
             () = stop.cancelled() => return,
-            first = queued.recv() => first,
+            received = queued.recv_many(&mut batch, MAX_BATCH) => received,
         };
-        let Some(first) = first else { return };
-        batch.insert(first);
-        while batch.len() < MAX_BATCH {
-            match queued.try_recv() {
-                Ok(payload) => batch.insert(payload),
-                Err(_) => break,
-            };
+        if received == 0 {
+            return;
         }
-        let payloads: Vec<String> = std::mem::take(&mut batch).into_iter().collect();
+        let mut seen = HashSet::new();
+        let payloads: Vec<&str> = batch
+            .iter()
+            .map(String::as_str)
+            .filter(|payload| seen.insert(*payload))
+            .collect();
         if let Err(error) = send_batch(&pool, &cluster.channel, &payloads).await {
             tracing::debug!(%error, dropped = payloads.len(), "sending notifications failed");
         }
+        batch.clear();
     }
 }
 
 /// Notifications sent per transaction, at most.
 const MAX_BATCH: usize = 1000;
 
+/// The longest JSON body offered in a notification: PostgreSQL refuses
+/// payloads of 8,000 bytes or more, and the node id and kind come first.
+const MAX_OFFER: usize = 7_000;
+
 /// One statement, committed on its own, on a connection of the pool whose
 /// commits do not wait for the WAL flush (a notification is a nudge).
-async fn send_batch(pool: &Pool, channel: &str, payloads: &[String]) -> Result<(), StoreError> {
+async fn send_batch(pool: &Pool, channel: &str, payloads: &[&str]) -> Result<(), StoreError> {
     let client = pool.get().await.map_err(super::pool_error)?;
     let statement = client
         .prepare_cached("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")

@@ -197,7 +197,7 @@ impl PostgresStore {
     async fn enqueue(&self, write: MessageWrite, queue: &batches::Queue) -> Result<(), StoreError> {
         let body = encode(&write.record)?;
         let mut notices = Vec::new();
-        self.cluster.message_payloads(&write, &mut notices);
+        self.cluster.message_payloads(&write, &body, &mut notices);
         let (answer, answered) = tokio::sync::oneshot::channel();
         let pending = batches::Pending {
             write,
@@ -219,15 +219,15 @@ impl PostgresStore {
             }
             None => None,
         };
-        let mut notices = Vec::new();
-        for write in &set.messages {
-            self.cluster.message_payloads(write, &mut notices);
-        }
-        let messages = set
+        let messages: Vec<(MessageWrite, String)> = set
             .messages
             .into_iter()
             .map(|write| encode(&write.record).map(|body| (write, body)))
             .collect::<Result<_, _>>()?;
+        let mut notices = Vec::new();
+        for (write, body) in &messages {
+            self.cluster.message_payloads(write, body, &mut notices);
+        }
         let set = EncodedSet { session, messages };
         let (pool, announcer, cluster, counts) = (
             pool.clone(),

@@ -487,12 +487,58 @@ async fn room_is_announced_only_to_the_node_that_claimed() {
     // new message A stores after it (notifications arrive in order).
     let heard = first(&b);
     a.write(next(&claims[0], MessageState::Acked).into()).await.unwrap();
-    a.write(insert(&message("m-2", to, Priority::Medium, 3)).into())
-        .await
-        .unwrap();
-    assert_eq!(heard.await, Signal::Work(agent.clone()));
+    let queued = message("m-2", to, Priority::Medium, 3);
+    a.write(insert(&queued).into()).await.unwrap();
+    assert_eq!(heard.await, Signal::Offer(Box::new(queued)));
     // Closed on B, claimed on A: A hears of the room.
     let heard = first(&a);
     b.write(next(&claims[1], MessageState::Acked).into()).await.unwrap();
     assert_eq!(heard.await, Signal::Room(agent));
+}
+
+/// A queued message reaches the other nodes as it was stored, so that a
+/// stream waiting there can claim it without reading the inbox. Offers
+/// arrive in the order their writes committed; a message too long for a
+/// notification is announced as work for its recipient instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_messages_are_offered_to_the_other_nodes_in_commit_order() {
+    use crate::domain::message::Priority;
+    use crate::store::Signal;
+    use crate::store::conformance::{insert, message};
+
+    let schema = TestSchema::create().await;
+    let (a, b) = (schema.open().await, schema.open().await);
+    let to = "codex://a";
+    let mut signals = b.signals().unwrap();
+    // Skipping the resynchronisation the listening connection starts with.
+    let mut heard = async || loop {
+        let signal = tokio::time::timeout(Duration::from_secs(5), signals.recv())
+            .await
+            .expect("a signal in time")
+            .unwrap();
+        if signal != Signal::Resync {
+            return signal;
+        }
+    };
+    // One write of three messages, then three writes: each offered, in the
+    // order written (ids descending: not sorted by their text).
+    let queued: Vec<_> = (0..6)
+        .map(|i| message(&format!("m-{}", 9 - i), to, Priority::Medium, i + 1))
+        .collect();
+    a.write(WriteSet {
+        session: None,
+        messages: queued[..3].iter().map(insert).collect(),
+    })
+    .await
+    .unwrap();
+    for record in &queued[3..] {
+        a.write(insert(record).into()).await.unwrap();
+    }
+    for record in queued {
+        assert_eq!(heard().await, Signal::Offer(Box::new(record)));
+    }
+    let mut long = message("long", to, Priority::Medium, 20);
+    long.message.payload = serde_json::json!({ "data": "x".repeat(8_000) });
+    a.write(insert(&long).into()).await.unwrap();
+    assert_eq!(heard().await, Signal::Work(AgentId::parse(to).unwrap()));
 }
