@@ -302,6 +302,18 @@ pub(super) async fn update_all(
     Err(not_updated(tx, write).await)
 }
 
+/// The update of several messages, each if its version is the one expected.
+/// Planned as a nested loop of primary-key lookups (see `SESSION_SETTINGS`
+/// in the parent module for why that needs saying).
+pub(super) const UPDATE_MANY: &str =
+    "UPDATE messages AS m SET recipient = u.recipient, state = u.state, available_at = u.available_at,
+         expires_at = u.expires_at, due_at = u.due_at, version = u.version, body = u.body
+     FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[], $6::int8[], $7::int8[],
+         $8::text[], $9::int8[])
+         AS u(message_id, recipient, state, available_at, expires_at, due_at, version, body, expected)
+     WHERE m.message_id = u.message_id AND m.version = u.expected
+     RETURNING m.message_id";
+
 /// Updates, in one statement, every message whose stored version is the
 /// one its write expects (`expected` is set on each); answers the rows
 /// updated, each holding its `message_id`.
@@ -337,13 +349,7 @@ pub(super) async fn update_rows(
          WHERE m.message_id = $1 AND m.version = $9
          RETURNING m.message_id"
     } else {
-        "UPDATE messages AS m SET recipient = u.recipient, state = u.state, available_at = u.available_at,
-                 expires_at = u.expires_at, due_at = u.due_at, version = u.version, body = u.body
-             FROM unnest($1::text[], $2::text[], $3::int4[], $4::int8[], $5::int8[], $6::int8[], $7::int8[],
-                 $8::text[], $9::int8[])
-                 AS u(message_id, recipient, state, available_at, expires_at, due_at, version, body, expected)
-             WHERE m.message_id = u.message_id AND m.version = u.expected
-             RETURNING m.message_id"
+        UPDATE_MANY
     };
     let update = client.prepare_cached(sql).await?;
     let params: [&(dyn ToSql + Sync); 9] = match sorted.as_slice() {
