@@ -7,7 +7,10 @@
 //! committed. A queued message's notification carries the message as
 //! stored (an offer): a node whose stream of the recipient waits with
 //! nothing to deliver claims it by its version and skips the inbox read
-//! (see `app::messaging::signals`). Not inside the write's transaction: PostgreSQL serialises
+//! (see `app::messaging::signals`).
+//!
+//! Notifications go out after the commit, not inside the write's
+//! transaction: PostgreSQL serialises
 //! every committing transaction that notified, database-wide, for the
 //! length of its commit (its WAL flush included), which would undo group
 //! commit for every write. The [`send`] task instead batches what the
@@ -47,7 +50,7 @@ use super::db_error;
 use super::feed::Announcer;
 use super::rows::decode;
 use crate::domain::AgentId;
-use crate::domain::message::{MessageId, MessageState, stable_hash};
+use crate::domain::message::{MessageId, MessageRecord, MessageState, stable_hash};
 use crate::store::{MessageWrite, Signal, StoreError};
 
 /// How often a node that does not run the background work tries to, and
@@ -207,7 +210,12 @@ impl Cluster {
                 return;
             }
             "w" => AgentId::parse(value).ok().map(Signal::Work),
-            "o" => decode(value).ok().map(|record| Signal::Offer(Box::new(record))),
+            "o" => match decode::<MessageRecord>(value) {
+                Ok(record) => Some(Signal::Offer(Box::new(record))),
+                // A record this build cannot read (a newer node's): the
+                // recipient's streams read it from the inbox.
+                Err(_) => decode::<Addressed>(value).ok().map(|to| Signal::Work(to.recipient)),
+            },
             "a" => AgentId::parse(value).ok().map(Signal::Room),
             "r" => MessageId::try_from(value.to_owned()).ok().map(Signal::Reply),
             _ => None,
@@ -223,6 +231,12 @@ impl Cluster {
         announcer.wake_follower();
         let _ = self.signals.send(Signal::Resync);
     }
+}
+
+/// The recipient of an offered record, whatever else the record holds.
+#[derive(serde::Deserialize)]
+struct Addressed {
+    recipient: AgentId,
 }
 
 /// Sends queued notifications until `stop`: whatever queued while the
@@ -383,5 +397,41 @@ mod tests {
         assert_ne!(a.node, b.node);
         assert_ne!(a.channel, Cluster::new("agentbus_bb_x").0.channel);
         assert!(a.channel.len() <= 63 && a.channel.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'));
+    }
+
+    #[test]
+    fn an_offer_is_heard_as_the_record_or_else_as_work_for_its_recipient() {
+        use crate::domain::message::Priority;
+        use crate::store::EventFeed;
+        use crate::store::conformance::{insert, message};
+
+        let (here, there) = (Cluster::new("s").0, Cluster::new("s").0);
+        let announcer = Announcer::new(Arc::new(EventFeed::new(16, 0)));
+        let mut heard = here.subscribe();
+        let record = message("m-1", "codex://a", Priority::High, 1);
+        let body = serde_json::to_string(&record).unwrap();
+        let mut payloads = Vec::new();
+        there.message_payloads(&insert(&record), &body, &mut payloads);
+        assert_eq!(payloads, [format!("{}|o|{body}", there.node)]);
+        here.received(&payloads[0], &announcer);
+        assert_eq!(heard.try_recv().unwrap(), Signal::Offer(Box::new(record.clone())));
+        // A node's own offers were acted on where they were sent.
+        let mut own = there.subscribe();
+        there.received(&payloads[0], &announcer);
+        assert!(own.try_recv().is_err());
+        // A record this build cannot read still wakes its recipient.
+        let unreadable = format!(
+            "{}|o|{{\"recipient\":\"codex://a\",\"state\":\"Sideways\"}}",
+            there.node
+        );
+        here.received(&unreadable, &announcer);
+        assert_eq!(
+            heard.try_recv().unwrap(),
+            Signal::Work(AgentId::parse("codex://a").unwrap())
+        );
+        // Too long to offer: work for the recipient.
+        let mut payloads = Vec::new();
+        there.message_payloads(&insert(&record), &"x".repeat(MAX_OFFER + 1), &mut payloads);
+        assert_eq!(payloads, [format!("{}|w|codex://a", there.node)]);
     }
 }
