@@ -10,10 +10,9 @@
 //! (see `app::messaging::signals`).
 //!
 //! Notifications go out after the commit, not inside the write's
-//! transaction: PostgreSQL serialises
-//! every committing transaction that notified, database-wide, for the
-//! length of its commit (its WAL flush included), which would undo group
-//! commit for every write. The [`send`] task instead batches what the
+//! transaction: PostgreSQL serialises every committing transaction that
+//! notified, database-wide, for the length of its commit (its WAL flush
+//! included), which would undo group commit for every write. The [`send`] task instead batches what the
 //! writes queued into one small transaction with `synchronous_commit = off`
 //! (a notification is a nudge; the data is already durable), so the lock
 //! is taken once per batch and never held across a flush. Each node keeps one
