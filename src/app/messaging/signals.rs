@@ -3,12 +3,17 @@
 //! see `store::postgres::cluster`).
 
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::*;
 use crate::store::Signal;
 
 /// Offers taken together, at most.
 const MAX_OFFERS: usize = 256;
+
+/// Offers waiting for their claims, at most; past that, an offer only
+/// wakes its recipient's streams.
+const MAX_PENDING_OFFERS: usize = 4096;
 
 impl Messaging {
     /// Acts on `signals` until `shutdown`.
@@ -18,7 +23,7 @@ impl Messaging {
         shutdown: CancellationToken,
     ) {
         // Ends once `offers` is dropped, when this returns.
-        let (offers, offered) = mpsc::unbounded_channel();
+        let (offers, offered) = mpsc::channel(MAX_PENDING_OFFERS);
         tokio::spawn(self.clone().take_offers(offered));
         loop {
             let signal = tokio::select! {
@@ -27,7 +32,12 @@ impl Messaging {
             };
             match signal {
                 Ok(Signal::Work(agent)) => self.presence.wake(&agent),
-                Ok(Signal::Offer(record)) => drop(offers.send(record)),
+                Ok(Signal::Offer(record)) => {
+                    // Claims falling behind: the streams read the inbox.
+                    if let Err(TrySendError::Full(record)) = offers.try_send(record) {
+                        self.presence.wake(&record.recipient);
+                    }
+                }
                 Ok(Signal::Room(agent)) => self.presence.acked(&agent),
                 Ok(Signal::Reply(original)) => self.reply_stored(&original).await,
                 Ok(Signal::Resync) | Err(RecvError::Lagged(_)) => {
@@ -51,7 +61,7 @@ impl Messaging {
     /// wakes its recipient's streams instead, as does one whose claim fails
     /// (another stream claimed it first, or it changed since): they read
     /// the inbox, where order is by priority.
-    async fn take_offers(self: Arc<Self>, mut offered: mpsc::UnboundedReceiver<Box<MessageRecord>>) {
+    async fn take_offers(self: Arc<Self>, mut offered: mpsc::Receiver<Box<MessageRecord>>) {
         let mut batch = Vec::new();
         while offered.recv_many(&mut batch, MAX_OFFERS).await > 0 {
             let now = self.tick();
