@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use agentbus::pb;
 use agentbus::pb::receive_messages_response::Kind;
-use common::exposition::{Exposition, Format};
-use common::{Bus, assert_status, tutorial_session};
+use common::{Bus, assert_status, scrape, tutorial_session};
 use tonic::Code;
 
 const ORCHESTRATOR: &str = "claude-code://orchestrator";
@@ -27,19 +26,6 @@ async fn eventually<F: AsyncFnMut() -> bool>(what: &str, mut done: F) {
         assert!(Instant::now() < deadline, "{what} did not happen within 15s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn scrape(bus: &Bus) -> Exposition {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", bus.url()))
-        .header("accept", "text/plain;version=0.0.4")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    Exposition::parse(Format::Prometheus, &text).unwrap()
 }
 
 #[tokio::test]

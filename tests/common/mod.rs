@@ -350,9 +350,8 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code:
     }
 }
 
-/// Messages a node handed straight to a waiting stream, by where they came
-/// from (`agentbus_message_handovers_total`).
-pub async fn handovers(bus: &Bus, from: &str) -> f64 {
+/// `/metrics` in the Prometheus text format, parsed.
+pub async fn scrape(bus: &Bus) -> exposition::Exposition {
     let text = reqwest::Client::new()
         .get(format!("{}/metrics", bus.url()))
         .header("accept", "text/plain;version=0.0.4")
@@ -362,8 +361,14 @@ pub async fn handovers(bus: &Bus, from: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    exposition::Exposition::parse(exposition::Format::Prometheus, &text)
-        .unwrap()
+    exposition::Exposition::parse(exposition::Format::Prometheus, &text).unwrap()
+}
+
+/// Messages a node handed straight to a waiting stream, by where they came
+/// from (`agentbus_message_handovers_total`).
+pub async fn handovers(bus: &Bus, from: &str) -> f64 {
+    scrape(bus)
+        .await
         .value("agentbus_message_handovers_total", &[("from", from)])
         .expect("the handovers counter")
 }
