@@ -451,6 +451,23 @@ async fn concurrent_updates_share_commits_and_each_gets_its_own_answer() {
     assert_eq!(store.inbox_depth(&AgentId::parse(to).unwrap()).await.unwrap(), 20);
 }
 
+/// The next signal within 5 s, past the resynchronisation a listening
+/// connection starts with and whatever `skip` names.
+async fn next_signal(
+    signals: &mut tokio::sync::broadcast::Receiver<crate::store::Signal>,
+    skip: impl Fn(&crate::store::Signal) -> bool,
+) -> crate::store::Signal {
+    loop {
+        let signal = tokio::time::timeout(Duration::from_secs(5), signals.recv())
+            .await
+            .expect("a signal in time")
+            .unwrap();
+        if signal != crate::store::Signal::Resync && !skip(&signal) {
+            return signal;
+        }
+    }
+}
+
 /// Closing a delivery tells the other nodes there is room under a prefetch
 /// limit only when another node made the claim: the claiming node's own
 /// stream is the only one that can be waiting, and that node wakes it
@@ -480,17 +497,11 @@ async fn room_is_announced_only_to_the_node_that_claimed() {
     let first = |store: &PostgresStore| {
         let mut signals = store.signals().unwrap();
         async move {
-            loop {
-                let signal = tokio::time::timeout(Duration::from_secs(5), signals.recv())
-                    .await
-                    .expect("a signal in time")
-                    .unwrap();
-                match &signal {
-                    Signal::Resync => {}
-                    Signal::Offer(record) if ["m-0", "m-1"].contains(&record.id().as_str()) => {}
-                    _ => return signal,
-                }
-            }
+            next_signal(
+                &mut signals,
+                |signal| matches!(signal, Signal::Offer(record) if ["m-0", "m-1"].contains(&record.id().as_str())),
+            )
+            .await
         }
     };
     // Closed on A, which claimed it: B hears nothing of it, and next of the
@@ -520,16 +531,7 @@ async fn queued_messages_are_offered_to_the_other_nodes_in_commit_order() {
     let (a, b) = (schema.open().await, schema.open().await);
     let to = "codex://a";
     let mut signals = b.signals().unwrap();
-    // Skipping the resynchronisation the listening connection starts with.
-    let mut heard = async || loop {
-        let signal = tokio::time::timeout(Duration::from_secs(5), signals.recv())
-            .await
-            .expect("a signal in time")
-            .unwrap();
-        if signal != Signal::Resync {
-            return signal;
-        }
-    };
+    let mut heard = async || next_signal(&mut signals, |_| false).await;
     // One write of three messages, then three writes: each offered, in the
     // order written (ids descending: not sorted by their text).
     let queued: Vec<_> = (0..6)
