@@ -6,18 +6,20 @@
 # difference divided by 3*COUNT leaves out start-up and shutdown.
 #
 #   benches/callgrind.sh path/to/agentbus [COUNT]    # e.g. target/release/agentbus 1000
+#   STORE=sqlite benches/callgrind.sh ...            # the durable store (default: memory)
 #
 # Compare two builds by running it for each. Needs valgrind (Debian package).
 set -euo pipefail
 BIN="$1"
 COUNT="${2:-1000}"
+STORE="${STORE:-memory}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 run() { # run MESSAGES -> total instructions
   local out="$WORK/callgrind.$1"
   valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$BIN" serve --listen 127.0.0.1:0 --store memory >"$WORK/stdout" 2>"$WORK/stderr" &
+    "$BIN" serve --listen 127.0.0.1:0 --store "$STORE" --data-dir "$WORK/data.$1" >"$WORK/stdout" 2>"$WORK/stderr" &
   local server=$!
   for _ in $(seq 600); do grep -q "listening on" "$WORK/stdout" 2>/dev/null && break; sleep 0.2; done
   local addr

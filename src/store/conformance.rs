@@ -568,6 +568,40 @@ async fn write_sets_are_all_or_nothing(store: Arc<dyn Store>) {
     assert_eq!(again, StoreError::AlreadyExists(Record::Message(lone.id().clone())));
 }
 
+/// Lone writes that meet in one commit: a refused one (a taken id, found
+/// only when its INSERT fails; a stale version) fails alone and changes
+/// nothing, and the others land.
+async fn refused_lone_writes_fail_alone_in_shared_commits(store: Arc<dyn Store>) {
+    let to = "opencode://backend";
+    let closed: Vec<_> = (0..10)
+        .map(|i| message(&format!("c{i}"), to, Priority::Medium, i))
+        .collect();
+    for record in &closed {
+        store.write(insert(record).into()).await.unwrap();
+        store.write(next(record, MessageState::Acked).into()).await.unwrap();
+    }
+    let fresh: Vec<_> = (0..10)
+        .map(|i| message(&format!("f{i}"), to, Priority::Medium, 100 + i))
+        .collect();
+    let writes = closed.iter().zip(&fresh).flat_map(|(closed, fresh)| {
+        [
+            store.write(insert(closed).into()),
+            store.write(insert(fresh).into()),
+            store.write(next(closed, MessageState::Acked).into()),
+        ]
+    });
+    let results = futures_util::future::join_all(writes).await;
+    for (i, result) in results.chunks(3).enumerate() {
+        let taken = StoreError::AlreadyExists(Record::Message(closed[i].id().clone()));
+        assert_eq!(result[0].as_ref().unwrap_err(), &taken);
+        assert_eq!(result[1].as_ref().unwrap(), &None);
+        assert!(matches!(result[2], Err(StoreError::Conflict { .. })), "{:?}", result[2]);
+        let kept = store.get_message(closed[i].id()).await.unwrap().unwrap();
+        assert_eq!((kept.state, kept.version), (MessageState::Acked, closed[i].version + 1));
+    }
+    assert_eq!(store.inbox_depth(&agent(to)).await.unwrap(), fresh.len() as u64);
+}
+
 async fn inbox_limit_counts_open_messages(store: Arc<dyn Store>) {
     let to = "opencode://backend";
     let limited = |id: &str| MessageWrite {
@@ -1046,6 +1080,7 @@ macro_rules! conformance {
             agents_register_update_list_delete,
             inbox_orders_by_priority_then_age,
             write_sets_are_all_or_nothing,
+            refused_lone_writes_fail_alone_in_shared_commits,
             inbox_limit_counts_open_messages,
             writes_can_require_a_registered_recipient,
             message_checks_run_in_one_order,

@@ -104,7 +104,7 @@ impl Messaging {
             Ok(()) => self.metrics.handed(from),
             Err(returned) => {
                 let record = returned.0;
-                self.release(vec![(record.id().clone(), record.version)]).await;
+                Box::pin(self.release(vec![(record.id().clone(), record.version)])).await;
             }
         }
     }

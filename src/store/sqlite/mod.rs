@@ -104,6 +104,8 @@ impl SqliteStore {
         ))
         .map_err(|e| open_error(&options.path, e))?;
         migrate(&conn).map_err(|e| open_error(&options.path, e))?;
+        // Room for every statement the writer runs (rusqlite keeps 16).
+        conn.set_prepared_statement_cache_capacity(64);
         let hot = Arc::new(Mutex::new(Hot::load(&conn)?));
         let last: u64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM session_events", [], |r| r.get(0))

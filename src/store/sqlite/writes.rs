@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::backend;
 use super::hot::{Hot, HotChange};
 use super::rows::{message_state_code, state_code};
-use super::writer::EncodedSet;
+use super::writer::{EncodedSet, in_savepoint};
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::SessionEventKind;
@@ -21,30 +21,35 @@ use crate::store::{
 };
 
 /// Applies one write set inside its own savepoint; `sequence` is the
-/// event number for its session change.
+/// event number for its session change. A set of one message needs none:
+/// it writes one statement, which SQLite undoes by itself if it fails.
 pub(super) fn apply(
-    tx: &mut Transaction<'_>,
+    conn: &Connection,
     set: &EncodedSet,
     sequence: Option<u64>,
     earlier: &Staged,
     hot: &Mutex<Hot>,
 ) -> Result<Staged, StoreError> {
-    let sp = tx.savepoint().map_err(backend)?;
-    if let (Some((change, body)), Some(sequence)) = (&set.session, sequence) {
-        apply_session(&sp, change, body, sequence)?;
+    let write = |conn: &Connection| {
+        if let (Some((change, body)), Some(sequence)) = (&set.session, sequence) {
+            apply_session(conn, change, body, sequence)?;
+        }
+        let mut staged = Staged::default();
+        for (write, body) in &set.messages {
+            let view = View {
+                set: &staged,
+                earlier,
+                hot,
+            };
+            let was_open_for = apply_message(conn, write, body, &view)?;
+            staged.message(&write.record, was_open_for);
+        }
+        Ok(staged)
+    };
+    match (&set.session, set.messages.len()) {
+        (None, 1) => write(conn),
+        _ => in_savepoint(conn, write),
     }
-    let mut staged = Staged::default();
-    for (write, body) in &set.messages {
-        let view = View {
-            set: &staged,
-            earlier,
-            hot,
-        };
-        let was_open_for = apply_message(&sp, write, body, &view)?;
-        staged.message(&write.record, was_open_for);
-    }
-    sp.commit().map_err(backend)?;
-    Ok(staged)
 }
 
 /// What earlier writes of the transaction being built changed: [`Hot`]
