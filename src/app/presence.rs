@@ -6,7 +6,7 @@
 //! own to the store ([`publish`]) and merges the others' into what it
 //! answers.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 

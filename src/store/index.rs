@@ -4,7 +4,9 @@
 //! messages.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
+
+use foldhash::{HashMap, HashSet};
 
 use super::Inbox;
 use crate::domain::message::{MessageId, MessageRecord, MessageState, Priority};

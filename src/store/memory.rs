@@ -1,7 +1,9 @@
 //! In-memory store for tests and throwaway runs. Same semantics as the
 //! durable backends; nothing survives the process.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;

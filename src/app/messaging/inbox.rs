@@ -571,10 +571,11 @@ mod tests {
             "priority first, then acceptance"
         );
         assert_eq!(handovers.handover.held.load(Ordering::Acquire), 0, "all taken");
-        let noted: HashSet<String> = guard.lock().keys().map(|id| id.as_str().to_owned()).collect();
+        let mut noted: Vec<_> = guard.lock().keys().map(|id| id.as_str().to_owned()).collect();
+        noted.sort();
         assert_eq!(
             noted,
-            HashSet::from(["m2".to_owned(), "m3".to_owned()]),
+            ["m2", "m3"],
             "the handed over, for release"
         );
 

@@ -6,7 +6,7 @@
 //! Every state change is a compare-and-swap on the message record in the
 //! store, so several streams, the sweeper and acks never lose updates.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,9 @@
 //! the writer thread applies each commit here, in commit order, before
 //! anyone hears of it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashSet};
 
 use rusqlite::Connection;
 

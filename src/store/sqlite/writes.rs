@@ -2,7 +2,7 @@
 //! contract against everything committed or staged before it, then the
 //! rows. Runs on the writer thread only.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params};
