@@ -1,9 +1,12 @@
 //! Messages between agents and their delivery bookkeeping.
 
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::error::{Error, Result};
 use super::ids::{AgentId, SessionId};
@@ -264,11 +267,90 @@ impl MessageState {
     }
 }
 
+/// A message as its records hold it: it never changes once accepted, so
+/// every version of a record (and every copy on its way to a stream) shares
+/// it, and its JSON is written once, when the first version is stored;
+/// later versions store it again as written.
+#[derive(Clone)]
+pub struct SharedMessage(Arc<Shared>);
+
+struct Shared {
+    message: Message,
+    json: OnceLock<Box<RawValue>>,
+}
+
+impl SharedMessage {
+    pub fn new(message: Message) -> Self {
+        Self(Arc::new(Shared {
+            message,
+            json: OnceLock::new(),
+        }))
+    }
+
+    /// The message to change (tests, and messages built before they are
+    /// stored); the JSON is written again.
+    pub fn make_mut(&mut self) -> &mut Message {
+        if Arc::get_mut(&mut self.0).is_none() {
+            *self = Self::new(self.0.message.clone());
+        }
+        let shared = Arc::get_mut(&mut self.0).expect("just made unique");
+        shared.json = OnceLock::new();
+        &mut shared.message
+    }
+}
+
+impl Deref for SharedMessage {
+    type Target = Message;
+
+    fn deref(&self) -> &Message {
+        &self.0.message
+    }
+}
+
+impl From<Message> for SharedMessage {
+    fn from(message: Message) -> Self {
+        Self::new(message)
+    }
+}
+
+impl std::fmt::Debug for SharedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.message.fmt(f)
+    }
+}
+
+impl PartialEq for SharedMessage {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.message == other.0.message
+    }
+}
+
+impl Serialize for SharedMessage {
+    /// The JSON kept from the first time. Records are written with
+    /// serde_json only (store bodies, notifications), which copies it as is.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let json = match self.0.json.get() {
+            Some(json) => json,
+            None => match serde_json::value::to_raw_value(&self.0.message) {
+                Ok(json) => self.0.json.get_or_init(|| json),
+                Err(_) => return self.0.message.serialize(serializer),
+            },
+        };
+        json.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        Message::deserialize(deserializer).map(Self::new)
+    }
+}
+
 /// A message plus where its delivery stands; stored and updated by
 /// compare-and-swap on `version`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageRecord {
-    pub message: Message,
+    pub message: SharedMessage,
     pub state: MessageState,
     /// The recipient being tried: the original one or a fallback agent.
     pub recipient: AgentId,
@@ -304,7 +386,7 @@ impl MessageRecord {
         fingerprint: u64,
     ) -> Self {
         Self {
-            message,
+            message: SharedMessage::new(message),
             state: MessageState::Queued,
             recipient,
             next_fallback,

@@ -533,7 +533,7 @@ async fn write_sets_are_all_or_nothing(store: Arc<dyn Store>) {
     let session = new_session("atomic", &[]);
     let first = message("m1", "opencode://backend", Priority::Medium, 1);
     let mut reply = message("m2", "claude-code://orchestrator", Priority::Medium, 2);
-    reply.message.in_reply_to = Some(first.id().clone());
+    reply.message.make_mut().in_reply_to = Some(first.id().clone());
     // The duplicate m1 fails the whole set: neither session nor m2 land.
     let failing = WriteSet {
         session: Some(create(&session)),
@@ -908,7 +908,7 @@ fn closed_at(id: &str, closed: i64) -> MessageRecord {
 
 async fn retention_removes_closed_messages_oldest_first(store: Arc<dyn Store>) {
     let mut reply = closed_at("old-reply", 150);
-    reply.message.in_reply_to = Some(MessageId::parse_field("message_id", "old-1").unwrap());
+    reply.message.make_mut().in_reply_to = Some(MessageId::parse_field("message_id", "old-1").unwrap());
     let open = message("open", "opencode://backend", Priority::Medium, 1);
     for record in [
         closed_at("old-1", 100),

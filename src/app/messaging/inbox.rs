@@ -320,7 +320,7 @@ fn delivery(record: MessageRecord) -> InboxItem {
     InboxItem::Delivery {
         attempt: record.attempts,
         ack_deadline: record.available_at,
-        message: Box::new(record.message),
+        message: record.message,
     }
 }
 
@@ -573,11 +573,7 @@ mod tests {
         assert_eq!(handovers.handover.held.load(Ordering::Acquire), 0, "all taken");
         let mut noted: Vec<_> = guard.lock().keys().map(|id| id.as_str().to_owned()).collect();
         noted.sort();
-        assert_eq!(
-            noted,
-            ["m2", "m3"],
-            "the handed over, for release"
-        );
+        assert_eq!(noted, ["m2", "m3"], "the handed over, for release");
 
         // A stream holding as many as it may take is passed over.
         handovers.handover.held.store(MAX_HANDED, Ordering::Release);

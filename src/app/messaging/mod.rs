@@ -25,7 +25,7 @@ use crate::domain::access::Actor;
 use crate::domain::aggregate::TaskResult;
 use crate::domain::message::{
     AgentRef, BUS_AGENT, DeliveryMode, Message, MessageId, MessageRecord, MessageState, MessageType, Priority, Routing,
-    json_fingerprint,
+    SharedMessage, json_fingerprint,
 };
 use crate::domain::session::{Session, SessionEventKind, SessionLimits, Task, TaskState};
 use crate::domain::trace::TraceContext;
@@ -102,7 +102,7 @@ pub struct SendOutcome {
 #[derive(Debug, Clone)]
 pub enum InboxItem {
     Delivery {
-        message: Box<Message>,
+        message: SharedMessage,
         attempt: u32,
         ack_deadline: Timestamp,
     },
@@ -609,7 +609,7 @@ impl Messaging {
         let replies = self.store.replies(record.id(), REPLY_SCAN).await?;
         Ok(replies
             .into_iter()
-            .map(|r| r.message)
+            .map(|r| Message::clone(&r.message))
             .find(|reply| is_reply(record, reply)))
     }
 

@@ -550,7 +550,7 @@ async fn queued_messages_are_offered_to_the_other_nodes_in_commit_order() {
         assert_eq!(heard().await, Signal::Offer(Box::new(record)));
     }
     let mut long = message("long", to, Priority::Medium, 20);
-    long.message.payload = serde_json::json!({ "data": "x".repeat(8_000) });
+    long.message.make_mut().payload = serde_json::json!({ "data": "x".repeat(8_000) });
     a.write(insert(&long).into()).await.unwrap();
     assert_eq!(heard().await, Signal::Work(AgentId::parse(to).unwrap()));
 }

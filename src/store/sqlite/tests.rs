@@ -125,7 +125,7 @@ async fn retention_gives_the_space_back() {
     let payload = "x".repeat(4096);
     for i in 0..1000 {
         let mut record = message(&format!("m{i}"), "opencode://backend", Priority::Medium, i);
-        record.message.payload = serde_json::json!({ "text": payload });
+        record.message.make_mut().payload = serde_json::json!({ "text": payload });
         let closed = record.closed(MessageState::Acked, Timestamp::from_unix_micros(i));
         Store::write(&store, insert(&closed).into()).await.unwrap();
     }
@@ -272,4 +272,33 @@ async fn a_rolled_back_transaction_fails_its_whole_batch() {
         .unwrap();
     let sequences: Vec<u64> = stored.iter().map(|e| e.sequence).collect();
     assert_eq!(sequences, (1..=next.sequence).collect::<Vec<_>>());
+}
+
+/// A record's message is encoded once and shared by its versions: the
+/// stored JSON is still the message's own, and a changed message is
+/// encoded again while the versions that shared it keep theirs.
+#[test]
+fn a_shared_message_is_stored_as_itself_and_again_once_changed() {
+    use crate::domain::message::Priority;
+    let message_of = |record: &MessageRecord| {
+        let body: serde_json::Value = serde_json::from_str(&rows::encode(record).unwrap()).unwrap();
+        body["message"].clone()
+    };
+    let first = crate::store::conformance::message("m1", "opencode://backend", Priority::Medium, 1);
+    let expected = serde_json::to_value(&*first.message).unwrap();
+    assert_eq!(message_of(&first), expected);
+    let acked = first.closed(MessageState::Acked, first.accepted_at);
+    assert_eq!(message_of(&acked), expected, "written as the first version's");
+    let mut changed = acked.clone();
+    changed.message.make_mut().payload = serde_json::json!({ "text": "changed" });
+    assert_eq!(
+        message_of(&changed)["payload"],
+        serde_json::json!({ "text": "changed" })
+    );
+    assert_eq!(message_of(&acked), expected);
+    // Not shared any more: changed in place, and encoded again.
+    changed.message.make_mut().payload = serde_json::json!({ "text": "again" });
+    assert_eq!(message_of(&changed)["payload"], serde_json::json!({ "text": "again" }));
+    let decoded: MessageRecord = rows::decode(&rows::encode(&changed).unwrap()).unwrap();
+    assert_eq!(decoded, changed);
 }
