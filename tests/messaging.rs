@@ -762,6 +762,12 @@ async fn resends_are_idempotent() {
         Code::AlreadyExists,
         "already used",
     );
+    // A send that named no id is not resent by naming the id it got.
+    let mut unnamed = message("", ORCHESTRATOR, FRONTEND);
+    let given = send(&mut messages, unnamed.clone()).await.unwrap().message_id;
+    assert!(given.starts_with("msg_"), "{given}");
+    unnamed.message_id = given;
+    assert_status(send(&mut messages, unnamed).await, Code::AlreadyExists, "already used");
 }
 
 #[tokio::test]

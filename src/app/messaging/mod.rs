@@ -191,8 +191,14 @@ impl Messaging {
     /// Accepts a message. With SYNC delivery waits for the reply, at most
     /// until the routing timeout or `deadline`, whichever comes first.
     pub async fn send(self: &Arc<Self>, new: NewMessage, deadline: Option<Instant>) -> Result<SendOutcome> {
-        let print = json_fingerprint(&new).map_err(|e| Error::internal(e.to_string()))?;
+        // Only a client-chosen id can be resent. The fingerprint covers the
+        // id, so a send naming a server-chosen one never matched its first
+        // send's (no id) anyway: those store 0, and skip hashing the payload.
         let client_id = new.message_id.is_some();
+        let print = match client_id {
+            true => json_fingerprint(&new).map_err(|e| Error::internal(e.to_string()))?,
+            false => 0,
+        };
         let message = Message {
             message_id: new.message_id.unwrap_or_else(MessageId::generate),
             timestamp: new.timestamp.unwrap_or_else(Timestamp::now),
