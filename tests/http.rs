@@ -970,6 +970,47 @@ async fn bad_messages_name_the_field() {
     .await;
 }
 
+/// The payload takes a shorter way into the message than the other
+/// fields: it arrives exactly as sent, and the body's depth limit counts it.
+#[tokio::test]
+async fn payloads_arrive_as_sent_and_count_toward_the_depth_limit() {
+    let (_bus, http) = bus().await;
+    let payload = json!({
+        "text": "héllo \"quoted\" \n line",
+        "n": 42, "x": -1.5, "big": 12345678901u64, "ok": true, "none": null,
+        "list": [1, "two", {"three": [3]}, []],
+        "nested": {"a": {"b": {"c": {}}}},
+    });
+    let mut body = message("as-sent", ORCHESTRATOR, BACKEND, "task_request");
+    body["payload"] = payload.clone();
+    http.ok(Method::POST, "/messages/send", Some(body)).await;
+    let stored = http.ok(Method::GET, "/messages/as-sent", None).await;
+    assert_eq!(stored["status"]["message"]["payload"], payload, "{stored}");
+    // A null payload is an absent one, as for every other field.
+    let mut body = message("no-payload", ORCHESTRATOR, BACKEND, "task_request");
+    body["payload"] = Json::Null;
+    let (status, _) = http.call(Method::POST, "/messages/send", Some(body.clone())).await;
+    body.as_object_mut().unwrap().remove("payload");
+    let (without, _) = http.call(Method::POST, "/messages/send", Some(body)).await;
+    assert_eq!(status, without);
+    // {"message": {"payload": ...}} may nest 32 levels: 30 in the payload.
+    let nested = |levels: usize| (1..levels).fold(json!({}), |inner, _| json!({ "k": inner }));
+    let mut body = message("deep-ok", ORCHESTRATOR, BACKEND, "task_request");
+    body["payload"] = nested(30);
+    http.ok(Method::POST, "/messages/send", Some(body)).await;
+    let mut body = message("too-deep", ORCHESTRATOR, BACKEND, "task_request");
+    body["payload"] = nested(31);
+    http.fails(
+        Method::POST,
+        "/messages/send",
+        Some(body),
+        StatusCode::BAD_REQUEST,
+        "INVALID_ARGUMENT",
+        "request body: nested deeper than 32 levels",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn malformed_requests_get_4xx_json_and_the_server_stays_healthy() {
     let bus = Bus::start(&[

@@ -30,16 +30,23 @@ fn descriptor(full_name: &str) -> MessageDescriptor {
 
 /// Decodes a JSON object into the request message `T`.
 pub fn from_json<T: Message + Name + Default>(value: &Json) -> Result<T> {
-    if depth(value) > convert::MAX_JSON_DEPTH {
+    check_depth(value, 0)?;
+    let message = decode_message(&descriptor(&T::full_name()), value, "")?;
+    message
+        .transcode_to()
+        .map_err(|e| Error::internal(format!("transcoding {}: {e}", T::full_name())))
+}
+
+/// Refuses a request body nested too deep; `value` sits `above` levels
+/// down in it.
+pub fn check_depth(value: &Json, above: usize) -> Result<()> {
+    if above + depth(value) > convert::MAX_JSON_DEPTH {
         return Err(Error::invalid(
             "request body",
             format!("nested deeper than {} levels", convert::MAX_JSON_DEPTH),
         ));
     }
-    let message = decode_message(&descriptor(&T::full_name()), value, "")?;
-    message
-        .transcode_to()
-        .map_err(|e| Error::internal(format!("transcoding {}: {e}", T::full_name())))
+    Ok(())
 }
 
 fn depth(value: &Json) -> usize {

@@ -8,14 +8,25 @@ use serde_json::{Map, Value as Json};
 use super::Gw;
 use super::input::{self, decode, json_body};
 use super::response::{HttpResult, ok};
-use crate::api::Caller;
+use crate::api::{Caller, convert, dialect};
 use crate::pb;
 
 /// The prototype's `POST /messages/send`: the body is the message itself
 /// (errors name its fields as `message.<field>`, as over gRPC).
 pub async fn send_message(State(gw): Gw, caller: Caller, headers: HeaderMap, body: Body) -> HttpResult {
-    let message = json_body(&headers, body, gw.max_body_bytes, true).await?;
-    let request: pb::SendMessageRequest = decode(Map::from_iter([("message".to_owned(), Json::Object(message))]))?;
+    let mut message = json_body(&headers, body, gw.max_body_bytes, true).await?;
+    // The payload, the bulk of a message, becomes its protobuf value
+    // directly: the dialect, which has nothing to check in a
+    // `google.protobuf.Value` but its depth, would take it through a
+    // dynamic message and protobuf bytes twice (a fifth of this call's CPU).
+    let payload = message.remove("payload").filter(|payload| !payload.is_null());
+    if let Some(payload) = &payload {
+        dialect::check_depth(payload, 2)?;
+    }
+    let mut request: pb::SendMessageRequest = decode(Map::from_iter([("message".to_owned(), Json::Object(message))]))?;
+    if let (Some(message), Some(payload)) = (request.message.as_mut(), payload) {
+        message.payload = Some(convert::json_value(&payload));
+    }
     ok(&gw.api.send_message(&caller, request).await?)
 }
 
