@@ -195,9 +195,10 @@ impl Messaging {
         // id, so a send naming a server-chosen one never matched its first
         // send's (no id) anyway: those store 0, and skip hashing the payload.
         let client_id = new.message_id.is_some();
-        let print = match client_id {
-            true => json_fingerprint(&new).map_err(|e| Error::internal(e.to_string()))?,
-            false => 0,
+        let print = if client_id {
+            json_fingerprint(&new).map_err(|e| Error::internal(e.to_string()))?
+        } else {
+            0
         };
         let message = Message {
             message_id: new.message_id.unwrap_or_else(MessageId::generate),
@@ -615,8 +616,8 @@ impl Messaging {
         let replies = self.store.replies(record.id(), REPLY_SCAN).await?;
         Ok(replies
             .into_iter()
-            .map(|r| Message::clone(&r.message))
-            .find(|reply| is_reply(record, reply)))
+            .find(|reply| is_reply(record, &reply.message))
+            .map(|reply| Message::clone(&reply.message)))
     }
 
     /// A SYNC request whose reply window closed: EXPIRED, its task timed out.

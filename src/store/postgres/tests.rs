@@ -468,6 +468,29 @@ async fn next_signal(
     }
 }
 
+/// Writes probes through `writer` until `signals`, of another store on the
+/// schema, hears one, then lets the rest arrive: a store hears nothing sent
+/// before its LISTEN, which starts in the background when it opens.
+async fn until_listening(writer: &PostgresStore, signals: &mut tokio::sync::broadcast::Receiver<crate::store::Signal>) {
+    use crate::domain::message::Priority;
+    use crate::store::conformance::{insert, message};
+    for _ in 0..100 {
+        let id = crate::domain::message::MessageId::generate();
+        let probe = message(id.as_str(), "codex://probe", Priority::Medium, 1);
+        writer.write(insert(&probe).into()).await.unwrap();
+        if let Ok(Ok(crate::store::Signal::Offer(_))) =
+            tokio::time::timeout(Duration::from_millis(100), signals.recv()).await
+        {
+            while tokio::time::timeout(Duration::from_millis(300), signals.recv())
+                .await
+                .is_ok()
+            {}
+            return;
+        }
+    }
+    panic!("the other store never heard a probe");
+}
+
 /// Closing a delivery tells the other nodes there is room under a prefetch
 /// limit only when another node made the claim: the claiming node's own
 /// stream is the only one that can be waiting, and that node wakes it
@@ -481,6 +504,8 @@ async fn room_is_announced_only_to_the_node_that_claimed() {
 
     let schema = TestSchema::create().await;
     let (a, b) = (schema.open().await, schema.open().await);
+    until_listening(&a, &mut b.signals().unwrap()).await;
+    until_listening(&b, &mut a.signals().unwrap()).await;
     let to = "codex://a";
     let agent = AgentId::parse(to).unwrap();
     let mut claims = Vec::new();
@@ -531,6 +556,7 @@ async fn queued_messages_are_offered_to_the_other_nodes_in_commit_order() {
     let (a, b) = (schema.open().await, schema.open().await);
     let to = "codex://a";
     let mut signals = b.signals().unwrap();
+    until_listening(&a, &mut signals).await;
     let mut heard = async || next_signal(&mut signals, |_| false).await;
     // One write of three messages, then three writes: each offered, in the
     // order written (ids descending: not sorted by their text).
