@@ -6,10 +6,10 @@
 //! own to the store ([`publish`]) and merges the others' into what it
 //! answers.
 
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use foldhash::HashMap;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 

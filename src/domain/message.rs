@@ -307,12 +307,6 @@ impl Deref for SharedMessage {
     }
 }
 
-impl From<Message> for SharedMessage {
-    fn from(message: Message) -> Self {
-        Self::new(message)
-    }
-}
-
 impl std::fmt::Debug for SharedMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.message.fmt(f)

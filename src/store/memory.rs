@@ -2,11 +2,10 @@
 //! durable backends; nothing survives the process.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-use foldhash::{HashMap, HashMapExt};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use foldhash::{HashMap, HashMapExt};
 
 use super::index::MessageIndex;
 use super::{

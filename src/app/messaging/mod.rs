@@ -6,12 +6,12 @@
 //! Every state change is a compare-and-swap on the message record in the
 //! store, so several streams, the sweeper and acks never lose updates.
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};

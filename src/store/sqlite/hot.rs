@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use foldhash::{HashMap, HashSet};
-
 use rusqlite::Connection;
 
 use super::rows::{query_bodies, state_code};

@@ -2,9 +2,9 @@
 //! contract against everything committed or staged before it, then the
 //! rows. Runs on the writer thread only.
 
-use foldhash::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use foldhash::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::backend;
