@@ -319,18 +319,24 @@ impl PartialEq for SharedMessage {
     }
 }
 
+impl SharedMessage {
+    /// The message's JSON, written the first time it is asked for.
+    pub fn json(&self) -> serde_json::Result<&RawValue> {
+        match self.0.json.get() {
+            Some(json) => Ok(json),
+            None => serde_json::value::to_raw_value(&self.0.message).map(|json| &**self.0.json.get_or_init(|| json)),
+        }
+    }
+}
+
 impl Serialize for SharedMessage {
     /// The JSON kept from the first time. Records are written with
     /// serde_json only (store bodies, notifications), which copies it as is.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let json = match self.0.json.get() {
-            Some(json) => json,
-            None => match serde_json::value::to_raw_value(&self.0.message) {
-                Ok(json) => self.0.json.get_or_init(|| json),
-                Err(_) => return self.0.message.serialize(serializer),
-            },
-        };
-        json.serialize(serializer)
+        match self.json() {
+            Ok(json) => json.serialize(serializer),
+            Err(_) => self.0.message.serialize(serializer),
+        }
     }
 }
 
@@ -370,6 +376,39 @@ pub struct MessageRecord {
 }
 
 impl MessageRecord {
+    /// The record's JSON without its message: an object of the other
+    /// fields, the part that the SQL stores write with every version. The
+    /// message never changes once accepted, so they store it once
+    /// ([`SharedMessage::json`]); [`Self::from_parts`] joins the two again.
+    pub fn delivery_json(&self) -> serde_json::Result<String> {
+        const MESSAGE_FIRST: &str = r#"{"message":"#;
+        let mut whole = serde_json::to_string(self)?;
+        let message = self.message.json()?.get();
+        // `message` is the first field, written as the JSON kept for it.
+        let starts_with_message = whole
+            .strip_prefix(MESSAGE_FIRST)
+            .and_then(|rest| rest.strip_prefix(message))
+            .is_some_and(|rest| rest.starts_with(','));
+        if !starts_with_message {
+            return Err(serde::ser::Error::custom(
+                "a record's JSON does not start with its message",
+            ));
+        }
+        whole.replace_range(..=MESSAGE_FIRST.len() + message.len(), "{");
+        Ok(whole)
+    }
+
+    /// The record whose message's JSON is `message` and the rest of whose
+    /// JSON is `delivery` (see [`Self::delivery_json`]).
+    pub fn from_parts(message: &str, delivery: &str) -> serde_json::Result<Self> {
+        let rest = delivery
+            .trim_start()
+            .strip_prefix('{')
+            .ok_or_else(|| serde::de::Error::custom("the delivery JSON of a record is not an object"))?;
+        let comma = if rest.trim_start().starts_with('}') { "" } else { "," };
+        serde_json::from_str(&format!(r#"{{"message":{message}{comma}{rest}"#))
+    }
+
     /// A message just accepted for `recipient` (with the index of the next
     /// fallback agent to try), deliverable at once, expiring after `timeout`.
     pub fn queued(
@@ -465,6 +504,42 @@ mod tests {
         assert_eq!(delays(&linear), [100, 200, 300, 400]);
         assert_eq!(delays(&exponential), [100, 200, 400, 800]);
         assert_eq!(exponential.delay(80, base), Duration::from_secs(3600));
+    }
+
+    /// The SQL stores keep a record as its message's JSON and the rest.
+    #[test]
+    fn a_record_is_its_message_and_the_rest_of_its_json() {
+        let queued = crate::store::conformance::message("m1", "opencode://backend", Priority::High, 1);
+        let mut acked = queued.closed(MessageState::Acked, queued.accepted_at);
+        acked.reason = "done, \"quoted\"".into();
+        for record in [&queued, &acked] {
+            let delivery = record.delivery_json().unwrap();
+            let rest: serde_json::Value = serde_json::from_str(&delivery).unwrap();
+            let mut whole = serde_json::to_value(record).unwrap();
+            let message = whole.as_object_mut().unwrap().remove("message").unwrap();
+            assert_eq!(rest, whole, "every field but the message");
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(record.message.json().unwrap().get()).unwrap(),
+                message
+            );
+            let joined = MessageRecord::from_parts(record.message.json().unwrap().get(), &delivery).unwrap();
+            assert_eq!(&joined, record);
+        }
+        // Pretty-printed parts (PostgreSQL's jsonb output) join as well.
+        let delivery = serde_json::to_string_pretty(
+            &serde_json::from_str::<serde_json::Value>(&acked.delivery_json().unwrap()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            MessageRecord::from_parts(acked.message.json().unwrap().get(), &delivery).unwrap(),
+            acked
+        );
+        for (message, delivery) in [("{}", "[]"), ("{", "{\"state\":\"acked\"}"), ("{}", "{\"message\":{}}")] {
+            assert!(
+                MessageRecord::from_parts(message, delivery).is_err(),
+                "{message} {delivery}"
+            );
+        }
     }
 
     #[test]

@@ -409,7 +409,7 @@ async fn agents_register_update_list_delete(store: Arc<dyn Store>) {
     assert_eq!(store.get_agent(first.id()).await.unwrap(), None);
 }
 
-pub(super) fn message(id: &str, to: &str, priority: Priority, accepted: i64) -> MessageRecord {
+pub(crate) fn message(id: &str, to: &str, priority: Priority, accepted: i64) -> MessageRecord {
     let message = Message {
         message_id: MessageId::parse_field("message_id", id).unwrap(),
         timestamp: Timestamp::from_unix_micros(accepted),

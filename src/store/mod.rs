@@ -27,7 +27,7 @@ pub mod postgres;
 pub mod sqlite;
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 
 use error::check_version;
 pub use error::{Record, StoreError};

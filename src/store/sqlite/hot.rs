@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use foldhash::{HashMap, HashSet};
 use rusqlite::Connection;
 
-use super::rows::{query_bodies, state_code};
+use super::rows::{message_rows, query_bodies, query_messages, state_code};
 use crate::domain::agent::Agent;
 use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::{Session, SessionState};
@@ -36,7 +36,8 @@ impl Hot {
         for agent in query_bodies::<Agent>(conn, "SELECT body FROM agents", [])? {
             hot.agents.insert(agent.id().clone(), agent);
         }
-        for record in query_bodies(conn, "SELECT body FROM messages WHERE state IN (1, 2)", [])? {
+        let open = concat!(message_rows!(), " WHERE m.state IN (1, 2)");
+        for record in query_messages(conn, open, [])? {
             hot.message(record);
         }
         let active = [state_code(SessionState::Active)];

@@ -250,7 +250,10 @@ impl Store for SqliteStore {
         let messages = set
             .messages
             .into_iter()
-            .map(|write| encode(&write.record).map(|body| (write, body)))
+            .map(|write| match write.record.delivery_json() {
+                Ok(body) => Ok((write, body)),
+                Err(e) => Err(StoreError::Backend(format!("cannot encode a record: {e}"))),
+            })
             .collect::<Result<_, _>>()?;
         let (reply, answer) = oneshot::channel();
         let set = Box::new(EncodedSet { session, messages });

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
-use super::rows::{decode_event, first, parse_session, placeholders, query_bodies, state_code, to_i64};
+use super::rows::{
+    decode_event, first, message_rows, parse_session, placeholders, query_bodies, query_messages, state_code, to_i64,
+};
 use super::{backend, open_error};
 use crate::domain::message::{MessageId, MessageRecord};
 use crate::domain::session::{Session, SessionEvent, SessionState};
@@ -153,17 +155,16 @@ pub(super) fn tokens(conn: &Connection) -> Result<Vec<AgentToken>, StoreError> {
 }
 
 pub(super) fn message(conn: &Connection, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
-    query_bodies(
-        conn,
-        "SELECT body FROM messages WHERE message_id = ?1",
-        params![id.as_str()],
-    )
-    .map(first)
+    let sql = concat!(message_rows!(), " WHERE m.message_id = ?1");
+    query_messages(conn, sql, params![id.as_str()]).map(first)
 }
 
 pub(super) fn replies(conn: &Connection, id: &MessageId, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
-    let sql = "SELECT body FROM messages WHERE in_reply_to = ?1 ORDER BY accepted_at LIMIT ?2";
-    query_bodies(conn, sql, params![id.as_str(), to_i64(limit as u64)])
+    let sql = concat!(
+        message_rows!(),
+        " WHERE m.in_reply_to = ?1 ORDER BY m.accepted_at LIMIT ?2"
+    );
+    query_messages(conn, sql, params![id.as_str(), to_i64(limit as u64)])
 }
 
 pub(super) fn counts(conn: &Connection) -> Result<StoreCounts, StoreError> {

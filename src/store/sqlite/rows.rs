@@ -1,7 +1,8 @@
 //! How records become rows and back: each record is one JSON body (serde,
 //! so fields added later decode from older bodies through their defaults)
 //! beside the columns that queries filter and sort on, whose codes are
-//! fixed here.
+//! fixed here. A message record is two: its message, stored once, and the
+//! rest, stored with every version ([`message_rows`]).
 
 use rusqlite::Connection;
 
@@ -57,6 +58,37 @@ pub(super) fn query_bodies<T: serde::de::DeserializeOwned>(
         .and_then(|mut stmt| stmt.query_map(params, |r| r.get(0))?.collect())
         .map_err(backend)?;
     bodies.iter().map(|b| decode(b)).collect()
+}
+
+/// The start of every read of message records, for `concat!`: the rest of
+/// each record with its message, from `message_bodies` since version 6
+/// (see `super::schema`). Readers add their `WHERE` on `m`.
+macro_rules! message_rows {
+    () => {
+        "SELECT m.body, b.message FROM messages AS m LEFT JOIN message_bodies AS b ON b.body_id = m.body_id"
+    };
+}
+pub(super) use message_rows;
+
+/// Runs `sql`, which starts with [`message_rows`], and puts each record
+/// together again.
+pub(super) fn query_messages(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<MessageRecord>, StoreError> {
+    let rows: Vec<(String, Option<String>)> = conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(backend)?;
+    rows.iter()
+        .map(|(delivery, message)| {
+            let message = message
+                .as_deref()
+                .ok_or_else(|| corrupt("a message without its body"))?;
+            MessageRecord::from_parts(message, delivery).map_err(corrupt)
+        })
+        .collect()
 }
 
 pub(super) fn first(mut records: Vec<MessageRecord>) -> Option<MessageRecord> {

@@ -11,7 +11,9 @@
 //!   [`super::rows`]), written by serde. A field added to a domain type
 //!   carries `#[serde(default)]`, so bodies written before it still decode;
 //!   renaming or removing a field, or changing its meaning, needs a schema
-//!   version whose step rewrites the bodies.
+//!   version whose step rewrites the bodies. A message record is kept in two
+//!   parts since version 6: its message in `message_bodies`, the rest in
+//!   `messages` (see [`super::rows::message_rows`]).
 //!
 //! A future schema change: bump [`SCHEMA_VERSION`], append its steps to
 //! [`SCHEMA`] under a `-- Version N:` comment, each step idempotent (create
@@ -20,11 +22,13 @@
 //! behind a check of the stored version, in one transaction with the new
 //! `user_version`), never edit a step an earlier version shipped, and add a
 //! test that opens a file of the previous version (as
-//! `a_version_2_file_is_migrated` does).
+//! `a_version_2_file_is_migrated` and `a_version_5_file_is_migrated` do).
 
 use rusqlite::Connection;
 
-pub(super) const SCHEMA_VERSION: i64 = 5;
+use crate::domain::message::MessageRecord;
+
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sessions (
@@ -86,6 +90,14 @@ CREATE TABLE IF NOT EXISTS agent_tokens (
 -- Version 5: retention removes closed messages by when they closed (their
 -- available_at); ended sessions are found through sessions_by_idle.
 CREATE INDEX IF NOT EXISTS messages_closed ON messages(available_at) WHERE state NOT IN (1, 2);
+-- Version 6: a message's JSON, which never changes once accepted, is stored
+-- once, here; the body in `messages` holds the rest of its record, and its
+-- `body_id` (added by `migrate`) names the row here. Acks and deliveries
+-- then rewrite a small row instead of the whole message.
+CREATE TABLE IF NOT EXISTS message_bodies (
+    body_id INTEGER PRIMARY KEY,
+    message TEXT NOT NULL
+);
 ";
 
 /// Brings the file to [`SCHEMA_VERSION`]; refuses a newer one.
@@ -97,8 +109,51 @@ pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         )));
     }
     incremental_vacuum(conn)?;
-    conn.execute_batch(SCHEMA)?;
-    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(SCHEMA)?;
+    if version < 6 {
+        separate_messages(&tx)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+    tx.commit()
+}
+
+/// Version 6: links `messages` to `message_bodies`, removes a message's
+/// body with its row, and moves the message out of every body stored
+/// before.
+fn separate_messages(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "ALTER TABLE messages ADD COLUMN body_id INTEGER;
+         CREATE TRIGGER IF NOT EXISTS messages_body_removed AFTER DELETE ON messages
+         BEGIN DELETE FROM message_bodies WHERE body_id = OLD.body_id; END;",
+    )?;
+    let unreadable = |rowid: i64, e: serde_json::Error| {
+        rusqlite::Error::ToSqlConversionFailure(
+            format!("cannot read the message in row {rowid} of messages: {e}").into(),
+        )
+    };
+    let mut page = conn.prepare("SELECT rowid, body FROM messages WHERE rowid > ?1 ORDER BY rowid LIMIT 1000")?;
+    let mut body = conn.prepare("INSERT INTO message_bodies (message) VALUES (?1)")?;
+    let mut rest = conn.prepare("UPDATE messages SET body = ?2, body_id = ?3 WHERE rowid = ?1")?;
+    let mut after = 0;
+    loop {
+        let rows: Vec<(i64, String)> = page
+            .query_map([after], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(&(last, _)) = rows.last() else { break };
+        for (rowid, stored) in rows {
+            let record: MessageRecord = serde_json::from_str(&stored).map_err(|e| unreadable(rowid, e))?;
+            let message = record.message.json().map_err(|e| unreadable(rowid, e))?;
+            let delivery = record.delivery_json().map_err(|e| unreadable(rowid, e))?;
+            body.execute([message.get()])?;
+            rest.execute(rusqlite::params![rowid, delivery, conn.last_insert_rowid()])?;
+        }
+        after = last;
+    }
+    if after > 0 {
+        tracing::info!("stored each message apart from its delivery state (schema version 6)");
+    }
+    Ok(())
 }
 
 /// Retention frees pages; with `auto_vacuum = INCREMENTAL` they can be given

@@ -197,12 +197,84 @@ async fn a_version_2_file_is_migrated() {
     assert_eq!(auto_vacuum, 2, "INCREMENTAL");
     let plan: String = conn
         .query_row(
-            "EXPLAIN QUERY PLAN SELECT body FROM messages WHERE state IN (1, 2)",
+            concat!("EXPLAIN QUERY PLAN ", rows::message_rows!(), " WHERE m.state IN (1, 2)"),
             [],
             |r| r.get(3),
         )
         .unwrap();
     assert!(plan.contains("messages_open"), "{plan}");
+}
+
+/// A version 5 file kept each message record whole in its body; opened as
+/// version 6, the messages move to `message_bodies` and read back the same,
+/// open ones (loaded at start) and closed ones (read from the file) alike,
+/// and removing a message removes its body.
+#[tokio::test]
+async fn a_version_5_file_is_migrated() {
+    use crate::domain::message::Priority;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.sqlite3");
+    let queued = crate::store::conformance::message("m-queued", "opencode://backend", Priority::High, 1);
+    let mut reply = crate::store::conformance::message("m-reply", "claude-code://orchestrator", Priority::Low, 2);
+    reply.message.make_mut().in_reply_to = Some(queued.id().clone());
+    let reply = reply.closed(MessageState::Acked, reply.accepted_at);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA auto_vacuum = INCREMENTAL;
+             CREATE TABLE messages (message_id TEXT PRIMARY KEY, recipient TEXT NOT NULL, state INTEGER NOT NULL,
+             priority INTEGER NOT NULL, accepted_at INTEGER NOT NULL, available_at INTEGER NOT NULL,
+             expires_at INTEGER NOT NULL, in_reply_to TEXT, version INTEGER NOT NULL, body TEXT NOT NULL);
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        for (record, state) in [(&queued, 1), (&reply, 3)] {
+            conn.execute(
+                "INSERT INTO messages VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8, ?9)",
+                rusqlite::params![
+                    record.id().as_str(),
+                    record.recipient.as_str(),
+                    state,
+                    record.accepted_at.unix_micros(),
+                    record.available_at.unix_micros(),
+                    record.expires_at.unix_micros(),
+                    record.message.in_reply_to.as_ref().map(|id| id.as_str()),
+                    record.version,
+                    rows::encode(record).unwrap()
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let store = SqliteStore::open(&test_options(path.clone())).unwrap();
+    assert_eq!(store.get_message(queued.id()).await.unwrap().as_ref(), Some(&queued));
+    assert_eq!(
+        store.replies(queued.id(), 10).await.unwrap(),
+        std::slice::from_ref(&reply)
+    );
+    let open = store.open_messages(&queued.recipient, 10).await.unwrap();
+    assert_eq!(open, std::slice::from_ref(&queued));
+    // Stored apart: each body holds the rest of its record only.
+    let stored = |sql: &str| -> Vec<String> {
+        let conn = Connection::open(&path).unwrap();
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    for body in stored("SELECT body FROM messages") {
+        assert!(!body.contains("\"message\""), "{body}");
+    }
+    assert_eq!(stored("SELECT message FROM message_bodies").len(), 2);
+    // Retention removes a closed message with its body.
+    let removed = store.prune_messages(Timestamp::now(), 10).await.unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(store.get_message(reply.id()).await.unwrap(), None);
+    store.close().await.unwrap();
+    let left = stored("SELECT message FROM message_bodies");
+    assert_eq!(left.len(), 1);
+    assert!(left[0].contains("m-queued"), "{left:?}");
 }
 
 /// A write that makes SQLite drop the whole transaction, as a full disk

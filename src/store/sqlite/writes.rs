@@ -272,23 +272,53 @@ fn apply_message(
         record.version,
         body
     ];
-    // An UPDATE sets only what changes after the insert, so the index on
-    // replies is left alone; REPLACE would rewrite every index.
+    // An UPDATE sets only what changes after the insert (the message stays
+    // as stored), so the index on replies is left alone; REPLACE would
+    // rewrite every index. The INSERT names the message's body row to come:
+    // the one after the last.
     let sql = if stored.is_some() {
         "UPDATE messages SET recipient = ?2, state = ?3, available_at = ?6, expires_at = ?7, version = ?9, body = ?10
          WHERE message_id = ?1"
     } else {
         "INSERT INTO messages
-         (message_id, recipient, state, priority, accepted_at, available_at, expires_at, in_reply_to, version, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+         (message_id, recipient, state, priority, accepted_at, available_at, expires_at, in_reply_to, version, body,
+          body_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+          (SELECT COALESCE(MAX(body_id), 0) + 1 FROM message_bodies))"
     };
     match conn.prepare_cached(sql).and_then(|mut stmt| stmt.execute(columns)) {
-        Ok(_) => Ok(was_open_for),
+        Ok(_) if stored.is_some() => Ok(was_open_for),
+        Ok(_) => insert_body(conn, record).map(|()| was_open_for),
         Err(rusqlite::Error::SqliteFailure(e, _)) if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
             Err(StoreError::AlreadyExists(message_record(record)()))
         }
         Err(e) => Err(backend(e)),
     }
+}
+
+/// Stores the message of the row just inserted, in the body row it names.
+/// A write of one message runs without a savepoint, so if this fails, the
+/// row goes too.
+fn insert_body(conn: &Connection, record: &MessageRecord) -> Result<(), StoreError> {
+    let message = record
+        .message
+        .json()
+        .map_err(|e| StoreError::Backend(format!("cannot encode a message: {e}")))?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO message_bodies (body_id, message)
+             VALUES ((SELECT COALESCE(MAX(body_id), 0) + 1 FROM message_bodies), ?1)",
+        )
+        .and_then(|mut stmt| stmt.execute([message.get()]));
+    inserted.map(drop).map_err(|e| {
+        let removed = conn
+            .prepare_cached("DELETE FROM messages WHERE message_id = ?1")
+            .and_then(|mut stmt| stmt.execute([record.id().as_str()]));
+        if let Err(also) = removed {
+            tracing::warn!(error = %also, "cannot remove a message whose body could not be stored");
+        }
+        backend(e)
+    })
 }
 
 /// Writes the agent if its stored version is `expected`.
