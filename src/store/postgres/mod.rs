@@ -631,32 +631,32 @@ impl Store for PostgresStore {
                 seen_at.push(at.unix_micros());
             }
         }
-        let client = self.writer().await?;
+        let mut client = self.writer().await?;
         let node = self.cluster.node();
-        // Rows of nodes that stopped refreshing them (they died) go too.
-        execute(
-            &client,
+        // One transaction: a reader sees an agent online together with
+        // when it was last seen, never one without the other.
+        let tx = client.transaction().await.map_err(db_error)?;
+        let statements = [
+            // Rows of nodes that stopped refreshing them (they died) go too.
             "DELETE FROM agent_streams WHERE (node_id = $1 AND agent_id = ANY($2)) OR alive_until < $3",
-            &[&node, &offline, &now.unix_micros()],
-        )
-        .await?;
-        execute(
-            &client,
             "INSERT INTO agent_streams (agent_id, node_id, alive_until)
              SELECT agent_id, $2, $3 FROM unnest($1::text[]) AS agent_id
              ON CONFLICT (agent_id, node_id) DO UPDATE SET alive_until = EXCLUDED.alive_until",
-            &[&online, &node, &until],
-        )
-        .await?;
-        execute(
-            &client,
             "INSERT INTO agent_seen (agent_id, last_seen)
              SELECT * FROM unnest($1::text[], $2::bigint[])
              ON CONFLICT (agent_id) DO UPDATE SET last_seen = GREATEST(agent_seen.last_seen, EXCLUDED.last_seen)",
+        ];
+        let now_micros = now.unix_micros();
+        let params: [&[&(dyn tokio_postgres::types::ToSql + Sync)]; 3] = [
+            &[&node, &offline, &now_micros],
+            &[&online, &node, &until],
             &[&seen, &seen_at],
-        )
-        .await
-        .map(drop)
+        ];
+        for (sql, params) in statements.into_iter().zip(params) {
+            let statement = tx.prepare_cached(sql).await.map_err(db_error)?;
+            tx.execute(&statement, params).await.map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
     }
 
     async fn presence(&self, agents: &[AgentId]) -> Result<Vec<AgentPresence>, StoreError> {
