@@ -98,9 +98,13 @@ impl SqliteStore {
         };
         conn.busy_handler(Some(retry_soon))
             .map_err(|e| open_error(&options.path, e))?;
-        // No automatic checkpoints in commits: see [`Checkpointer`].
+        // No automatic checkpoints in commits: see [`Checkpointer`]. A new
+        // file takes `auto_vacuum` only before its first page is written,
+        // which switching to WAL does, so it comes first (an older file is
+        // switched by `schema::migrate`).
         conn.execute_batch(&format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA wal_autocheckpoint = 0;"
+            "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
+             PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(|e| open_error(&options.path, e))?;
         migrate(&conn).map_err(|e| open_error(&options.path, e))?;
