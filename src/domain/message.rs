@@ -297,6 +297,14 @@ impl SharedMessage {
         shared.json = OnceLock::new();
         &mut shared.message
     }
+
+    /// The message's JSON, written the first time it is asked for.
+    pub fn json(&self) -> serde_json::Result<&RawValue> {
+        match self.0.json.get() {
+            Some(json) => Ok(json),
+            None => serde_json::value::to_raw_value(&self.0.message).map(|json| &**self.0.json.get_or_init(|| json)),
+        }
+    }
 }
 
 impl Deref for SharedMessage {
@@ -316,16 +324,6 @@ impl std::fmt::Debug for SharedMessage {
 impl PartialEq for SharedMessage {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0.message == other.0.message
-    }
-}
-
-impl SharedMessage {
-    /// The message's JSON, written the first time it is asked for.
-    pub fn json(&self) -> serde_json::Result<&RawValue> {
-        match self.0.json.get() {
-            Some(json) => Ok(json),
-            None => serde_json::value::to_raw_value(&self.0.message).map(|json| &**self.0.json.get_or_init(|| json)),
-        }
     }
 }
 

@@ -51,7 +51,7 @@ mod tests;
 use checkpoint::{Checkpointer, retry_soon};
 use hot::{Hot, HotChange};
 use reads::{READERS, ReadPool};
-use rows::encode;
+use rows::{encode, encode_delivery};
 use schema::migrate;
 use writer::{EncodedSet, Pending, WRITE_QUEUE, Writer, WriterRequest};
 
@@ -254,10 +254,7 @@ impl Store for SqliteStore {
         let messages = set
             .messages
             .into_iter()
-            .map(|write| match write.record.delivery_json() {
-                Ok(body) => Ok((write, body)),
-                Err(e) => Err(StoreError::Backend(format!("cannot encode a record: {e}"))),
-            })
+            .map(|write| encode_delivery(&write.record).map(|body| (write, body)))
             .collect::<Result<_, _>>()?;
         let (reply, answer) = oneshot::channel();
         let set = Box::new(EncodedSet { session, messages });

@@ -44,7 +44,17 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, St
 }
 
 pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("cannot encode a record: {e}")))
+    serde_json::to_string(value).map_err(encode_error)
+}
+
+/// The body of a message record's row: the record without its message
+/// ([`message_rows`]).
+pub(super) fn encode_delivery(record: &MessageRecord) -> Result<String, StoreError> {
+    record.delivery_json().map_err(encode_error)
+}
+
+fn encode_error(error: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("cannot encode a record: {error}"))
 }
 
 /// Runs `sql`, which selects one JSON body per row, and decodes the bodies.

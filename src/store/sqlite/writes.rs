@@ -275,7 +275,7 @@ fn apply_message(
     // An UPDATE sets only what changes after the insert (the message stays
     // as stored), so the index on replies is left alone; REPLACE would
     // rewrite every index. The INSERT names the message's body row to come:
-    // the one after the last.
+    // the one after the last, which [`insert_body`] then writes.
     let sql = if stored.is_some() {
         "UPDATE messages SET recipient = ?2, state = ?3, available_at = ?6, expires_at = ?7, version = ?9, body = ?10
          WHERE message_id = ?1"
@@ -307,7 +307,7 @@ fn insert_body(conn: &Connection, record: &MessageRecord) -> Result<(), StoreErr
     let inserted = conn
         .prepare_cached(
             "INSERT INTO message_bodies (body_id, message)
-             VALUES ((SELECT COALESCE(MAX(body_id), 0) + 1 FROM message_bodies), ?1)",
+             VALUES ((SELECT body_id FROM messages WHERE rowid = last_insert_rowid()), ?1)",
         )
         .and_then(|mut stmt| stmt.execute([message.get()]));
     inserted.map(drop).map_err(|e| {
