@@ -379,21 +379,26 @@ impl MessageRecord {
     /// message never changes once accepted, so they store it once
     /// ([`SharedMessage::json`]); [`Self::from_parts`] joins the two again.
     pub fn delivery_json(&self) -> serde_json::Result<String> {
-        const MESSAGE_FIRST: &str = r#"{"message":"#;
-        let mut whole = serde_json::to_string(self)?;
-        let message = self.message.json()?.get();
+        const MESSAGE_FIRST: &[u8] = br#"{"message":"#;
+        /// Room for the other fields, so that the buffer is not grown (and
+        /// copied) while they are written.
+        const REST: usize = 512;
+        let message = self.message.json()?.get().as_bytes();
+        let mut whole = Vec::with_capacity(MESSAGE_FIRST.len() + message.len() + REST);
+        serde_json::to_writer(&mut whole, self)?;
         // `message` is the first field, written as the JSON kept for it.
         let starts_with_message = whole
             .strip_prefix(MESSAGE_FIRST)
             .and_then(|rest| rest.strip_prefix(message))
-            .is_some_and(|rest| rest.starts_with(','));
+            .is_some_and(|rest| rest.starts_with(b","));
         if !starts_with_message {
             return Err(serde::ser::Error::custom(
                 "a record's JSON does not start with its message",
             ));
         }
-        whole.replace_range(..=MESSAGE_FIRST.len() + message.len(), "{");
-        Ok(whole)
+        // Keeps the opening brace; the rest (short) is checked as UTF-8.
+        whole.drain(1..=MESSAGE_FIRST.len() + message.len());
+        String::from_utf8(whole).map_err(serde::ser::Error::custom)
     }
 
     /// The record whose message's JSON is `message` and the rest of whose

@@ -48,9 +48,29 @@ pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<String, StoreErro
 }
 
 /// The body of a message record's row: the record without its message
-/// ([`message_rows`]).
+/// ([`message_rows`]), with room for what closing it adds.
+///
+/// SQLite fills a table's last page with appended rows and starts a new
+/// page only when the next row does not fit, so the rows of new messages
+/// sit in full pages. Acking one writes its delivery and ack times where
+/// its open row had `null` (16 digits for 4 each), and a row that grows in
+/// a full page splits it, which also writes its neighbours and parent. An
+/// open message's body therefore ends with the spaces its closing will use
+/// (JSON allows whitespace after a value). Closed-loop `send`: the SQLite
+/// threads wrote 7,353-7,377 bytes per message against 7,536-7,550, and
+/// the `messages` pages held 10.0 rows against 9.8.
 pub(super) fn encode_delivery(record: &MessageRecord) -> Result<String, StoreError> {
-    record.delivery_json().map_err(encode_error)
+    /// A time's digits beyond `null`'s four.
+    const TIME_ROOM: usize = 12;
+    let mut body = record.delivery_json().map_err(encode_error)?;
+    if record.state.is_open() {
+        let unset = [record.last_delivered_at, record.acked_at]
+            .iter()
+            .filter(|at| at.is_none())
+            .count();
+        body.extend(std::iter::repeat_n(' ', unset * TIME_ROOM));
+    }
+    Ok(body)
 }
 
 fn encode_error(error: serde_json::Error) -> StoreError {
