@@ -381,3 +381,36 @@ fn a_shared_message_is_stored_as_itself_and_again_once_changed() {
     let decoded: MessageRecord = rows::decode(&rows::encode(&changed).unwrap()).unwrap();
     assert_eq!(decoded, changed);
 }
+
+#[test]
+fn closing_a_message_does_not_grow_its_row() {
+    use crate::domain::message::Priority;
+    // Times of today's size: a closing changes them, with as many digits.
+    let now = crate::domain::Timestamp::now();
+    let mut queued = crate::store::conformance::message("m1", "opencode://backend", Priority::Medium, 1);
+    queued.accepted_at = now;
+    queued.available_at = now;
+    queued.expires_at = now.saturating_add(std::time::Duration::from_secs(300));
+    let mut delivered = queued.clone();
+    delivered.state = MessageState::Delivered;
+    delivered.attempts = 1;
+    delivered.total_attempts = 1;
+    delivered.last_delivered_at = Some(now);
+    delivered.version += 1;
+    let mut acked = delivered.closed(MessageState::Acked, now);
+    acked.acked_at = Some(now);
+    acked.version += 1;
+    let body = |record: &MessageRecord| rows::encode_delivery(record).unwrap();
+    for open in [&queued, &delivered] {
+        assert!(
+            body(&acked).len() <= body(open).len(),
+            "{} grew to {}",
+            body(open),
+            body(&acked)
+        );
+    }
+    let message = queued.message.json().unwrap().get();
+    for record in [&queued, &delivered, &acked] {
+        assert_eq!(&MessageRecord::from_parts(message, &body(record)).unwrap(), record);
+    }
+}
