@@ -26,6 +26,7 @@
 
 use rusqlite::Connection;
 
+use super::rows::encode_delivery;
 use crate::domain::message::MessageRecord;
 
 pub(super) const SCHEMA_VERSION: i64 = 6;
@@ -127,7 +128,7 @@ fn separate_messages(conn: &Connection) -> rusqlite::Result<()> {
          CREATE TRIGGER IF NOT EXISTS messages_body_removed AFTER DELETE ON messages
          BEGIN DELETE FROM message_bodies WHERE body_id = OLD.body_id; END;",
     )?;
-    let unreadable = |rowid: i64, e: serde_json::Error| {
+    let unreadable = |rowid: i64, e: &dyn std::fmt::Display| {
         rusqlite::Error::ToSqlConversionFailure(
             format!("cannot read the message in row {rowid} of messages: {e}").into(),
         )
@@ -142,9 +143,10 @@ fn separate_messages(conn: &Connection) -> rusqlite::Result<()> {
             .collect::<rusqlite::Result<_>>()?;
         let Some(&(last, _)) = rows.last() else { break };
         for (rowid, stored) in rows {
-            let record: MessageRecord = serde_json::from_str(&stored).map_err(|e| unreadable(rowid, e))?;
-            let message = record.message.json().map_err(|e| unreadable(rowid, e))?;
-            let delivery = record.delivery_json().map_err(|e| unreadable(rowid, e))?;
+            let record: MessageRecord = serde_json::from_str(&stored).map_err(|e| unreadable(rowid, &e))?;
+            let message = record.message.json().map_err(|e| unreadable(rowid, &e))?;
+            // As the writer writes it, room for the closing included.
+            let delivery = encode_delivery(&record).map_err(|e| unreadable(rowid, &e))?;
             body.execute([message.get()])?;
             rest.execute(rusqlite::params![rowid, delivery, conn.last_insert_rowid()])?;
         }

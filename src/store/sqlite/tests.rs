@@ -273,6 +273,11 @@ async fn a_version_5_file_is_migrated() {
     for body in stored("SELECT body FROM messages") {
         assert!(!body.contains("\"message\""), "{body}");
     }
+    // Written as the writer writes it: an open one with room for its closing.
+    assert_eq!(
+        stored("SELECT body FROM messages WHERE state = 1"),
+        [rows::encode_delivery(&queued).unwrap()]
+    );
     assert_eq!(stored("SELECT message FROM message_bodies").len(), 2);
     // Retention removes a closed message with its body.
     let removed = store.prune_messages(Timestamp::now(), 10).await.unwrap();
