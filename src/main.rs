@@ -195,10 +195,10 @@ fn print_config(args: &ServeArgs, format: PrintFormat) -> ExitCode {
 ///
 /// With the slot on, a task woken by the running task runs right after it,
 /// on the same thread. One commit completes a few dozen sends at once; each
-/// answer wakes its HTTP/2 connection's task, which then ran at once and
-/// wrote that single answer: one `writev` per message. With the slot off
+/// answer wakes its HTTP/2 connection's task, which then runs at once and
+/// writes that single answer: one `writev` per message. With the slot off
 /// the connection's task runs after the other answers of the commit and
-/// writes them together (0.4 `writev` per message, about 12 % less server
+/// writes them together (0.4 `writev` per message, about 10 % less server
 /// CPU per message in the closed-loop `send`; benches/README.md).
 fn serve_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
